@@ -1,0 +1,186 @@
+"""Command line: ``mixopt data prepare | run | predict | recommend | runs export``.
+
+User mistakes print one line ``mixopt: error: ...`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mixopt.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mixopt", description="Data-mixture optimization for LM pre-training.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="corpus commands")
+    dsub = data.add_subparsers(dest="data_cmd", required=True, parser_class=_Parser)
+    prep = dsub.add_parser("prepare", help="build (or reuse) the cached token corpus")
+    prep.add_argument("config", nargs="?", help="study YAML (its data: section is used)")
+    prep.add_argument("--recipe", help="pip (default), debian, or a folder with one subfolder per domain")
+    prep.add_argument("--tokenizer", choices=["bpe", "bytes"])
+    prep.add_argument("--vocab-size", type=int)
+    prep.add_argument("--max-mb-per-domain", type=float)
+    prep.add_argument("--cache-dir")
+
+    r = sub.add_parser("run", help="run a study: proxies on Ray, tracked in MLflow, then recommend")
+    r.add_argument("config", nargs="?", help="study YAML (default: embedded defaults)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved config and space; run nothing")
+    r.add_argument("--resume", action="store_true", help="continue the study of this name from its store")
+    r.add_argument("--trials", type=int, help="shorthand for --budget.trials=N")
+
+    pr = sub.add_parser("predict", help="fit a surrogate on a runs table, report rank correlation on another")
+    pr.add_argument("--train", required=True)
+    pr.add_argument("--test", required=True)
+    pr.add_argument("--objective", required=True, help="metric column, e.g. loss.pile_cc")
+    pr.add_argument("--surrogate", default="lightgbm")
+    pr.add_argument("--n-train", type=int)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--json", action="store_true")
+
+    rc = sub.add_parser("recommend", help="recommend a mixture from a study in the store")
+    rc.add_argument("config", nargs="?", help="study YAML (names the study and store)")
+    rc.add_argument("--study", help="study name (overrides the config's)")
+    rc.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    rc.add_argument("--json", action="store_true")
+
+    runs = sub.add_parser("runs", help="runs-table commands")
+    rsub = runs.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)
+    ex = rsub.add_parser("export", help="write a study's trials as a runs table (CSV or Parquet)")
+    ex.add_argument("config", nargs="?")
+    ex.add_argument("--study")
+    ex.add_argument("--tracking-uri")
+    ex.add_argument("--out", required=True, help="file.csv or file.parquet")
+    return p
+
+
+def _config(args: argparse.Namespace, extra: list[str]):
+    from mixopt.config import load_config
+
+    overrides = list(extra)
+    if getattr(args, "trials", None) is not None:
+        overrides.append(f"--budget.trials={args.trials}")
+    if getattr(args, "study", None):
+        overrides.append(f"--study={args.study}")
+    if getattr(args, "tracking_uri", None):
+        overrides.append(f"--tracking_uri={args.tracking_uri}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_prepare(args, extra) -> int:
+    from mixopt.runner import open_corpus
+
+    for flag, key in (("recipe", "recipe"), ("tokenizer", "tokenizer"), ("vocab_size", "vocab_size"),
+                      ("max_mb_per_domain", "max_mb_per_domain"), ("cache_dir", "cache_dir")):
+        v = getattr(args, flag)
+        if v is not None:
+            extra.append(f"--data.{key}={v}")
+    args.trials = None
+    cfg = _config(args, extra)
+    corpus = open_corpus(cfg)
+    counts = corpus.token_counts("train")
+    val = corpus.token_counts("val")
+    print(f"corpus: {corpus.path}")
+    print(f"{'domain':<14}{'train tokens':>14}{'val tokens':>12}")
+    for d in corpus.domains:
+        print(f"{d:<14}{counts[d]:>14,}{val[d]:>12,}")
+    return 0
+
+
+def _cmd_run(args, extra) -> int:
+    from mixopt.config import to_yaml
+
+    cfg = _config(args, extra)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        print(f"# tracking: {cfg.resolved_tracking_uri()}\n# outputs: {cfg.output_dir}/{cfg.study}/")
+        return 0
+    from mixopt.runner import run
+
+    run(cfg, resume=args.resume)
+    return 0
+
+
+def _cmd_predict(args, extra) -> int:
+    _no_extra(extra)
+    from mixopt.predict import predict
+
+    res = predict(args.train, args.test, args.objective, args.surrogate, n_train=args.n_train, seed=args.seed)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"surrogate {res['surrogate']} on {res['n_train']} training runs -> {res['n_test']} test runs "
+              f"({res['objective']}): spearman {res['spearman']:.4f}  pearson {res['pearson']:.4f}")
+    return 0
+
+
+def _open(args, extra):
+    cfg = _config(args, extra)
+    from mixopt.study import load_study
+
+    return cfg, load_study(cfg.study, cfg.resolved_tracking_uri())
+
+
+def _cmd_recommend(args, extra) -> int:
+    args.trials = None
+    cfg, study = _open(args, extra)
+    rec = study.recommend()
+    doc: dict[str, Any] = {"study": study.name, "mixture": rec.mixture.to_dict(), "predicted_objective": rec.predicted}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        from mixopt.report import summary_table
+
+        print(summary_table(study, rec))
+    return 0
+
+
+def _cmd_export(args, extra) -> int:
+    args.trials = None
+    from mixopt.runs_table import write_runs_table
+
+    _, study = _open(args, extra)
+    df = study.to_dataframe()
+    write_runs_table(df, args.out)
+    print(f"wrote {len(df)} runs to {args.out}")
+    return 0
+
+
+def _no_extra(extra: list[str]) -> None:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extra = _parser().parse_known_args(argv)
+        if args.cmd == "data":
+            return _cmd_prepare(args, extra)
+        if args.cmd == "run":
+            return _cmd_run(args, extra)
+        if args.cmd == "predict":
+            return _cmd_predict(args, extra)
+        if args.cmd == "recommend":
+            return _cmd_recommend(args, extra)
+        if args.cmd == "runs":
+            return _cmd_export(args, extra)
+    except UserError as e:
+        print(f"mixopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

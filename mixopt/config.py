@@ -1,0 +1,306 @@
+"""Study configuration: frozen dataclasses loaded from YAML plus ``--a.b=c`` overrides.
+
+Every key is checked against the dataclass fields and their types; any mistake raises one
+:class:`~mixopt.errors.ConfigError` naming the file, the dotted key, the value and what is
+allowed. Nothing is prepared, trained or written before the config validates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixopt.errors import ConfigError
+from mixopt.spec import ProxySpec
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Corpus: a built-in recipe (``pip`` or ``debian``) or a folder with one subfolder per domain."""
+
+    recipe: str = "pip"
+    tokenizer: str = "bpe"
+    vocab_size: int = 4096
+    max_mb_per_domain: float = 4.0
+    val_fraction: float = 0.05
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Feasible mixtures: floors/caps per domain and the repetition cap.
+
+    ``target_tokens`` is the token budget of the big run the mixture is for; with
+    ``max_epochs`` it caps ``p_j <= max_epochs * tokens_j / target_tokens``. Proxies are held
+    to the same cap for their own budget.
+    """
+
+    floors: dict[str, float] = field(default_factory=dict)
+    caps: dict[str, float] = field(default_factory=dict)
+    max_epochs: float = 4.0
+    target_tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Searcher by name, its options, and the random initial design before it."""
+
+    searcher: str = "regmix"
+    options: dict[str, Any] = field(default_factory=dict)
+    n_init: int = 8
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """When the study stops: after ``trials`` trials, or ``flops`` proxy FLOPs, or ``wall_seconds``."""
+
+    trials: int = 32
+    flops: float | None = None
+    wall_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How trials run. ``ray``: Ray tasks (local Ray unless ``address`` / ``RAY_ADDRESS``);
+    ``local``: in this process, one at a time."""
+
+    kind: str = "ray"
+    workers: int = 2
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    threads_per_worker: int = 1
+    max_retries: int = 2
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: str = "mixopt-study"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    proxy: ProxySpec = field(default_factory=ProxySpec)
+    objective: dict[str, Any] = field(default_factory=dict)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    tracking_uri: str | None = None
+    output_dir: str = "mixopt-out"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_tracking_uri(self) -> str:
+        """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the working folder."""
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+# --- generic typed loading ---------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} has the wrong type; allowed: {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+        return from_dict(tp, value, where)
+    if tp is Any:
+        return value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {value!r} must be a mapping")
+        return dict(value)
+    if origin is list or tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {value!r} must be a list")
+        return list(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e9" as a string
+            try:
+                x = float(value)
+                if math.isfinite(x):
+                    return x
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}: {value!r} has the wrong type; allowed: {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types (recursively)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{where}.{k}" if where else str(k)
+        if k not in names:
+            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(names)}")
+        kwargs[k] = _coerce(v, hints[k], key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        msg = str(e)
+        if where and not msg.startswith(where):
+            msg = f"{where}.{msg}" if not msg.startswith("proxy") else msg
+        raise ConfigError(msg) from None
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[:-1])} is not a mapping, cannot set {dotted}")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["--budget.trials=8", "--proxy.preset", "dense-1m"]`` -> nested dict of YAML-typed values."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("--") or len(a) <= 2:
+            raise ConfigError(f"override {a!r}: expected --key.sub=value")
+        body = a[2:]
+        if "=" in body:
+            key, raw = body.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, raw = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override {a!r}: missing value; write --{body}=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(out, key, value, f"override --{key}")
+        i += 1
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:
+    """Load and validate a study config (YAML) and apply dotted overrides.
+
+    Errors name the file and key, e.g. ``study.yaml: proxy.tokens: 'x' has the wrong type``.
+    """
+    raw: dict[str, Any] = {}
+    label = str(path) if path else "config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{label}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{label}:{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{label}: cannot read ({e})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{label}: top level must be a mapping of study settings")
+    try:
+        merged = _merge(raw, parse_overrides(overrides or []))
+        cfg = from_dict(StudyConfig, merged)
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{label}: {e}") from None
+    return cfg
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Cross-field checks that the dataclass types cannot express."""
+    if not cfg.study or any(c in cfg.study for c in "/\\\n"):
+        raise ConfigError(f"study: {cfg.study!r} must be a non-empty name without slashes")
+    d = cfg.data
+    if d.tokenizer not in ("bpe", "bytes"):
+        raise ConfigError(f"data.tokenizer: {d.tokenizer!r}; allowed: bpe, bytes")
+    if d.tokenizer == "bpe" and not (258 <= d.vocab_size <= 65535):
+        raise ConfigError(f"data.vocab_size: {d.vocab_size} must be in [258, 65535]")
+    if not (0 < d.max_mb_per_domain <= 10_000):
+        raise ConfigError(f"data.max_mb_per_domain: {d.max_mb_per_domain} must be in (0, 10000]")
+    if not (0 < d.val_fraction <= 0.5):
+        raise ConfigError(f"data.val_fraction: {d.val_fraction} must be in (0, 0.5]")
+    if cfg.space.max_epochs <= 0:
+        raise ConfigError(f"space.max_epochs: {cfg.space.max_epochs} must be > 0")
+    if cfg.space.target_tokens is not None and cfg.space.target_tokens <= 0:
+        raise ConfigError(f"space.target_tokens: {cfg.space.target_tokens} must be > 0")
+    s = cfg.search
+    if s.n_init < 0:
+        raise ConfigError(f"search.n_init: {s.n_init} must be >= 0")
+    b = cfg.budget
+    if b.trials < 1:
+        raise ConfigError(f"budget.trials: {b.trials} must be >= 1")
+    for k in ("flops", "wall_seconds"):
+        v = getattr(b, k)
+        if v is not None and v <= 0:
+            raise ConfigError(f"budget.{k}: {v} must be > 0")
+    e = cfg.executor
+    if e.kind not in ("ray", "local"):
+        raise ConfigError(f"executor.kind: {e.kind!r}; allowed: ray, local")
+    if e.workers < 1 or e.threads_per_worker < 1 or e.max_retries < 0:
+        raise ConfigError("executor: workers and threads_per_worker must be >= 1, max_retries >= 0")
+    if e.num_cpus < 0 or e.num_gpus < 0:
+        raise ConfigError("executor: num_cpus and num_gpus must be >= 0")
+
+
+def to_yaml(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,221 @@
+"""The main job: ``mixopt run study.yaml``.
+
+config -> corpus (cached) -> space -> study in MLflow -> ask / run on Ray / tell until the
+budget is spent -> recommendation (YAML + JSON) -> summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixopt.config import StudyConfig
+from mixopt.errors import BudgetError, SpaceError, UserError
+from mixopt.mixture import MixtureSpace
+from mixopt.objective import Objective
+from mixopt.study import Study, create_study, load_study
+from mixopt.trial import TrialState
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def open_corpus(cfg: StudyConfig, progress: Callable[[str], None] = log):
+    from mixopt.data import prepare_corpus
+
+    d = cfg.data
+    return prepare_corpus(d.recipe, tokenizer=d.tokenizer, vocab_size=d.vocab_size,
+                          max_bytes_per_domain=int(d.max_mb_per_domain * 1_000_000), val_fraction=d.val_fraction,
+                          cache_dir=d.cache_dir, seed=cfg.seed, progress=progress)
+
+
+def build_space(cfg: StudyConfig, domains: list[str], tokens: dict[str, int]) -> tuple[MixtureSpace, Objective]:
+    """The study's space over the training domains (corpus domains minus held-out targets)."""
+    objective = Objective.from_config(cfg.objective, domains)
+    train = [d for d in domains if d not in objective.targets]
+    target = max(cfg.space.target_tokens or 0.0, float(cfg.proxy.tokens))
+    try:
+        space = MixtureSpace.build(train, {d: tokens[d] for d in train}, target, cfg.space.max_epochs,
+                                   cfg.space.floors, cfg.space.caps)
+    except SpaceError as e:
+        try:
+            MixtureSpace.build(train, None, None, None, cfg.space.floors, cfg.space.caps)
+        except SpaceError:
+            raise e from None
+        avail = sum(tokens[d] for d in train)
+        raise BudgetError(
+            f"budget: {target:.4g} tokens (max of proxy.tokens and space.target_tokens) needs more data than the "
+            f"corpus allows under the repetition cap (space.max_epochs={cfg.space.max_epochs}, {avail} train "
+            f"tokens over {len(train)} domains: at most {cfg.space.max_epochs * avail:.4g} tokens); lower the "
+            "token budget, raise max_epochs or caps, or add data") from None
+    return space, objective
+
+
+@dataclass
+class RunOutcome:
+    study: Study
+    recommendation: Any
+    files: dict[str, str]
+    seconds: float
+    train_seconds: float
+
+
+def _open_study(cfg: StudyConfig, space: MixtureSpace, objective: Objective, resume: bool, storage) -> Study:
+    if resume:
+        study = load_study(cfg.study, storage)
+        if tuple(study.space.domains) != space.domains:
+            raise UserError(f"--resume: study {cfg.study!r} has domains {list(study.space.domains)} but this "
+                            f"config gives {list(space.domains)}")
+        return study
+    return create_study(cfg.study, space=space, objective=objective, searcher=cfg.search.searcher,
+                        searcher_options=cfg.search.options, n_init=cfg.search.n_init, seed=cfg.seed,
+                        spec=cfg.proxy, storage=storage, extra={"config": cfg.to_dict()})
+
+
+def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage=None,
+        progress: Callable[[str], None] = log) -> RunOutcome:
+    """Run a study to its budget and write the recommendation. ``executor``/``storage`` default
+    to the config's (Ray; MLflow at the resolved tracking URI)."""
+    from mixopt.executor import make_executor
+    from mixopt.tracking import MlflowStorage
+
+    t_start = time.time()
+    corpus = open_corpus(cfg, progress)  # a cache: reused by every study on the same data settings
+    space, objective = build_space(cfg, corpus.domains, corpus.token_counts("train"))
+    if storage is None:
+        storage = MlflowStorage(cfg.resolved_tracking_uri())
+    exists = storage.load_meta(cfg.study) is not None
+    if exists and not resume:
+        raise UserError(f"study {cfg.study!r} already exists in {getattr(storage, 'uri', 'the store')}; "
+                        "pass --resume to continue it, or set --study=NEW_NAME")
+    if resume and not exists:
+        raise UserError(f"--resume: no study {cfg.study!r} in {getattr(storage, 'uri', 'the store')} to resume")
+    study = _open_study(cfg, space, objective, resume, storage)
+    progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: {objective.description}; "
+             f"searcher {study.searcher_name} after {study.n_init} random; budget {cfg.budget.trials} trials; "
+             f"tracking {getattr(storage, 'uri', 'memory')}")
+    executor = executor or make_executor(cfg.executor)
+    base = {"corpus_dir": str(corpus.path), "eval_domains": list(corpus.domains),
+            "num_threads": cfg.executor.threads_per_worker, "device": "auto" if cfg.executor.num_gpus > 0 else "cpu"}
+    train_seconds = 0.0
+    try:
+        train_seconds = _loop(cfg, study, executor, base, progress, t_start)
+    except KeyboardInterrupt:
+        progress(f"interrupted; finished trials are in the store. Continue with: mixopt run ... --resume")
+        raise
+    finally:
+        executor.shutdown()
+    rec, files = finish(cfg, study, storage, progress)
+    return RunOutcome(study, rec, files, time.time() - t_start, train_seconds)
+
+
+def _loop(cfg: StudyConfig, study: Study, executor, base: dict, progress, t_start: float) -> float:
+    # trials a dead driver left PENDING/RUNNING are run again: they never completed
+    todo = [t for t in study.trials if t.state in (TrialState.PENDING, TrialState.RUNNING)]
+    if todo:
+        progress(f"resuming: re-running {len(todo)} unfinished trial(s) {[t.trial_id for t in todo]}")
+    budget = cfg.budget
+    train_seconds = 0.0
+
+    def started() -> int:
+        return sum(1 for t in study.trials if t.phase != "warm_start" and t.state is not TrialState.WAITING)
+
+    def flops_spent() -> float:
+        return sum(t.metrics.get("flops_per_token", 0.0) * t.metrics.get("tokens", 0.0) for t in study.trials)
+
+    def can_start() -> bool:
+        if budget.wall_seconds and time.time() - t_start > budget.wall_seconds:
+            return False
+        if budget.flops and flops_spent() >= budget.flops:
+            return False
+        return started() < budget.trials
+
+    while True:
+        free = executor.capacity - executor.running()
+        while free > 0 and (todo or can_start()):
+            if todo:
+                trials = [todo.pop(0)]
+            else:
+                trials = study.ask(min(free, budget.trials - started()))
+            for t in trials:
+                if t.state is not TrialState.RUNNING:
+                    study.mark_running(t.trial_id)
+                req = dict(base, trial_id=t.trial_id, mixture=t.mixture.to_dict(), spec=(t.spec or cfg.proxy).to_dict())
+                executor.submit(t.trial_id, req)
+                free -= 1
+        if executor.running() == 0:
+            break
+        for f in executor.wait(timeout=None):
+            if f.error is not None:
+                t = study.tell(f.trial_id, error=f.error)
+            else:
+                train_seconds += float(f.result.get("train_seconds", 0.0))
+                t = study.tell(f.trial_id, f.result)
+            _progress_line(study, t, executor.running(), budget.trials, progress, t_start)
+    return train_seconds
+
+
+def _progress_line(study: Study, t, running: int, total: int, progress, t_start: float) -> None:
+    c = study.counts()
+    best = study.best()
+    what = f"objective {t.value:.4f}" if t.ok else f"FAILED: {t.error}"
+    tps = t.metrics.get("tokens_per_s")
+    progress(f"[{c['COMPLETE'] + c['FAILED']:>3}/{total}] trial {t.trial_id:>3} ({t.phase}) {what}"
+             + (f", {tps:,.0f} tok/s" if tps else "")
+             + f" | running {running}, failed {c['FAILED']}"
+             + (f" | best {best.value:.4f} (trial {best.trial_id})" if best else "")
+             + f" | {time.time() - t_start:,.0f}s")
+
+
+def finish(cfg: StudyConfig, study: Study, storage, progress=log) -> tuple[Any, dict[str, str]]:
+    """Recommend, write ``recommendation.{yaml,json}`` and ``runs.csv``, log them to MLflow, print a summary."""
+    from mixopt.report import summary_table
+    from mixopt.runs_table import write_runs_table
+
+    rec = study.recommend()
+    out = Path(cfg.output_dir) / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    best = study.best()
+    doc = {
+        "study": study.name,
+        "mixture": {d: round(float(w), 6) for d, w in rec.mixture.items()},
+        "predicted_objective": None if rec.predicted is None else float(rec.predicted),
+        "predicted_std": None if rec.std is None else float(rec.std),
+        "objective": study.objective.description,
+        "searcher": study.searcher_name,
+        "info": {k: v for k, v in (rec.info or {}).items() if isinstance(v, (int, float, str, bool))},
+        "best_trial": None if best is None else {"trial": best.trial_id, "objective": best.value,
+                                                   "mixture": {d: round(w, 6) for d, w in best.mixture.items()}},
+        "trials": study.counts(),
+        "tracking_uri": getattr(storage, "uri", None),
+    }
+    files = {"yaml": str(out / "recommendation.yaml"), "json": str(out / "recommendation.json"),
+             "runs": str(out / "runs.csv")}
+    _atomic_write(files["yaml"], yaml.safe_dump(doc, sort_keys=False))
+    _atomic_write(files["json"], json.dumps(doc, indent=2))
+    write_runs_table(study.to_dataframe(), files["runs"])
+    metrics = {"recommended.predicted_objective": rec.predicted} if rec.predicted is not None else {}
+    if best is not None:
+        metrics["best.objective"] = best.value
+    storage.log_study_outputs(study.name, files, metrics, {"mixopt.recommendation": json.dumps(doc["mixture"])})
+    if hasattr(storage, "set_study_status"):
+        storage.set_study_status(study.name, "FINISHED")
+    print(summary_table(study, rec))
+    for k, v in files.items():
+        progress(f"wrote {v}")
+    return rec, files
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+

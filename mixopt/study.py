@@ -1,0 +1,308 @@
+"""Study: the public ask/tell surface (Optuna-style) over a store of record.
+
+Searchers read history from the study on every call and keep no private state, so a study
+resumed in another process (after the driver died) proposes exactly what it would have.
+
+Example:
+    >>> import mixopt
+    >>> study = mixopt.create_study("demo", domains=["code", "legal", "web"], searcher="random")
+    >>> [t] = study.ask()
+    >>> study.tell(t.trial_id, {"code": 3.1, "legal": 2.9, "web": 3.4}).state.value
+    'COMPLETE'
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mixopt.errors import ConfigError, MixtureError, RunsTableError, UserError
+from mixopt.mixture import Mixture, MixtureSpace
+from mixopt.objective import Objective
+from mixopt.spec import ProxySpec
+from mixopt.storage import InMemoryStorage, Storage
+from mixopt.trial import Trial, TrialState
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_ACTIVE = (TrialState.PENDING, TrialState.RUNNING)
+
+
+def _search():
+    """The searcher package, imported lazily (mixopt never imports it at load time)."""
+    return importlib.import_module("search")
+
+
+class Study:
+    def __init__(self, storage: Storage, meta: dict[str, Any]) -> None:
+        self._storage = storage
+        self.name: str = meta["name"]
+        self.space = MixtureSpace(tuple(meta["domains"]), tuple(meta["lower"]), tuple(meta["upper"]),
+                                  tuple(meta.get("prior") or ()))
+        obj = meta["objective"]
+        self.objective = Objective(dict(obj["weights"]), tuple(obj.get("targets", ())), obj.get("description", ""))
+        self.searcher_name: str = meta["searcher"]
+        self.searcher_options: dict[str, Any] = dict(meta.get("searcher_options") or {})
+        self.n_init: int = int(meta.get("n_init", 0))
+        self.seed: int = int(meta.get("seed", 0))
+        self.spec = ProxySpec.from_dict(meta["spec"]) if meta.get("spec") else None
+        self.meta = meta
+        self._searcher = _search().get_searcher(self.searcher_name, self.searcher_options)
+        self._init = _search().get_searcher("random", {})
+        self._trials: list[Trial] = storage.trials(self.name)
+
+    # --- reading ------------------------------------------------------------------------
+    @property
+    def trials(self) -> list[Trial]:
+        return list(self._trials)
+
+    def trial(self, trial_id: int) -> Trial:
+        if not isinstance(trial_id, int) or not (0 <= trial_id < len(self._trials)):
+            raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{len(self._trials) - 1})")
+        return self._trials[trial_id]
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in TrialState}
+        for t in self._trials:
+            out[t.state.value] += 1
+        return out
+
+    def best(self) -> Trial | None:
+        """The COMPLETE trial with the lowest objective (None before any)."""
+        done = [t for t in self._trials if t.ok]
+        return min(done, key=lambda t: t.value) if done else None
+
+    def _context(self):
+        s = _search()
+        obs = tuple(
+            s.Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
+                          t.value if t.state is TrialState.COMPLETE else None)
+            for t in self._trials)
+        return s.SearchContext(self.space, obs, self.seed)
+
+    # --- asking -------------------------------------------------------------------------
+    def ask(self, n: int = 1, spec: ProxySpec | None = None) -> list[Trial]:
+        """Hand out ``n`` trials: enqueued ones first, then the initial design, then the searcher.
+
+        Trials already handed out and not finished count as pending for the searcher.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise UserError(f"ask: n={n!r} must be a positive integer")
+        out: list[Trial] = []
+        for t in self._trials:
+            if len(out) == n:
+                break
+            if t.state is TrialState.WAITING:
+                out.append(self._save(t.with_(state=TrialState.PENDING)))
+        while len(out) < n:
+            k = n - len(out)
+            n_model_done = sum(1 for t in self._trials if t.phase in ("init", "model", "warm_start", "enqueued"))
+            in_init = n_model_done < self.n_init
+            if in_init:
+                k = min(k, self.n_init - n_model_done)
+            searcher = self._init if in_init else self._searcher
+            mixtures = searcher.suggest(self._context(), k)
+            for m in mixtures:
+                m = self.space.validate(Mixture(m.to_dict(), self.space.domains))
+                t = Trial(len(self._trials), m, spec or self.spec, TrialState.PENDING,
+                          searcher=searcher.name, phase="init" if in_init else "model")
+                t = self._storage.add_trial(self.name, t)
+                self._trials.append(t)
+                out.append(t)
+        return out
+
+    def enqueue(self, mixture: Mapping[str, float], spec: ProxySpec | None = None) -> Trial:
+        """Queue a user-chosen mixture; the next ``ask`` hands it out before any proposal."""
+        m = self.space.validate(mixture if isinstance(mixture, Mixture) else Mixture(mixture, where="enqueue"),
+                                "enqueue")
+        t = Trial(len(self._trials), m, spec or self.spec, TrialState.WAITING, searcher="user", phase="enqueued")
+        t = self._storage.add_trial(self.name, t)
+        self._trials.append(t)
+        return t
+
+    def mark_running(self, trial_id: int) -> Trial:
+        t = self.trial(trial_id)
+        if t.state is not TrialState.PENDING:
+            raise UserError(f"trial {trial_id} is {t.state.value}; only PENDING trials can start")
+        return self._save(t.with_(state=TrialState.RUNNING))
+
+    # --- telling ------------------------------------------------------------------------
+    def tell(self, trial_id: int, result: Mapping[str, Any] | float | None = None, *,
+             error: str | None = None) -> Trial:
+        """Report a trial's outcome.
+
+        ``result`` is a proxy result dict (with ``losses``: {domain: loss}, plus optional
+        ``history`` and other numeric metrics), a plain ``{domain: loss}`` mapping, or a float
+        objective value. ``error=...`` marks it FAILED with that reason. Non-finite objectives
+        mark it FAILED too: the searcher never sees a made-up value.
+        """
+        t = self.trial(trial_id)
+        if t.state.finished:
+            raise UserError(f"trial {trial_id} is already {t.state.value}")
+        if t.state is TrialState.WAITING:
+            raise UserError(f"trial {trial_id} was never handed out by ask()")
+        if error is not None or result is None:
+            return self._save(t.with_(state=TrialState.FAILED, error=error or "no result reported"))
+        losses, metrics, history = _unpack_result(result)
+        value = float(result) if isinstance(result, (int, float)) else self.objective.value(losses)
+        if not math.isfinite(value):
+            bad = {d: losses.get(d) for d in self.objective.domains}
+            return self._save(t.with_(state=TrialState.FAILED, losses=losses, metrics=metrics, history=history,
+                                      error=f"objective is not finite (losses {bad})"))
+        return self._save(t.with_(state=TrialState.COMPLETE, value=value, losses=losses, metrics=metrics,
+                                  history=history, error=None))
+
+    def add_completed(self, table: "pd.DataFrame | str", objective: str | None = None) -> list[Trial]:
+        """Warm start from a runs table (DataFrame or CSV/Parquet path): one COMPLETE trial per row.
+
+        Rows' ``w.<domain>`` columns must name the study's training domains. The objective is
+        computed from ``loss.<domain>`` columns when they cover it, else read from column
+        ``objective`` (or the one named).
+        """
+        from mixopt.runs_table import RunsTable, read_runs_table
+
+        rt = table if isinstance(table, RunsTable) else (
+            read_runs_table(table, objective) if isinstance(table, str) else RunsTable.from_frame(table, "<dataframe>"))
+        unknown = [d for d in rt.domains if d not in self.space.domains]
+        if unknown:
+            raise RunsTableError(f"{rt.source}: w. columns {unknown} are not domains of study {self.name!r} "
+                                 f"(allowed: {', '.join(self.space.domains)})")
+        added = []
+        W = rt.weights()
+        for i in range(len(rt.df)):
+            row = rt.df.iloc[i]
+            m = Mixture(dict(zip(rt.domains, W[i].tolist())), self.space.domains, where=f"{rt.source} row {i}")
+            losses = {c[5:]: float(row[c]) for c in rt.df.columns if c.startswith("loss.")}
+            if objective is not None:
+                value = float(row[objective])
+            elif all(d in losses for d in self.objective.domains):
+                value = self.objective.value(losses)
+            elif "objective" in rt.df.columns:
+                value = float(row["objective"])
+            else:
+                raise RunsTableError(f"{rt.source}: no loss columns for {list(self.objective.domains)} "
+                                     "and no 'objective' column")
+            state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAILED
+            t = Trial(len(self._trials), m, None, state, value if state is TrialState.COMPLETE else None,
+                      losses, searcher="warm_start", phase="warm_start",
+                      error=None if state is TrialState.COMPLETE else "non-finite objective in runs table")
+            t = self._storage.add_trial(self.name, t)
+            self._trials.append(t)
+            added.append(t)
+        return added
+
+    def _save(self, t: Trial) -> Trial:
+        t = self._storage.update_trial(self.name, t)
+        self._trials[t.trial_id] = t
+        return t
+
+    # --- results ------------------------------------------------------------------------
+    def recommend(self):
+        """The searcher's recommended mixture with its predicted objective (``search.Recommendation``)."""
+        ctx = self._context()
+        if not ctx.completed_xy()[1].size:
+            raise UserError(f"study {self.name!r}: no COMPLETE trial yet, nothing to recommend from")
+        return self._searcher.recommend(ctx)
+
+    def to_dataframe(self) -> "pd.DataFrame":
+        """Runs table: one row per trial (``run``, ``state``, ``w.*``, ``loss.*``, ``objective``, ...)."""
+        import pandas as pd
+
+        rows = []
+        for t in self._trials:
+            r: dict[str, Any] = {"run": t.trial_id, "state": t.state.value, "searcher": t.searcher, "phase": t.phase}
+            r.update({f"w.{d}": t.mixture.get(d, 0.0) for d in self.space.domains})
+            r.update({f"loss.{d}": v for d, v in sorted(t.losses.items())})
+            r["objective"] = t.value if t.value is not None else np.nan
+            if t.spec is not None:
+                r["scale"] = t.spec.preset
+                r["tokens"] = t.spec.tokens
+                r["params"] = t.metrics.get("params", np.nan)
+            for k in ("tokens_per_s", "train_seconds", "flops_per_token"):
+                if k in t.metrics:
+                    r[k] = t.metrics[k]
+            r["error"] = t.error or ""
+            rows.append(r)
+        return pd.DataFrame(rows)
+
+
+def _unpack_result(result: Mapping[str, Any] | float) -> tuple[dict[str, float], dict[str, float], list]:
+    if isinstance(result, (int, float)):
+        return {}, {}, []
+    if not isinstance(result, Mapping):
+        raise UserError(f"tell: result must be a mapping or a number, got {type(result).__name__}")
+    if "losses" in result:
+        losses = {str(k): float(v) for k, v in dict(result["losses"]).items()}
+        metrics = {k: float(v) for k, v in result.items()
+                   if k not in ("losses", "history") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return losses, metrics, list(result.get("history") or [])
+    try:
+        return {str(k): float(v) for k, v in result.items()}, {}, []
+    except (TypeError, ValueError):
+        raise UserError("tell: result must map domain -> loss, or hold 'losses'") from None
+
+
+def _storage_for(storage: Storage | str | None) -> Storage:
+    if storage is None:
+        return InMemoryStorage()
+    if isinstance(storage, Storage):
+        return storage
+    if isinstance(storage, str):
+        from mixopt.tracking import MlflowStorage
+
+        return MlflowStorage(storage)
+    raise ConfigError(f"storage: {storage!r}; allowed: None (in memory), an MLflow tracking URI, or a Storage")
+
+
+def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = None,
+                 domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
+                 searcher: str = "random", searcher_options: Mapping[str, Any] | None = None,
+                 n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
+                 storage: Storage | str | None = None, load_if_exists: bool = False,
+                 extra: Mapping[str, Any] | None = None) -> Study:
+    """Create a study (or load it with ``load_if_exists``).
+
+    Give either a ``space`` or plain ``domains`` (full simplex). ``objective`` is an
+    :class:`Objective` or its config mapping (``{domain: X}``, ``{weights: ...}``, ``{target: X}``);
+    default: the average loss over the training domains. ``storage``: None (in memory), an
+    MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``) or a Storage.
+    """
+    store = _storage_for(storage)
+    if store.load_meta(name) is not None:
+        if load_if_exists:
+            return Study(store, store.load_meta(name))
+        raise UserError(f"study {name!r} already exists in the store; resume it (--resume / load_study) "
+                        "or choose another name")
+    if space is None:
+        if not domains:
+            raise ConfigError("create_study: give a space or a list of domains")
+        space = MixtureSpace(tuple(domains), (0.0,) * len(domains), (1.0,) * len(domains))
+    if not isinstance(objective, Objective):
+        objective = Objective.from_config(objective, list(space.domains))
+    _search().get_searcher(searcher, dict(searcher_options or {}))  # validate name and options now
+    meta = {
+        "name": name, "domains": list(space.domains), "lower": list(space.lower), "upper": list(space.upper),
+        "prior": list(space.prior),
+        "objective": {"weights": dict(objective.weights), "targets": list(objective.targets),
+                      "description": objective.description},
+        "searcher": searcher, "searcher_options": dict(searcher_options or {}), "n_init": int(n_init),
+        "seed": int(seed), "spec": spec.to_dict() if spec else None, **dict(extra or {}),
+    }
+    store.create_study(meta)
+    return Study(store, meta)
+
+
+def load_study(name: str, storage: Storage | str) -> Study:
+    """Open an existing study from its store (e.g. after the driver died)."""
+    store = _storage_for(storage)
+    meta = store.load_meta(name)
+    if meta is None:
+        names = store.study_names()
+        raise UserError(f"no study {name!r} in {storage if isinstance(storage, str) else 'the store'}"
+                        + (f"; studies there: {', '.join(names)}" if names else ""))
+    return Study(store, meta)

@@ -1,0 +1,244 @@
+"""MLflow as the store of record (the only module that imports mlflow).
+
+Schema (DESIGN.md): experiment per study; one parent run per study (tag ``mixopt.role=study``,
+the study metadata as JSON in tag ``mixopt.meta`` and artifact ``study.json``); one nested
+child run per trial with params ``w.<domain>`` and ``proxy.<field>``, metrics
+``loss.<domain>`` (with step), ``objective``, throughput, and tags ``mixopt.study``,
+``mixopt.trial``, ``mixopt.searcher``, ``mixopt.phase``, ``mixopt.state``
+(``mixopt.error`` for FAILED). MLflow run status mirrors the state: WAITING/PENDING ->
+SCHEDULED, RUNNING -> RUNNING, COMPLETE -> FINISHED, FAILED -> FAILED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mixopt.errors import UserError
+from mixopt.mixture import Mixture
+from mixopt.spec import ProxySpec
+from mixopt.storage import Storage
+from mixopt.trial import Trial, TrialState
+
+_STATUS = {TrialState.WAITING: "SCHEDULED", TrialState.PENDING: "SCHEDULED", TrialState.RUNNING: "RUNNING",
+           TrialState.COMPLETE: "FINISHED", TrialState.FAILED: "FAILED"}
+_SPEC_TYPES = {f.name: f.type for f in dataclasses.fields(ProxySpec)}
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def _client(uri: str):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """Next to a SQLite database: ``<db folder>/mlartifacts/<study>``; a server decides itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts" / name).as_uri()
+    return None
+
+
+class MlflowStorage(Storage):
+    """A study store on an MLflow tracking server or SQLite database.
+
+    Example:
+        >>> store = MlflowStorage("sqlite:///mlflow.db")  # doctest: +SKIP
+    """
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = uri or default_tracking_uri()
+        try:
+            self.client = _client(self.uri)
+            self.client.search_experiments(max_results=1)  # creates/migrates a SQLite store once, here
+        except Exception as e:  # a wrong URI or an unreachable server is the user's to fix
+            raise UserError(f"MLflow tracking URI {self.uri!r}: cannot open the store ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        self._parents: dict[str, tuple[str, str]] = {}  # study -> (experiment id, parent run id)
+        self._run_ids: dict[tuple[str, int], str] = {}
+
+    # --- study --------------------------------------------------------------------------
+    def _find_parent(self, name: str) -> tuple[str, str] | None:
+        if name in self._parents:
+            return self._parents[name]
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None or exp.lifecycle_stage != "active":
+            return None
+        runs = self.client.search_runs([exp.experiment_id], "tags.`mixopt.role` = 'study'", max_results=1)
+        if not runs:
+            return None
+        self._parents[name] = (exp.experiment_id, runs[0].info.run_id)
+        return self._parents[name]
+
+    def create_study(self, meta: dict[str, Any]) -> None:
+        name = meta["name"]
+        if self._find_parent(name) is not None:
+            raise UserError(f"study {name!r} already exists in {self.uri}; use --resume or another name")
+        exp = self.client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
+            name, artifact_location=_artifact_location(self.uri, name), tags={"mixopt.study": name})
+        text = json.dumps(meta, sort_keys=True, default=str)
+        run = self.client.create_run(exp_id, run_name=name, tags={
+            "mixopt.role": "study", "mixopt.study": name, "mixopt.searcher": meta["searcher"], "mixopt.meta": text})
+        from mlflow.entities import Param
+
+        params = {"searcher": meta["searcher"], "n_init": meta.get("n_init", 0), "seed": meta.get("seed", 0),
+                  "objective": meta["objective"].get("description", ""), "domains": ",".join(meta["domains"])}
+        params.update({f"searcher.{k}": v for k, v in (meta.get("searcher_options") or {}).items()})
+        if meta.get("spec"):
+            params.update({f"proxy.{k}": v for k, v in meta["spec"].items()})
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        self._log_text(run.info.run_id, text, "study.json")
+        self._parents[name] = (exp_id, run.info.run_id)
+
+    def load_meta(self, name: str) -> dict[str, Any] | None:
+        found = self._find_parent(name)
+        if found is None:
+            return None
+        run = self.client.get_run(found[1])
+        return json.loads(run.data.tags["mixopt.meta"])
+
+    def study_names(self) -> list[str]:
+        runs = self.client.search_runs(
+            [e.experiment_id for e in self.client.search_experiments()], "tags.`mixopt.role` = 'study'")
+        return sorted({r.data.tags.get("mixopt.study", "") for r in runs} - {""})
+
+    def set_study_status(self, name: str, status: str) -> None:
+        found = self._find_parent(name)
+        if found:
+            self.client.update_run(found[1], status=status)
+
+    # --- trials -------------------------------------------------------------------------
+    def trials(self, name: str) -> list[Trial]:
+        found = self._find_parent(name)
+        if found is None:
+            return []
+        meta = self.load_meta(name) or {}
+        domains = meta.get("domains", [])
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([found[0]], "tags.`mixopt.role` = 'trial'", max_results=1000,
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        trials = sorted((_trial_from_run(r, domains) for r in runs), key=lambda t: t.trial_id)
+        for t in trials:
+            self._run_ids[(name, t.trial_id)] = t.run_id
+        if [t.trial_id for t in trials] != list(range(len(trials))):
+            raise UserError(f"study {name!r} in {self.uri}: trial ids are not 0..{len(trials) - 1}; "
+                            "the store was edited by hand")
+        return trials
+
+    def add_trial(self, name: str, trial: Trial) -> Trial:
+        from mlflow.entities import Param
+
+        exp_id, parent = self._find_parent(name)
+        run = self.client.create_run(exp_id, run_name=f"trial-{trial.trial_id:04d}", tags={
+            "mlflow.parentRunId": parent, "mixopt.role": "trial", "mixopt.study": name,
+            "mixopt.trial": str(trial.trial_id), "mixopt.searcher": trial.searcher, "mixopt.phase": trial.phase,
+            "mixopt.state": trial.state.value})
+        params = [Param(f"w.{d}", repr(float(w))) for d, w in trial.mixture.items()]
+        if trial.spec is not None:
+            params += [Param(f"proxy.{k}", str(v)) for k, v in trial.spec.to_dict().items()]
+        self.client.log_batch(run.info.run_id, params=params)
+        trial = trial.with_(run_id=run.info.run_id)
+        self._run_ids[(name, trial.trial_id)] = run.info.run_id
+        return self.update_trial(name, trial) if trial.state is not TrialState.RUNNING else trial
+
+    def update_trial(self, name: str, trial: Trial) -> Trial:
+        from mlflow.entities import Metric, RunTag
+
+        run_id = trial.run_id or self._run_ids[(name, trial.trial_id)]
+        now = int(time.time() * 1000)
+        tags = [RunTag("mixopt.state", trial.state.value)]
+        if trial.error:
+            tags.append(RunTag("mixopt.error", trial.error[:5000]))
+        metrics = []
+        if trial.state.finished:
+            for h in trial.history:
+                step = int(h.get("step", 0))
+                metrics += [Metric(f"loss.{d}", float(v), now, step) for d, v in h.get("losses", {}).items()
+                            if math.isfinite(float(v))]
+                if "train_loss" in h and math.isfinite(float(h["train_loss"])):
+                    metrics.append(Metric("train_loss", float(h["train_loss"]), now, step))
+            last = int(trial.metrics.get("steps", 0))
+            if not trial.history:
+                metrics += [Metric(f"loss.{d}", float(v), now, last) for d, v in trial.losses.items()
+                            if math.isfinite(float(v))]
+            metrics += [Metric(k, float(v), now, last) for k, v in trial.metrics.items()
+                        if k != "train_loss" and math.isfinite(float(v))]
+            if trial.value is not None:
+                metrics.append(Metric("objective", float(trial.value), now, last))
+        for i in range(0, max(len(metrics), 1), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tags if i == 0 else [])
+        if trial.state.finished:
+            self.client.set_terminated(run_id, status=_STATUS[trial.state])
+        else:
+            self.client.update_run(run_id, status=_STATUS[trial.state])
+        return trial.with_(run_id=run_id)
+
+    # --- outputs ------------------------------------------------------------------------
+    def _log_text(self, run_id: str, text: str, filename: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / filename
+            p.write_text(text)
+            self.client.log_artifact(run_id, str(p))
+
+    def log_study_outputs(self, name: str, files: dict[str, str], metrics: dict[str, float],
+                          tags: dict[str, str]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        _, parent = self._find_parent(name)
+        now = int(time.time() * 1000)
+        self.client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                               if v is not None and math.isfinite(float(v))],
+                              tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        for path in files.values():
+            self.client.log_artifact(parent, path)
+
+    def run_url(self, name: str) -> str | None:
+        found = self._find_parent(name)
+        if found is None or not self.uri.startswith("http"):
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{found[0]}/runs/{found[1]}"
+
+
+def _spec_from_params(params: dict[str, str]) -> ProxySpec | None:
+    raw = {k[6:]: v for k, v in params.items() if k.startswith("proxy.")}
+    if not raw:
+        return None
+    kw: dict[str, Any] = {}
+    for k, v in raw.items():
+        tp = _SPEC_TYPES.get(k)
+        if tp is None:
+            continue
+        kw[k] = int(v) if tp in (int, "int") else float(v) if tp in (float, "float") else v
+    return ProxySpec(**kw)
+
+
+def _trial_from_run(run, domains: list[str]) -> Trial:
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    weights = {k[2:]: float(v) for k, v in params.items() if k.startswith("w.")}
+    mixture = Mixture({d: weights.get(d, 0.0) for d in domains}, domains)  # repr(float) round-trips exactly
+    state = TrialState(tags.get("mixopt.state", "FAILED"))
+    losses = {k[5:]: v for k, v in metrics.items() if k.startswith("loss.")}
+    extra = {k: v for k, v in metrics.items() if not k.startswith("loss.") and k != "objective"}
+    value = metrics.get("objective") if state is TrialState.COMPLETE else None
+    return Trial(int(tags["mixopt.trial"]), mixture, _spec_from_params(params), state, value, losses, extra, [],
+                 tags.get("mixopt.searcher", ""), tags.get("mixopt.phase", ""), tags.get("mixopt.error"),
+                 run.info.run_id)

@@ -1,0 +1,195 @@
+"""One proxy trial: train a small GPT on a data mixture and score per-domain validation loss.
+
+``run_trial(request)`` is what a Ray worker calls. Training batches draw each sequence's domain
+by the mixture weights and a random window inside that domain's train split (seeded by
+``spec.seed``: the same request gives bit-identical losses on CPU). Validation uses FIXED
+batches per domain whose seed depends only on the domain name, so every trial of a study is
+scored on identical data.
+
+Example:
+    >>> result = run_trial({"trial_id": 0, "mixture": {"code": 0.3, "web": 0.7},
+    ...                     "spec": ProxySpec(preset="dense-0.1m").to_dict(),
+    ...                     "corpus_dir": "data/corpus", "num_threads": 1})
+    >>> result["losses"]  # {"code": 3.91, "web": 4.42}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixopt.data.corpus import Corpus
+from mixopt.errors import TrialError
+from mixopt.mixture import Mixture
+from mixopt.spec import ProxySpec
+from proxies.gpt import GPT, GPTConfig
+
+EVAL_SEED = 0x5EED_E7A1  # fixed across trials, mixtures and spec.seed
+
+
+# --- batches --------------------------------------------------------------------------------
+def _windows(tokens: np.ndarray, offsets: np.ndarray, T: int) -> np.ndarray:
+    """Gather windows of T + 1 tokens starting at ``offsets`` -> (n, T + 1) int64."""
+    return tokens[offsets[:, None] + np.arange(T + 1)].astype(np.int64)
+
+
+class MixtureSampler:
+    """Training batches: per sequence a domain drawn by weight, then a uniform window in it."""
+
+    def __init__(self, corpus: Corpus, mixture: Mixture, B: int, T: int, seed: int) -> None:
+        self.domains = [d for d, w in mixture.items() if w > 0]
+        for d in self.domains:
+            n = len(corpus.tokens(d, "train"))
+            if n < T + 1:
+                raise TrialError(f"mixture puts weight {mixture[d]:.4g} on domain {d!r}, whose train "
+                                 f"split has {n} tokens; a window needs seq_len + 1 = {T + 1}")
+        self.data = [corpus.tokens(d, "train") for d in self.domains]
+        self.max_off = np.array([len(a) - T for a in self.data])  # exclusive upper bound
+        w = np.array([mixture[d] for d in self.domains])
+        self.cdf = np.cumsum(w / w.sum())
+        self.cdf[-1] = 1.0
+        self.B, self.T = B, T
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> x, y: (B, T) int64, y shifted by one token."""
+        dom = np.searchsorted(self.cdf, self.rng.random(self.B), side="right")  # (B,)
+        off = (self.rng.random(self.B) * self.max_off[dom]).astype(np.int64)  # (B,)
+        buf = np.empty((self.B, self.T + 1), dtype=np.int64)
+        for j in np.unique(dom):
+            rows = dom == j
+            buf[rows] = _windows(self.data[j], off[rows], self.T)
+        t = torch.from_numpy(buf)
+        return t[:, :-1], t[:, 1:]
+
+
+def eval_batches(corpus: Corpus, domain: str, n_batches: int, B: int, T: int) -> torch.Tensor:
+    """Fixed validation windows of one domain -> (n_batches, B, T + 1) int64.
+
+    The seed depends only on the domain name, so every trial sees the same windows.
+    """
+    if domain not in corpus.domains:
+        raise TrialError(f"eval domain {domain!r} is not in the corpus; known: {', '.join(corpus.domains)}")
+    val = corpus.tokens(domain, "val")
+    if len(val) < T + 1:
+        raise TrialError(f"eval domain {domain!r} has {len(val)} val tokens; "
+                         f"a window needs seq_len + 1 = {T + 1}")
+    rng = np.random.default_rng([EVAL_SEED, zlib.crc32(domain.encode())])
+    off = rng.integers(0, len(val) - T, size=n_batches * B)
+    return torch.from_numpy(_windows(val, off, T).reshape(n_batches, B, T + 1))
+
+
+@torch.inference_mode()
+def evaluate(model: GPT, batches: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    """Mean validation loss per domain over its fixed batches."""
+    model.eval()
+    out = {}
+    for name, data in batches.items():
+        data = data.to(device)
+        losses = [model(b[:, :-1], b[:, 1:])[1] for b in data]
+        out[name] = torch.stack(losses).mean().item()
+    model.train()
+    return out
+
+
+# --- optimization ---------------------------------------------------------------------------
+def lr_at(step: int, spec: ProxySpec) -> float:
+    """Linear warmup over warmup_frac of the steps, then cosine to min_lr_frac * lr at the end."""
+    steps, warmup = spec.steps, int(spec.warmup_frac * spec.steps)
+    if step < warmup:
+        return spec.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - 1 - warmup)  # 0 -> 1
+    lo = spec.min_lr_frac * spec.lr
+    return lo + 0.5 * (spec.lr - lo) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model: GPT, spec: ProxySpec) -> torch.optim.AdamW:
+    """AdamW; weight decay on 2-D weights (matmuls, embeddings), none on LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.95), fused=True)
+
+
+def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               lr: float) -> torch.Tensor:
+    """One optimizer step (clip 1.0); returns the detached training loss."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device: {name!r}; allowed: 'cpu', 'cuda', 'auto'")
+    return torch.device(name)
+
+
+# --- the trial ------------------------------------------------------------------------------
+def run_trial(request: dict[str, Any]) -> dict[str, Any]:
+    """Train one proxy on ``request["mixture"]`` and return per-domain validation losses.
+
+    Request: trial_id, mixture {domain: weight}, spec (ProxySpec.to_dict()), corpus_dir,
+    eval_domains (default: all corpus domains), num_threads, device ("cpu"|"cuda"|"auto").
+    Raises TrialError on divergence (non-finite loss) or weight on a domain without data.
+    """
+    t_start = time.perf_counter()
+    spec = ProxySpec.from_dict(request["spec"])
+    torch.set_num_threads(int(request.get("num_threads", 1)))
+    device = resolve_device(request.get("device", "cpu"))
+    corpus = Corpus.open(request["corpus_dir"])
+    mixture = Mixture(request["mixture"], corpus.domains)
+    B, T, steps = spec.batch_size, spec.seq_len, spec.steps
+
+    sampler = MixtureSampler(corpus, mixture, B, T, seed=spec.seed)
+    val = {d: eval_batches(corpus, d, spec.eval_batches, B, T)
+           for d in request.get("eval_domains") or corpus.domains}
+    eval_at = {max(1, round(steps * (i + 1) / spec.evals)) for i in range(spec.evals)}
+    torch.manual_seed(spec.seed)
+    model = GPT(GPTConfig.from_spec(spec, corpus.vocab_size)).to(device)
+    opt = make_optimizer(model, spec)
+
+    history: list[dict[str, Any]] = []
+    train_seconds, window = 0.0, []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        x, y = sampler.next()
+        loss = train_step(model, opt, x.to(device), y.to(device), lr_at(step, spec)).item()
+        train_seconds += time.perf_counter() - t0
+        if not math.isfinite(loss):
+            raise TrialError(f"diverged at step {step}: loss={loss} (lr={lr_at(step, spec):.3g}, "
+                             f"trial {request.get('trial_id')})")
+        window.append(loss)
+        if step + 1 in eval_at:
+            losses = evaluate(model, val, device)
+            history.append({"step": step + 1, "tokens": (step + 1) * B * T, "losses": losses,
+                            "train_loss": float(np.mean(window))})
+            window = []
+
+    final = history[-1]
+    if not all(math.isfinite(v) for v in final["losses"].values()):
+        raise TrialError(f"diverged at step {steps}: non-finite validation loss {final['losses']}")
+    tokens, fpt = steps * B * T, model.flops_per_token()
+    return {
+        "trial_id": request.get("trial_id"),
+        "losses": final["losses"], "history": history, "train_loss": final["train_loss"],
+        "tokens": tokens, "steps": steps,
+        "seconds": time.perf_counter() - t_start, "train_seconds": train_seconds,
+        "tokens_per_s": tokens / train_seconds, "flops_per_token": fpt,
+        "flops_per_s": fpt * tokens / train_seconds,
+        "params": model.num_params(non_embedding=False),
+        "non_embedding_params": model.num_params(non_embedding=True),
+        "device": str(device),
+    }

@@ -1,0 +1,112 @@
+"""The searcher protocol: what a study hands a searcher, and what a searcher hands back.
+
+A searcher is stateless between calls: everything it knows comes from the
+:class:`SearchContext` (the space, every trial so far, the study seed), so any process can
+resume a study by rebuilding the context from the store of record (Optuna's habit).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from mixopt.mixture import Mixture, MixtureSpace
+
+STATES = ("COMPLETE", "FAILED", "PENDING", "RUNNING")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One trial as a searcher sees it.
+
+    ``value`` is the objective to minimize; it is None unless ``state == "COMPLETE"``, and a
+    non-finite value (nan/inf) counts as a failure.
+    """
+
+    trial_id: int
+    mixture: Mixture
+    state: str
+    value: float | None
+
+    @property
+    def is_finite(self) -> bool:
+        """True for a COMPLETE trial with a finite value: the only rows surrogates may fit."""
+        return (self.state == "COMPLETE" and self.value is not None
+                and math.isfinite(float(self.value)))
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Everything a searcher may read: the space, every trial so far (trial-id order), the seed."""
+
+    space: MixtureSpace
+    observations: tuple[Observation, ...] = ()
+    seed: int = 0
+
+    def completed_xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """Finite completed trials: X (n, k) aligned to ``space.domains``, y (n,)."""
+        done = [o for o in self.observations if o.is_finite]
+        k = self.space.dim
+        X = np.array([o.mixture.as_array(self.space.domains) for o in done], dtype=float).reshape(-1, k)
+        y = np.array([float(o.value) for o in done], dtype=float)  # type: ignore[arg-type]
+        return X, y
+
+    def pending_x(self) -> np.ndarray:
+        """Mixtures of PENDING/RUNNING trials, (m, k) aligned to ``space.domains``."""
+        rows = [o.mixture.as_array(self.space.domains) for o in self.observations
+                if o.state in ("PENDING", "RUNNING")]
+        return np.array(rows, dtype=float).reshape(-1, self.space.dim)
+
+    def all_x(self) -> np.ndarray:
+        """Mixtures of every trial (any state), (t, k): what a new proposal should not repeat."""
+        rows = [o.mixture.as_array(self.space.domains) for o in self.observations]
+        return np.array(rows, dtype=float).reshape(-1, self.space.dim)
+
+    def rng(self, salt: str) -> np.random.Generator:
+        """A generator seeded from (seed, number of observations, salt).
+
+        Same history and salt give the same stream in any process (restart-safe); a new
+        observation or another salt gives an independent one. ``salt`` is hashed with CRC32,
+        not Python's randomized ``hash``.
+        """
+        return np.random.default_rng(
+            [int(self.seed) & 0xFFFFFFFF, len(self.observations), zlib.crc32(salt.encode())])
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The mixture a searcher recommends for the target run, with its predicted objective."""
+
+    mixture: Mixture
+    predicted: float | None
+    std: float | None = None
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """``suggest(ctx, n)`` returns n mixtures inside ``ctx.space``; ``recommend(ctx)`` one."""
+
+    name: str
+
+    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]: ...
+
+    def recommend(self, ctx: SearchContext) -> Recommendation: ...
+
+
+def best_completed(ctx: SearchContext, name: str) -> Recommendation:
+    """The best finite completed trial (its value as the prediction); the prior if none."""
+    best = None
+    for o in ctx.observations:
+        if o.is_finite and (best is None or float(o.value) < float(best.value)):  # type: ignore[arg-type]
+            best = o
+    if best is None:
+        p = ctx.space.project(ctx.space.prior_array())
+        return Recommendation(Mixture.from_array(p, ctx.space.domains), None,
+                              info={"searcher": name, "source": "prior", "n_fit": 0})
+    return Recommendation(best.mixture, float(best.value),  # type: ignore[arg-type]
+                          info={"searcher": name, "source": "best_trial", "trial_id": best.trial_id})

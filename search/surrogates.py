@@ -1,0 +1,142 @@
+"""Regression surrogates mapping mixture weights to an objective (RegMix, Liu et al. 2024).
+
+``make_surrogate(name, seed, **opts)`` returns an object with ``fit(X, y)`` and ``predict(X)``,
+X of shape (n, k) (mixture weights), y of shape (n,). Names:
+
+* ``lightgbm``: RegMix's regressor (sail-sg/regmix ``regression.ipynb``): gbdt, objective
+  regression, 1000 trees, learning rate 0.01, 31 leaves. RegMix's notebook early-stops on the
+  *test* set; we do not (no held-out data is touched). One change, chosen by 5-fold CV on the
+  training table: ``min_child_samples="auto"`` = clip(n // 10, 5, 20), which is LightGBM's 20
+  at n >= 200 and lets trees split at all with 64 runs.
+* ``linear``: RegMix's linear regression on the weights, fitted on log(y) when every y > 0
+  (``target="auto"``; better in CV on the RegMix runs), with optional ridge ``alpha``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from mixopt.errors import ConfigError, UserError
+
+
+class NotEnoughDataError(UserError):
+    """Too few (finite) rows to fit a surrogate."""
+
+
+def _check_xy(name: str, X: np.ndarray, y: np.ndarray, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1)
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"surrogate {name}: X must be (n, k) and y (n,), got {X.shape} and {y.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise ValueError(f"surrogate {name}: X and y must be finite; drop failed or nan rows first")
+    if X.shape[0] < min_rows:
+        raise NotEnoughDataError(
+            f"surrogate {name}: needs at least {min_rows} finite rows to fit, got {X.shape[0]}")
+    return X, y
+
+
+class LightGBMSurrogate:
+    """LightGBM regressor with RegMix's settings; deterministic for a given seed."""
+
+    name = "lightgbm"
+    min_rows = 2
+
+    def __init__(self, seed: int = 0, n_estimators: int = 1000, learning_rate: float = 0.01,
+                 num_leaves: int = 31, min_child_samples: int | str = "auto", n_jobs: int = 1,
+                 **extra: object) -> None:
+        if min_child_samples != "auto" and (not isinstance(min_child_samples, int) or min_child_samples < 1):
+            raise ConfigError(f"surrogate lightgbm.min_child_samples: {min_child_samples!r} must be "
+                              "'auto' or an integer >= 1")
+        self.params = dict(boosting_type="gbdt", objective="regression", n_estimators=n_estimators,
+                           learning_rate=learning_rate, num_leaves=num_leaves, random_state=seed,
+                           n_jobs=n_jobs, verbose=-1, deterministic=True, force_row_wise=True,
+                           **extra)
+        self.min_child_samples = min_child_samples
+        self.model = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LightGBMSurrogate":
+        import lightgbm as lgb
+
+        X, y = _check_xy(self.name, X, y, self.min_rows)
+        mcs = self.min_child_samples
+        if mcs == "auto":
+            mcs = int(np.clip(len(y) // 10, 5, 20))
+        # min_child_samples must leave room for a split; LightGBM silently fits a constant otherwise
+        mcs = max(1, min(int(mcs), len(y) // 2))
+        self.model = lgb.LGBMRegressor(min_child_samples=mcs, **self.params)
+        self.model.fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("surrogate lightgbm: call fit() before predict()")
+        return np.asarray(self.model.predict(np.asarray(X, dtype=float)), dtype=float)
+
+
+class LinearSurrogate:
+    """Least squares (ridge if ``alpha > 0``) of y, or log y, on the mixture weights.
+
+    With weights on the simplex the intercept and the k weights are collinear; sklearn's
+    minimum-norm least squares handles that, so k + 1 rows are not strictly required, but
+    fewer than 2 rows cannot be fitted at all.
+    """
+
+    name = "linear"
+    min_rows = 2
+
+    def __init__(self, seed: int = 0, alpha: float = 0.0, target: str = "auto") -> None:
+        if target not in ("auto", "log", "raw"):
+            raise ConfigError(f"surrogate linear.target: {target!r}; allowed: auto, log, raw")
+        if not isinstance(alpha, (int, float)) or alpha < 0:
+            raise ConfigError(f"surrogate linear.alpha: {alpha!r} must be a number >= 0")
+        self.alpha, self.target = float(alpha), target
+        self.model = None
+        self._log = False
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearSurrogate":
+        from sklearn.linear_model import LinearRegression, Ridge
+
+        X, y = _check_xy(self.name, X, y, self.min_rows)
+        if self.target == "log" and np.any(y <= 0):
+            raise ValueError("surrogate linear: target='log' needs every y > 0")
+        self._log = self.target == "log" or (self.target == "auto" and bool(np.all(y > 0)))
+        t = np.log(y) if self._log else y
+        self.model = Ridge(alpha=self.alpha) if self.alpha > 0 else LinearRegression()
+        self.model.fit(X, t)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("surrogate linear: call fit() before predict()")
+        t = np.asarray(self.model.predict(np.asarray(X, dtype=float)), dtype=float)
+        return np.exp(t) if self._log else t
+
+
+_SURROGATES = {"lightgbm": LightGBMSurrogate, "linear": LinearSurrogate}
+
+
+def available() -> list[str]:
+    return sorted(_SURROGATES)
+
+
+def make_surrogate(name: str, seed: int = 0, **opts: object):
+    """Build a surrogate by name; ConfigError lists the allowed names or options.
+
+    Example:
+        >>> s = make_surrogate("linear").fit(np.eye(3), np.array([1.0, 2.0, 3.0]))
+        >>> np.round(s.predict(np.eye(3)), 3).tolist()
+        [1.0, 2.0, 3.0]
+    """
+    if name not in _SURROGATES:
+        raise ConfigError(f"surrogate: unknown name {name!r}; allowed: {', '.join(available())}")
+    cls = _SURROGATES[name]
+    if cls is LinearSurrogate:  # LightGBM takes any LightGBM parameter as an extra option
+        allowed = [p for p in inspect.signature(cls).parameters if p != "seed"]
+        unknown = sorted(set(opts) - set(allowed))
+        if unknown:
+            raise ConfigError(f"surrogate {name}: unknown option(s) {', '.join(unknown)}; "
+                              f"allowed: {', '.join(allowed)}")
+    return cls(seed=seed, **opts)

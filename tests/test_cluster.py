@@ -1,0 +1,110 @@
+"""The same command on a Ray cluster: a real `ray start --head` and a real `mlflow server`, both on
+127.0.0.1, and `ray job submit --working-dir . -- mixopt run study.yaml`."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import study_yaml
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, seconds: float) -> None:
+    import urllib.request
+
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_TMPDIR=str(tmp_path / "ray"))
+    e.pop("RAY_ADDRESS", None)
+    return e
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, env):
+    port = _free_port()
+    db = tmp_path / "server.db"
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", 120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+@pytest.fixture
+def ray_head(env, tmp_path):
+    port, dash = _free_port(), _free_port()
+    (tmp_path / "ray").mkdir()
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+                    "--temp-dir", str(tmp_path / "ray")],
+                   env=env, check=True, capture_output=True, timeout=180)
+    try:
+        _wait_http(f"http://127.0.0.1:{dash}/api/version", 120)
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_with_mlflow_server(tmp_path, tiny_domains, env, mlflow_server, ray_head):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(tiny_domains, work / "domains")
+    # relative paths: the job runs in Ray's copy of the working dir
+    study_yaml(work / "study.yaml", Path("domains"), Path("cache"), None, Path("out"),
+               executor={"kind": "ray", "workers": 2}, budget={"trials": 4})
+    import yaml
+
+    cfg = yaml.safe_load((work / "study.yaml").read_text())
+    cfg.pop("tracking_uri")
+    (work / "study.yaml").write_text(yaml.safe_dump(cfg))
+    job_env = dict(env, MLFLOW_TRACKING_URI=mlflow_server)
+    res = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(work),
+         "--runtime-env-json", '{"env_vars": {"MLFLOW_TRACKING_URI": "%s", "RAY_AUTH_MODE": "disabled"}}' % mlflow_server,
+         "--", "mixopt", "run", "study.yaml"],
+        env=job_env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "recommended" in res.stdout
+
+    import mixopt
+
+    study = mixopt.load_study("tiny", mlflow_server)
+    df = study.to_dataframe()
+    assert len(df) == 4 and (df["state"] == "COMPLETE").all()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("tiny")
+    parent = client.search_runs([exp.experiment_id], "tags.`mixopt.role` = 'study'")[0]
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"recommendation.json", "recommendation.yaml", "runs.csv"} <= names

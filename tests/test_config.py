@@ -1,0 +1,43 @@
+import pytest
+
+from mixopt.config import load_config, parse_overrides
+from mixopt.errors import ConfigError
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("study: s1\nproxy: {preset: dense-1m, tokens: 200000}\nbudget: {trials: 5}\n")
+    cfg = load_config(p, ["--budget.trials=7", "--search.options.top_k", "10", "--space.target_tokens=1e9"])
+    assert cfg.study == "s1" and cfg.proxy.preset == "dense-1m" and cfg.proxy.tokens == 200000
+    assert cfg.budget.trials == 7 and cfg.search.options == {"top_k": 10}
+    assert cfg.space.target_tokens == 1e9
+
+
+@pytest.mark.parametrize("text,overrides,needle", [
+    ("proxy: {tokenz: 3}\n", [], "s.yaml: proxy.tokenz: unknown key; allowed: arch, preset"),
+    ("budget: {trials: many}\n", [], "budget.trials: 'many' has the wrong type; allowed: int"),
+    ("proxy: {preset: huge}\n", [], "proxy.preset: unknown preset 'huge'"),
+    ("executor: {kind: k8s}\n", [], "executor.kind: 'k8s'; allowed: ray, local"),
+    ("- a\n- b\n", [], "top level must be a mapping"),
+    ("study: [\n", [], "not valid YAML"),
+    ("", ["--budget.trials"], "missing value"),
+    ("", ["--nope=1"], "nope: unknown key"),
+    ("data: 3\n", [], "data: must be a mapping"),
+    ("space: {max_epochs: 0}\n", [], "space.max_epochs"),
+])
+def test_config_errors_name_file_and_key(tmp_path, text, overrides, needle):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, overrides)
+    assert needle in str(e.value)
+    assert str(e.value).startswith(str(p))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_parse_overrides_types():
+    assert parse_overrides(["--a.b=1", "--a.c=x", "--d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
