@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,9 +38,17 @@ def _wait_http(url: str, seconds: float) -> None:
 
 
 @pytest.fixture
-def env(tmp_path):
+def ray_tmp():
+    # Ray puts unix sockets under its temp dir: keep the path short (108-byte socket path limit)
+    d = tempfile.mkdtemp(prefix="mxr", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def env(ray_tmp):
     e = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_TMPDIR=str(tmp_path / "ray"))
+             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_TMPDIR=ray_tmp)
     e.pop("RAY_ADDRESS", None)
     return e
 
@@ -61,13 +70,12 @@ def mlflow_server(tmp_path, env):
 
 
 @pytest.fixture
-def ray_head(env, tmp_path):
+def ray_head(env, ray_tmp):
     port, dash = _free_port(), _free_port()
-    (tmp_path / "ray").mkdir()
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
-                    "--temp-dir", str(tmp_path / "ray")],
-                   env=env, check=True, capture_output=True, timeout=180)
+    res = subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+                          "--temp-dir", ray_tmp], env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     try:
         _wait_http(f"http://127.0.0.1:{dash}/api/version", 120)
         yield f"http://127.0.0.1:{dash}"
