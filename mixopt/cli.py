@@ -101,7 +101,11 @@ def _cmd_run(args, extra) -> int:
 
     cfg = _config(args, extra)
     if args.dry_run:
+        from mixopt.runner import precheck
+
+        domains = precheck(cfg)
         print(to_yaml(cfg), end="")
+        print(f"# corpus domains: {', '.join(domains)}")
         print(f"# tracking: {cfg.resolved_tracking_uri()}\n# outputs: {cfg.output_dir}/{cfg.study}/")
         return 0
     from mixopt.runner import run

@@ -87,6 +87,7 @@ class StudyConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxySpec = field(default_factory=ProxySpec)
+    ladder: list[dict[str, Any]] = field(default_factory=list)
     objective: dict[str, Any] = field(default_factory=dict)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -97,6 +98,18 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def ladder_specs(self) -> list[ProxySpec]:
+        """The scale ladder: each entry overrides ``proxy`` fields; sorted cheapest first
+        (6 * N_non_embedding * tokens), so the last rung is the target fidelity."""
+        specs = []
+        for i, entry in enumerate(self.ladder):
+            if not isinstance(entry, dict):
+                raise ConfigError(f"ladder[{i}]: must be a mapping of proxy fields, got {entry!r}")
+            specs.append(ProxySpec.from_dict({**self.proxy.to_dict(), **entry}, where=f"ladder[{i}]"))
+        if len(set(specs)) != len(specs):
+            raise ConfigError("ladder: two rungs are the same proxy spec")
+        return sorted(specs, key=lambda s: 6 * s.non_embedding_params() * s.tokens)
 
     def resolved_tracking_uri(self) -> str:
         """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the working folder."""
@@ -270,6 +283,7 @@ def validate(cfg: StudyConfig) -> None:
     """Cross-field checks that the dataclass types cannot express."""
     if not cfg.study or any(c in cfg.study for c in "/\\\n"):
         raise ConfigError(f"study: {cfg.study!r} must be a non-empty name without slashes")
+    cfg.ladder_specs()
     d = cfg.data
     if d.tokenizer not in ("bpe", "bytes"):
         raise ConfigError(f"data.tokenizer: {d.tokenizer!r}; allowed: bpe, bytes")

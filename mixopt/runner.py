@@ -41,7 +41,8 @@ def build_space(cfg: StudyConfig, domains: list[str], tokens: dict[str, int]) ->
     """The study's space over the training domains (corpus domains minus held-out targets)."""
     objective = Objective.from_config(cfg.objective, domains)
     train = [d for d in domains if d not in objective.targets]
-    target = max(cfg.space.target_tokens or 0.0, float(cfg.proxy.tokens))
+    proxy_tokens = max([cfg.proxy.tokens] + [s.tokens for s in cfg.ladder_specs()])
+    target = max(cfg.space.target_tokens or 0.0, float(proxy_tokens))
     try:
         space = MixtureSpace.build(train, {d: tokens[d] for d in train}, target, cfg.space.max_epochs,
                                    cfg.space.floors, cfg.space.caps)
@@ -52,11 +53,27 @@ def build_space(cfg: StudyConfig, domains: list[str], tokens: dict[str, int]) ->
             raise e from None
         avail = sum(tokens[d] for d in train)
         raise BudgetError(
-            f"budget: {target:.4g} tokens (max of proxy.tokens and space.target_tokens) needs more data than the "
+            f"budget: {target:.4g} tokens (max of the proxies' tokens and space.target_tokens) needs more data than the "
             f"corpus allows under the repetition cap (space.max_epochs={cfg.space.max_epochs}, {avail} train "
             f"tokens over {len(train)} domains: at most {cfg.space.max_epochs * avail:.4g} tokens); lower the "
             "token budget, raise max_epochs or caps, or add data") from None
     return space, objective
+
+
+def precheck(cfg: StudyConfig) -> list[str]:
+    """Check what can be checked before any data is prepared: the recipe resolves, and the
+    objective and floors/caps name its domains. Returns the corpus domain names."""
+    import importlib
+
+    from mixopt.data import default_cache_dir, resolve_recipe
+
+    importlib.import_module("search").get_searcher(cfg.search.searcher, cfg.search.options)
+    cache = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+    names = sorted(s.name for s in resolve_recipe(cfg.data.recipe, cache)[2])
+    objective = Objective.from_config(cfg.objective, names)
+    train = [d for d in names if d not in objective.targets]
+    MixtureSpace.build(train, None, None, None, cfg.space.floors, cfg.space.caps)
+    return names
 
 
 @dataclass
@@ -77,7 +94,8 @@ def _open_study(cfg: StudyConfig, space: MixtureSpace, objective: Objective, res
         return study
     return create_study(cfg.study, space=space, objective=objective, searcher=cfg.search.searcher,
                         searcher_options=cfg.search.options, n_init=cfg.search.n_init, seed=cfg.seed,
-                        spec=cfg.proxy, storage=storage, extra={"config": cfg.to_dict()})
+                        spec=None if cfg.ladder else cfg.proxy, fidelities=cfg.ladder_specs(), storage=storage,
+                        extra={"config": cfg.to_dict()})
 
 
 def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage=None,
@@ -88,6 +106,7 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage=None,
     from mixopt.tracking import MlflowStorage
 
     t_start = time.time()
+    precheck(cfg)
     corpus = open_corpus(cfg, progress)  # a cache: reused by every study on the same data settings
     space, objective = build_space(cfg, corpus.domains, corpus.token_counts("train"))
     if storage is None:

@@ -51,6 +51,7 @@ class Study:
         self.n_init: int = int(meta.get("n_init", 0))
         self.seed: int = int(meta.get("seed", 0))
         self.spec = ProxySpec.from_dict(meta["spec"]) if meta.get("spec") else None
+        self.fidelities: list[ProxySpec] = [ProxySpec.from_dict(d) for d in meta.get("fidelities") or []]
         self.meta = meta
         self._searcher = _search().get_searcher(self.searcher_name, self.searcher_options)
         self._init = _search().get_searcher("random", {})
@@ -77,13 +78,38 @@ class Study:
         done = [t for t in self._trials if t.ok]
         return min(done, key=lambda t: t.value) if done else None
 
+    def fidelity_of(self, t: Trial) -> int | None:
+        """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
+        if t.spec is None or not self.fidelities:
+            return None
+        try:
+            return self.fidelities.index(t.spec)
+        except ValueError:
+            return None
+
+    def fidelity_costs(self) -> list[float]:
+        """Cost per trial of each rung, in seconds where measured (mean in-trial training time);
+        unmeasured rungs are estimated from 6 * N_non_embedding * tokens at the measured s/FLOP."""
+        est = [6.0 * f.non_embedding_params() * f.tokens for f in self.fidelities]
+        secs: dict[int, list[float]] = {}
+        for t in self._trials:
+            i = self.fidelity_of(t)
+            if i is not None and t.state is TrialState.COMPLETE and t.metrics.get("train_seconds"):
+                secs.setdefault(i, []).append(t.metrics["train_seconds"])
+        if not secs:
+            return est
+        rate = float(np.mean([np.mean(v) / est[i] for i, v in secs.items()]))
+        return [float(np.mean(secs[i])) if i in secs else est[i] * rate for i in range(len(est))]
+
     def _context(self):
         s = _search()
         obs = tuple(
             s.Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
-                          t.value if t.state is TrialState.COMPLETE else None)
+                          t.value if t.state is TrialState.COMPLETE else None, self.fidelity_of(t))
             for t in self._trials)
-        return s.SearchContext(self.space, obs, self.seed)
+        fids = tuple(s.Fidelity(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.fidelities,
+                                                                                   self.fidelity_costs())))
+        return s.SearchContext(self.space, obs, self.seed, fids)
 
     # --- asking -------------------------------------------------------------------------
     def ask(self, n: int = 1, spec: ProxySpec | None = None) -> list[Trial]:
@@ -106,10 +132,11 @@ class Study:
             if in_init:
                 k = min(k, self.n_init - n_model_done)
             searcher = self._init if in_init else self._searcher
-            mixtures = searcher.suggest(self._context(), k)
-            for m in mixtures:
+            for p in searcher.suggest(self._context(), k):
+                m, fid = (p.mixture, p.fidelity) if hasattr(p, "fidelity") else (p, None)
                 m = self.space.validate(Mixture(m.to_dict(), self.space.domains))
-                t = Trial(len(self._trials), m, spec or self.spec, TrialState.PENDING,
+                t_spec = self.fidelities[fid] if fid is not None else (spec or self.spec)
+                t = Trial(len(self._trials), m, t_spec, TrialState.PENDING,
                           searcher=searcher.name, phase="init" if in_init else "model")
                 t = self._storage.add_trial(self.name, t)
                 self._trials.append(t)
@@ -239,7 +266,7 @@ def _unpack_result(result: Mapping[str, Any] | float) -> tuple[dict[str, float],
     if "losses" in result:
         losses = {str(k): float(v) for k, v in dict(result["losses"]).items()}
         metrics = {k: float(v) for k, v in result.items()
-                   if k not in ("losses", "history") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                   if k not in ("losses", "history", "trial_id") and isinstance(v, (int, float)) and not isinstance(v, bool)}
         return losses, metrics, list(result.get("history") or [])
     try:
         return {str(k): float(v) for k, v in result.items()}, {}, []
@@ -247,7 +274,7 @@ def _unpack_result(result: Mapping[str, Any] | float) -> tuple[dict[str, float],
         raise UserError("tell: result must map domain -> loss, or hold 'losses'") from None
 
 
-def _storage_for(storage: Storage | str | None) -> Storage:
+def _storage_for(storage: Storage | str | None, create: bool = True) -> Storage:
     if storage is None:
         return InMemoryStorage()
     if isinstance(storage, Storage):
@@ -255,7 +282,7 @@ def _storage_for(storage: Storage | str | None) -> Storage:
     if isinstance(storage, str):
         from mixopt.tracking import MlflowStorage
 
-        return MlflowStorage(storage)
+        return MlflowStorage(storage, create=create)
     raise ConfigError(f"storage: {storage!r}; allowed: None (in memory), an MLflow tracking URI, or a Storage")
 
 
@@ -263,7 +290,7 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
                  domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
                  searcher: str = "random", searcher_options: Mapping[str, Any] | None = None,
                  n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
-                 storage: Storage | str | None = None, load_if_exists: bool = False,
+                 fidelities: Sequence[ProxySpec] = (), storage: Storage | str | None = None, load_if_exists: bool = False,
                  extra: Mapping[str, Any] | None = None) -> Study:
     """Create a study (or load it with ``load_if_exists``).
 
@@ -271,7 +298,12 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
     :class:`Objective` or its config mapping (``{domain: X}``, ``{weights: ...}``, ``{target: X}``);
     default: the average loss over the training domains. ``storage``: None (in memory), an
     MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``) or a Storage.
+    ``fidelities`` is the scale ladder (cheapest first, the last is the target) for
+    multi-fidelity searchers; ``spec`` defaults to its last rung.
     """
+    fidelities = list(fidelities)
+    if fidelities and spec is None:
+        spec = fidelities[-1]
     store = _storage_for(storage)
     if store.load_meta(name) is not None:
         if load_if_exists:
@@ -291,7 +323,8 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
         "objective": {"weights": dict(objective.weights), "targets": list(objective.targets),
                       "description": objective.description},
         "searcher": searcher, "searcher_options": dict(searcher_options or {}), "n_init": int(n_init),
-        "seed": int(seed), "spec": spec.to_dict() if spec else None, **dict(extra or {}),
+        "seed": int(seed), "spec": spec.to_dict() if spec else None,
+        "fidelities": [f.to_dict() for f in fidelities], **dict(extra or {}),
     }
     store.create_study(meta)
     return Study(store, meta)
@@ -299,7 +332,7 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
 
 def load_study(name: str, storage: Storage | str) -> Study:
     """Open an existing study from its store (e.g. after the driver died)."""
-    store = _storage_for(storage)
+    store = _storage_for(storage, create=False)
     meta = store.load_meta(name)
     if meta is None:
         names = store.study_names()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
@@ -59,8 +60,12 @@ class MlflowStorage(Storage):
         >>> store = MlflowStorage("sqlite:///mlflow.db")  # doctest: +SKIP
     """
 
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, create: bool = True) -> None:
         self.uri = uri or default_tracking_uri()
+        if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).is_file():
+            raise UserError(f"MLflow tracking URI {self.uri!r}: no such database (run a study first, or set "
+                            "--tracking-uri / MLFLOW_TRACKING_URI)")
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # no INFO lines on first use
         try:
             self.client = _client(self.uri)
             self.client.search_experiments(max_results=1)  # creates/migrates a SQLite store once, here

@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 
 from mixopt.errors import ConfigError
-from search.base import Observation, Recommendation, SearchContext, Searcher
+from search.base import Fidelity, Observation, Proposal, Recommendation, SearchContext, Searcher
 
 # name -> (module, class); modules are imported lazily so LightGBM loads only when needed.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -22,7 +22,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "regmix": ("search.regmix", "RegMixSearcher"),
 }
 
-__all__ = ["Observation", "Recommendation", "SearchContext", "Searcher", "available",
+__all__ = ["Fidelity", "Observation", "Proposal", "Recommendation", "SearchContext", "Searcher", "available",
            "get_searcher", "register"]
 
 
@@ -39,7 +39,7 @@ def register(name: str, module: str, cls: str) -> None:
 def get_searcher(name: str, options: dict | None = None) -> Searcher:
     """Build the searcher ``name`` with ``options``; ConfigError names what is allowed."""
     if name not in _REGISTRY:
-        raise ConfigError(f"search.name: unknown searcher {name!r}; allowed: {', '.join(available())}")
+        raise ConfigError(f"search.searcher: unknown searcher {name!r}; allowed: {', '.join(available())}")
     module, cls_name = _REGISTRY[name]
     cls = getattr(importlib.import_module(module), cls_name)
     options = dict(options or {})

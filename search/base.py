@@ -31,6 +31,7 @@ class Observation:
     mixture: Mixture
     state: str
     value: float | None
+    fidelity: int | None = None  # index into SearchContext.fidelities; None = the target fidelity
 
     @property
     def is_finite(self) -> bool:
@@ -40,16 +41,52 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """One rung of a study's scale ladder: a proxy spec (dict) and its cost per trial.
+
+    ``cost`` is the measured mean in-trial training seconds at this rung when trials have
+    finished there, else the FLOPs estimate (flops/token x tokens) scaled to seconds by the
+    study's measured FLOPs/s, else plain FLOPs; only ratios between rungs matter.
+    """
+
+    index: int
+    spec: dict
+    cost: float
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A mixture at a fidelity, for searchers that choose the scale too (multi-fidelity BO)."""
+
+    mixture: Mixture
+    fidelity: int | None = None
+
+
+@dataclass(frozen=True)
 class SearchContext:
     """Everything a searcher may read: the space, every trial so far (trial-id order), the seed."""
 
     space: MixtureSpace
     observations: tuple[Observation, ...] = ()
     seed: int = 0
+    fidelities: tuple[Fidelity, ...] = ()  # the study's scale ladder, cheapest first; last = target
 
-    def completed_xy(self) -> tuple[np.ndarray, np.ndarray]:
-        """Finite completed trials: X (n, k) aligned to ``space.domains``, y (n,)."""
-        done = [o for o in self.observations if o.is_finite]
+    @property
+    def target_fidelity(self) -> int | None:
+        """Index of the target fidelity (the last rung), or None for a single-scale study."""
+        return len(self.fidelities) - 1 if self.fidelities else None
+
+    def _at_target(self, o: Observation) -> bool:
+        return o.fidelity is None or o.fidelity == self.target_fidelity
+
+    def completed_xy(self, fidelity: int | None | str = "target") -> tuple[np.ndarray, np.ndarray]:
+        """Finite completed trials: X (n, k) aligned to ``space.domains``, y (n,).
+
+        By default only trials at the target fidelity (single-fidelity searchers never mix
+        scales); ``fidelity=i`` selects rung i, ``fidelity=None`` every rung.
+        """
+        done = [o for o in self.observations if o.is_finite and (
+            fidelity is None or (self._at_target(o) if fidelity == "target" else o.fidelity == fidelity))]
         k = self.space.dim
         X = np.array([o.mixture.as_array(self.space.domains) for o in done], dtype=float).reshape(-1, k)
         y = np.array([float(o.value) for o in done], dtype=float)  # type: ignore[arg-type]
@@ -93,7 +130,7 @@ class Searcher(Protocol):
 
     name: str
 
-    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]: ...
+    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]: ...  # or list[Proposal]
 
     def recommend(self, ctx: SearchContext) -> Recommendation: ...
 

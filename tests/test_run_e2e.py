@@ -88,6 +88,8 @@ def test_bad_input_exit_2_nothing_written(tmp_path, tiny_domains, capsys, extra,
     assert rc == 2, err
     errors = [ln for ln in err.splitlines() if "error" in ln.lower()]
     assert len(errors) == 1 and errors[0].startswith("mixopt: error: ") and needle in errors[0], err
+    if "repetition" not in needle:  # found before any corpus is prepared
+        assert err.strip() == errors[0] and not (tmp_path / "cache").exists()
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
     import mixopt
