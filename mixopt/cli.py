@@ -164,10 +164,37 @@ def _no_extra(extra: list[str]) -> None:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
 
 
+_TOP_KEYS = {"seed", "tracking_uri", "output_dir", "ladder", "objective"}
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``--a.b=c`` / ``--a.b c`` config overrides out before argparse sees them (argparse
+    would take a value with spaces, or the word after ``--a.b``, for the config path)."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        key = a[2:].split("=", 1)[0] if a.startswith("--") else ""
+        if key and ("." in key or key in _TOP_KEYS):
+            if "=" in a or i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                overrides.append(a)
+            else:
+                overrides.append(f"{a}={argv[i + 1]}")
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return rest, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in ("run", "data", "recommend", "runs"):
+            argv, overrides = split_overrides(argv)
+        else:
+            overrides = []
         args, extra = _parser().parse_known_args(argv)
+        extra = overrides + extra
         if args.cmd == "data":
             return _cmd_prepare(args, extra)
         if args.cmd == "run":

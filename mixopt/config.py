@@ -106,15 +106,16 @@ class StudyConfig:
         for i, entry in enumerate(self.ladder):
             if not isinstance(entry, dict):
                 raise ConfigError(f"ladder[{i}]: must be a mapping of proxy fields, got {entry!r}")
-            specs.append(ProxySpec.from_dict({**self.proxy.to_dict(), **entry}, where=f"ladder[{i}]"))
+            specs.append(from_dict(ProxySpec, {**self.proxy.to_dict(), **entry}, f"ladder[{i}]"))
         if len(set(specs)) != len(specs):
             raise ConfigError("ladder: two rungs are the same proxy spec")
         return sorted(specs, key=lambda s: 6 * s.non_embedding_params() * s.tokens)
 
     def resolved_tracking_uri(self) -> str:
         """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the working folder."""
-        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        return uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+        from mixopt.tracking import default_tracking_uri
+
+        return self.tracking_uri or default_tracking_uri()
 
 
 # --- generic typed loading ---------------------------------------------------------------
@@ -153,6 +154,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {value!r} must be a mapping")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is not Any:
+            return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if origin is list or tp is list:
         if not isinstance(value, list):
@@ -162,6 +166,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, str):  # YAML 1.1 reads "2e6" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -194,10 +203,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         kwargs[k] = _coerce(v, hints[k], key)
     try:
         return cls(**kwargs)
-    except ConfigError as e:
+    except ConfigError as e:  # ProxySpec validates itself under the name "proxy"; say where it really is
         msg = str(e)
-        if where and not msg.startswith(where):
-            msg = f"{where}.{msg}" if not msg.startswith("proxy") else msg
+        if cls is ProxySpec and where and msg.startswith("proxy") and not msg.startswith(where):
+            msg = where + msg[len("proxy"):]
         raise ConfigError(msg) from None
 
 

@@ -9,6 +9,7 @@ node is a *system* failure: Ray retries the task up to ``max_retries`` times fir
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,8 +88,8 @@ class RayExecutor:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                cpus = max(1, int(round(cfg.workers * max(cfg.num_cpus, 1e-3))))
-                ray.init(num_cpus=cpus, num_gpus=None if cfg.num_gpus == 0 else int(round(cfg.workers * cfg.num_gpus)),
+                cpus = max(1, math.ceil(cfg.workers * cfg.num_cpus))
+                ray.init(num_cpus=cpus, num_gpus=None if cfg.num_gpus == 0 else math.ceil(cfg.workers * cfg.num_gpus),
                          include_dashboard=False, log_to_driver=False, configure_logging=False,
                          runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.threads_per_worker),
                                                    "MKL_NUM_THREADS": str(cfg.threads_per_worker)}})

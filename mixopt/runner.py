@@ -7,6 +7,7 @@ budget is spent -> recommendation (YAML + JSON) -> summary table.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from mixopt.config import StudyConfig
-from mixopt.errors import BudgetError, SpaceError, UserError
+from mixopt.errors import BudgetError, DataError, SpaceError, UserError
 from mixopt.mixture import MixtureSpace
 from mixopt.objective import Objective
 from mixopt.study import Study, create_study, load_study
@@ -60,20 +61,70 @@ def build_space(cfg: StudyConfig, domains: list[str], tokens: dict[str, int]) ->
     return space, objective
 
 
+_DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what MLflow accepts in param/metric names, minus spaces
+
+
 def precheck(cfg: StudyConfig) -> list[str]:
-    """Check what can be checked before any data is prepared: the recipe resolves, and the
-    objective and floors/caps name its domains. Returns the corpus domain names."""
+    """Check what can be checked before any data is prepared: the searcher and its options,
+    the recipe (a folder recipe's domain folders are listed), domain names, and that the
+    objective and floors/caps name the recipe's domains. Returns the corpus domain names."""
     import importlib
 
     from mixopt.data import default_cache_dir, resolve_recipe
 
     importlib.import_module("search").get_searcher(cfg.search.searcher, cfg.search.options)
     cache = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
-    names = sorted(s.name for s in resolve_recipe(cfg.data.recipe, cache)[2])
+    _, key, sources = resolve_recipe(cfg.data.recipe, cache)
+    if key not in ("pip", "debian"):
+        for src in sources:
+            src.fingerprint()  # lists the folder: a missing or empty domain fails here, not mid-way
+    names = sorted(s.name for s in sources)
+    for n in names:
+        if not _DOMAIN_NAME.fullmatch(n):
+            raise DataError(f"data.recipe: domain name {n!r} (a folder name) may only use letters, digits, "
+                            "'_', '.' and '-' (it names MLflow params and metrics); rename the folder")
     objective = Objective.from_config(cfg.objective, names)
     train = [d for d in names if d not in objective.targets]
     MixtureSpace.build(train, None, None, None, cfg.space.floors, cfg.space.caps)
     return names
+
+
+def check_corpus_fits(cfg: StudyConfig, corpus) -> None:
+    """Every domain needs at least one window (seq_len + 1 tokens) in each split, at every rung."""
+    need = max([cfg.proxy.seq_len] + [s.seq_len for s in cfg.ladder_specs()]) + 1
+    for split in ("train", "val"):
+        for d, n in corpus.token_counts(split).items():
+            if n < need:
+                raise DataError(f"data: domain {d!r} has {n} {split} tokens, fewer than one window of "
+                                f"seq_len + 1 = {need}; add documents to it, raise data.val_fraction, or lower "
+                                "proxy.seq_len")
+
+
+_RESUMABLE = ("budget", "executor", "tracking_uri", "output_dir")
+
+
+def _check_resume(cfg: StudyConfig, meta: dict[str, Any]) -> None:
+    """On --resume only the budget, executor and output settings may change."""
+    stored = meta.get("config")
+    if not stored:
+        return
+    now = json.loads(json.dumps(cfg.to_dict(), default=str))
+    stored = json.loads(json.dumps(stored, default=str))
+    for d in (now, stored):
+        d.get("data", {}).pop("cache_dir", None)
+    diff = sorted(k for k in set(now) | set(stored) if k not in _RESUMABLE and now.get(k) != stored.get(k))
+    if diff:
+        raise UserError(f"--resume: study {cfg.study!r} was created with other {', '.join(diff)} settings; "
+                        f"on resume only {', '.join(_RESUMABLE)} may change (start a new study for the rest)")
+
+
+def _study_exists(uri: str, name: str) -> bool:
+    """Whether the store holds the study, without creating a SQLite database that isn't there."""
+    from mixopt.tracking import MlflowStorage
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return False
+    return MlflowStorage(uri, create=False).load_meta(name) is not None
 
 
 @dataclass
@@ -107,16 +158,22 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage=None,
 
     t_start = time.time()
     precheck(cfg)
-    corpus = open_corpus(cfg, progress)  # a cache: reused by every study on the same data settings
-    space, objective = build_space(cfg, corpus.domains, corpus.token_counts("train"))
-    if storage is None:
-        storage = MlflowStorage(cfg.resolved_tracking_uri())
-    exists = storage.load_meta(cfg.study) is not None
+    where = getattr(storage, "uri", "the store") if storage is not None else cfg.resolved_tracking_uri()
+    exists = (storage.load_meta(cfg.study) is not None) if storage is not None else \
+        _study_exists(cfg.resolved_tracking_uri(), cfg.study)
     if exists and not resume:
-        raise UserError(f"study {cfg.study!r} already exists in {getattr(storage, 'uri', 'the store')}; "
+        raise UserError(f"study {cfg.study!r} already exists in {where}; "
                         "pass --resume to continue it, or set --study=NEW_NAME")
     if resume and not exists:
-        raise UserError(f"--resume: no study {cfg.study!r} in {getattr(storage, 'uri', 'the store')} to resume")
+        raise UserError(f"--resume: no study {cfg.study!r} in {where} to resume")
+    if resume:
+        storage = storage or MlflowStorage(cfg.resolved_tracking_uri(), create=False)
+        _check_resume(cfg, storage.load_meta(cfg.study))
+    corpus = open_corpus(cfg, progress)  # a cache: reused by every study on the same data settings
+    check_corpus_fits(cfg, corpus)
+    space, objective = build_space(cfg, corpus.domains, corpus.token_counts("train"))
+    if storage is None:  # created only once the config is known to run
+        storage = MlflowStorage(cfg.resolved_tracking_uri())
     study = _open_study(cfg, space, objective, resume, storage)
     progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: {objective.description}; "
              f"searcher {study.searcher_name} after {study.n_init} random; budget {cfg.budget.trials} trials; "
@@ -199,20 +256,30 @@ def finish(cfg: StudyConfig, study: Study, storage, progress=log) -> tuple[Any, 
     from mixopt.report import summary_table
     from mixopt.runs_table import write_runs_table
 
-    rec = study.recommend()
     out = Path(cfg.output_dir) / study.name
     out.mkdir(parents=True, exist_ok=True)
     best = study.best()
+    if best is None:  # every trial failed: keep the evidence, say why, recommend nothing
+        runs = str(out / "runs.csv")
+        write_runs_table(study.to_dataframe(), runs)
+        storage.log_study_outputs(study.name, {"runs": runs}, {}, {})
+        if hasattr(storage, "set_study_status"):
+            storage.set_study_status(study.name, "FAILED")
+        failed = [t for t in study.trials if t.state is TrialState.FAILED]
+        first = failed[0].error if failed else "no trial ran"
+        raise UserError(f"study {study.name!r}: no trial completed ({len(failed)} failed; first: {first}); "
+                        f"nothing to recommend. Trials: {runs}")
+    rec = study.recommend()
     doc = {
         "study": study.name,
-        "mixture": {d: round(float(w), 6) for d, w in rec.mixture.items()},
+        "mixture": {d: float(w) for d, w in rec.mixture.items()},
         "predicted_objective": None if rec.predicted is None else float(rec.predicted),
         "predicted_std": None if rec.std is None else float(rec.std),
         "objective": study.objective.description,
         "searcher": study.searcher_name,
         "info": {k: v for k, v in (rec.info or {}).items() if isinstance(v, (int, float, str, bool))},
         "best_trial": None if best is None else {"trial": best.trial_id, "objective": best.value,
-                                                   "mixture": {d: round(w, 6) for d, w in best.mixture.items()}},
+                                                   "mixture": best.mixture.to_dict()},
         "trials": study.counts(),
         "tracking_uri": getattr(storage, "uri", None),
     }

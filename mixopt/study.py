@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -184,40 +185,56 @@ class Study:
         return self._save(t.with_(state=TrialState.COMPLETE, value=value, losses=losses, metrics=metrics,
                                   history=history, error=None))
 
-    def add_completed(self, table: "pd.DataFrame | str", objective: str | None = None) -> list[Trial]:
+    def add_completed(self, table: "pd.DataFrame | str | os.PathLike", objective: str | None = None) -> list[Trial]:
         """Warm start from a runs table (DataFrame or CSV/Parquet path): one COMPLETE trial per row.
 
-        Rows' ``w.<domain>`` columns must name the study's training domains. The objective is
-        computed from ``loss.<domain>`` columns when they cover it, else read from column
-        ``objective`` (or the one named).
+        Rows' ``w.<domain>`` columns must name the study's training domains (each row is
+        renormalized within the runs-table tolerance). The objective is read from column
+        ``objective`` (the name given), else computed from ``loss.<domain>`` columns when they
+        cover the study's objective, else read from a column named ``objective``. The whole
+        table is checked before anything is stored.
         """
         from mixopt.runs_table import RunsTable, read_runs_table
 
-        rt = table if isinstance(table, RunsTable) else (
-            read_runs_table(table, objective) if isinstance(table, str) else RunsTable.from_frame(table, "<dataframe>"))
+        if isinstance(table, RunsTable):
+            rt = table
+        elif isinstance(table, (str, os.PathLike)):
+            rt = read_runs_table(table, objective)
+        else:
+            rt = RunsTable.from_frame(table, "<dataframe>", objective)
         unknown = [d for d in rt.domains if d not in self.space.domains]
         if unknown:
             raise RunsTableError(f"{rt.source}: w. columns {unknown} are not domains of study {self.name!r} "
                                  f"(allowed: {', '.join(self.space.domains)})")
-        added = []
+        loss_cols = [c for c in rt.df.columns if str(c).startswith("loss.")]
+        for c in loss_cols + ([objective] if objective else []):
+            if not pd_numeric(rt.df[c]):
+                raise RunsTableError(f"{rt.source}: column {c!r} is not numeric")
+        if objective is not None:
+            values = rt.metric(objective)
+        elif all(f"loss.{d}" in loss_cols for d in self.objective.domains):
+            values = np.array([self.objective.value({d: rt.df[f"loss.{d}"].iloc[i] for d in self.objective.domains})
+                               for i in range(len(rt))])
+        elif "objective" in rt.df.columns:
+            values = rt.metric("objective")
+        else:
+            raise RunsTableError(f"{rt.source}: no loss columns for {list(self.objective.domains)} "
+                                 "and no 'objective' column")
         W = rt.weights()
-        for i in range(len(rt.df)):
-            row = rt.df.iloc[i]
-            m = Mixture(dict(zip(rt.domains, W[i].tolist())), self.space.domains, where=f"{rt.source} row {i}")
-            losses = {c[5:]: float(row[c]) for c in rt.df.columns if c.startswith("loss.")}
-            if objective is not None:
-                value = float(row[objective])
-            elif all(d in losses for d in self.objective.domains):
-                value = self.objective.value(losses)
-            elif "objective" in rt.df.columns:
-                value = float(row["objective"])
-            else:
-                raise RunsTableError(f"{rt.source}: no loss columns for {list(self.objective.domains)} "
-                                     "and no 'objective' column")
-            state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAILED
-            t = Trial(len(self._trials), m, None, state, value if state is TrialState.COMPLETE else None,
-                      losses, searcher="warm_start", phase="warm_start",
-                      error=None if state is TrialState.COMPLETE else "non-finite objective in runs table")
+        k = [self.space.domains.index(d) for d in rt.domains]
+        rows = []
+        for i in range(len(rt)):
+            x = np.zeros(self.space.dim)
+            x[k] = W[i]
+            m = Mixture.from_array(x, self.space.domains)  # renormalizes the table's rounding
+            losses = {c[5:]: float(rt.df[c].iloc[i]) for c in loss_cols}
+            rows.append((m, float(values[i]), losses))
+        added = []
+        for m, value, losses in rows:
+            ok = math.isfinite(value)
+            t = Trial(len(self._trials), m, None, TrialState.COMPLETE if ok else TrialState.FAILED,
+                      value if ok else None, losses, searcher="warm_start", phase="warm_start",
+                      error=None if ok else "non-finite objective in runs table")
             t = self._storage.add_trial(self.name, t)
             self._trials.append(t)
             added.append(t)
@@ -256,6 +273,12 @@ class Study:
             r["error"] = t.error or ""
             rows.append(r)
         return pd.DataFrame(rows)
+
+
+def pd_numeric(col) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(col))
 
 
 def _unpack_result(result: Mapping[str, Any] | float) -> tuple[dict[str, float], dict[str, float], list]:
@@ -313,7 +336,10 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
     if space is None:
         if not domains:
             raise ConfigError("create_study: give a space or a list of domains")
-        space = MixtureSpace(tuple(domains), (0.0,) * len(domains), (1.0,) * len(domains))
+        if not isinstance(objective, Objective):
+            objective = Objective.from_config(objective, list(domains))
+        train = [d for d in domains if d not in objective.targets]  # held-out targets leave the mixture
+        space = MixtureSpace(tuple(train), (0.0,) * len(train), (1.0,) * len(train))
     if not isinstance(objective, Objective):
         objective = Objective.from_config(objective, list(space.domains))
     _search().get_searcher(searcher, dict(searcher_options or {}))  # validate name and options now

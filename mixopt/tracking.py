@@ -29,7 +29,8 @@ from mixopt.trial import Trial, TrialState
 
 _STATUS = {TrialState.WAITING: "SCHEDULED", TrialState.PENDING: "SCHEDULED", TrialState.RUNNING: "RUNNING",
            TrialState.COMPLETE: "FINISHED", TrialState.FAILED: "FAILED"}
-_SPEC_TYPES = {f.name: f.type for f in dataclasses.fields(ProxySpec)}
+_SPEC_FIELDS = {f.name for f in dataclasses.fields(ProxySpec)}
+_TAG_LIMIT = 7500  # MLflow caps tag values at 8000 characters
 
 
 def default_tracking_uri() -> str:
@@ -93,11 +94,15 @@ class MlflowStorage(Storage):
         if self._find_parent(name) is not None:
             raise UserError(f"study {name!r} already exists in {self.uri}; use --resume or another name")
         exp = self.client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage != "active":
+            raise UserError(f"study {name!r}: its MLflow experiment was deleted in {self.uri}; restore it "
+                            "(mlflow experiments restore) or choose another study name")
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
             name, artifact_location=_artifact_location(self.uri, name), tags={"mixopt.study": name})
         text = json.dumps(meta, sort_keys=True, default=str)
         run = self.client.create_run(exp_id, run_name=name, tags={
-            "mixopt.role": "study", "mixopt.study": name, "mixopt.searcher": meta["searcher"], "mixopt.meta": text})
+            "mixopt.study": name, "mixopt.searcher": meta["searcher"],
+            "mixopt.meta": text if len(text) <= _TAG_LIMIT else "artifact:study.json"})
         from mlflow.entities import Param
 
         params = {"searcher": meta["searcher"], "n_init": meta.get("n_init", 0), "seed": meta.get("seed", 0),
@@ -105,8 +110,12 @@ class MlflowStorage(Storage):
         params.update({f"searcher.{k}": v for k, v in (meta.get("searcher_options") or {}).items()})
         if meta.get("spec"):
             params.update({f"proxy.{k}": v for k, v in meta["spec"].items()})
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         self._log_text(run.info.run_id, text, "study.json")
+        from mlflow.entities import RunTag
+
+        # the role tag comes last: a study run is only found once its metadata is complete
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                              tags=[RunTag("mixopt.role", "study")])
         self._parents[name] = (exp_id, run.info.run_id)
 
     def load_meta(self, name: str) -> dict[str, Any] | None:
@@ -114,7 +123,11 @@ class MlflowStorage(Storage):
         if found is None:
             return None
         run = self.client.get_run(found[1])
-        return json.loads(run.data.tags["mixopt.meta"])
+        text = run.data.tags.get("mixopt.meta", "")
+        if text.startswith("artifact:"):
+            with tempfile.TemporaryDirectory() as d:
+                text = Path(self.client.download_artifacts(found[1], text[len("artifact:"):], d)).read_text()
+        return json.loads(text)
 
     def study_names(self) -> list[str]:
         runs = self.client.search_runs(
@@ -153,14 +166,16 @@ class MlflowStorage(Storage):
         from mlflow.entities import Param
 
         exp_id, parent = self._find_parent(name)
+        from mlflow.entities import RunTag
+
         run = self.client.create_run(exp_id, run_name=f"trial-{trial.trial_id:04d}", tags={
-            "mlflow.parentRunId": parent, "mixopt.role": "trial", "mixopt.study": name,
-            "mixopt.trial": str(trial.trial_id), "mixopt.searcher": trial.searcher, "mixopt.phase": trial.phase,
-            "mixopt.state": trial.state.value})
+            "mlflow.parentRunId": parent, "mixopt.study": name, "mixopt.trial": str(trial.trial_id),
+            "mixopt.searcher": trial.searcher, "mixopt.phase": trial.phase, "mixopt.state": trial.state.value})
         params = [Param(f"w.{d}", repr(float(w))) for d, w in trial.mixture.items()]
         if trial.spec is not None:
             params += [Param(f"proxy.{k}", str(v)) for k, v in trial.spec.to_dict().items()]
-        self.client.log_batch(run.info.run_id, params=params)
+        # params and the role tag in one batch: a run cut off before it is not a trial of the study
+        self.client.log_batch(run.info.run_id, params=params, tags=[RunTag("mixopt.role", "trial")])
         trial = trial.with_(run_id=run.info.run_id)
         self._run_ids[(name, trial.trial_id)] = run.info.run_id
         return self.update_trial(name, trial) if trial.state is not TrialState.RUNNING else trial
@@ -189,8 +204,9 @@ class MlflowStorage(Storage):
                         if k != "train_loss" and math.isfinite(float(v))]
             if trial.value is not None:
                 metrics.append(Metric("objective", float(trial.value), now, last))
-        for i in range(0, max(len(metrics), 1), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tags if i == 0 else [])
+        chunks = [metrics[i:i + 1000] for i in range(0, len(metrics), 1000)] or [[]]
+        for i, chunk in enumerate(chunks):  # the state tag goes with the last batch (objective included)
+            self.client.log_batch(run_id, metrics=chunk, tags=tags if i == len(chunks) - 1 else [])
         if trial.state.finished:
             self.client.set_terminated(run_id, status=_STATUS[trial.state])
         else:
@@ -224,16 +240,12 @@ class MlflowStorage(Storage):
 
 
 def _spec_from_params(params: dict[str, str]) -> ProxySpec | None:
-    raw = {k[6:]: v for k, v in params.items() if k.startswith("proxy.")}
-    if not raw:
-        return None
-    kw: dict[str, Any] = {}
-    for k, v in raw.items():
-        tp = _SPEC_TYPES.get(k)
-        if tp is None:
-            continue
-        kw[k] = int(v) if tp in (int, "int") else float(v) if tp in (float, "float") else v
-    return ProxySpec(**kw)
+    import yaml
+
+    from mixopt.config import from_dict
+
+    raw = {k[6:]: yaml.safe_load(v) for k, v in params.items() if k.startswith("proxy.") and k[6:] in _SPEC_FIELDS}
+    return from_dict(ProxySpec, raw, "proxy") if raw else None
 
 
 def _trial_from_run(run, domains: list[str]) -> Trial:

@@ -35,10 +35,14 @@ def test_run_local_writes_recommendation_and_mlflow(tmp_path, tiny_domains, caps
     # the same study again without --resume is refused; with --resume and a bigger budget it continues
     assert main(["run", str(cfg)]) == 2
     assert "already exists" in capsys.readouterr().err
+    ends = [t.run_id for t in study.trials]
     assert main(["run", str(cfg), "--resume", "--trials", "7"]) == 0
-    again = mixopt.load_study("tiny", uri).to_dataframe()
-    assert len(again) == 7
-    assert again["objective"].iloc[:5].tolist() == df["objective"].tolist()  # nothing retrained
+    again = mixopt.load_study("tiny", uri)
+    assert len(again.trials) == 7 and [t.run_id for t in again.trials[:5]] == ends
+    assert again.to_dataframe()["objective"].iloc[:5].tolist() == df["objective"].tolist()
+    # a changed data/proxy/search setting is refused on resume; budget may change
+    assert main(["run", str(cfg), "--resume", "--trials", "8", "--proxy.lr=0.01"]) == 2
+    assert "only budget, executor" in capsys.readouterr().err
     # runs export and recommend read the store
     assert main(["runs", "export", str(cfg), "--out", str(tmp_path / "runs.csv")]) == 0
     assert main(["recommend", str(cfg), "--json"]) == 0
@@ -73,7 +77,53 @@ def test_failed_trials_are_recorded_with_reason(tmp_path, tiny_domains, capsys):
 
     stored = mixopt.load_study("tiny", uri).trials
     assert [t.error for t in stored] == [t.error for t in trials]
-    assert out.recommendation.info.get("n_fit", 2) <= 2  # only the 2 completed trials were fitted
+    assert out.recommendation.predicted == min(t.value for t in trials if t.ok)  # too few to fit: best trial
+
+
+class CountingExecutor:
+    """In-process executor that records which trials it ran."""
+
+    def __init__(self):
+        from mixopt.executor import LocalExecutor
+        from proxies.train import run_trial
+
+        self.ran = []
+        self.inner = LocalExecutor(lambda r: (self.ran.append(r["trial_id"]), run_trial(r))[1])
+        self.capacity = 2
+
+    def submit(self, tid, req):
+        self.inner.submit(tid, req)
+
+    def running(self):
+        return self.inner.running()
+
+    def wait(self, timeout=None):
+        return self.inner.wait(timeout)
+
+    def shutdown(self):
+        pass
+
+
+def test_resume_after_driver_died_reruns_only_unfinished(tmp_path, tiny_domains):
+    """A driver killed with trials handed out: --resume runs those and new ones, never a COMPLETE one."""
+    import mixopt
+    from mixopt.config import load_config
+    from mixopt.runner import run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", uri, tmp_path / "out",
+                                 budget={"trials": 3}))
+    first = CountingExecutor()
+    run(cfg, executor=first)
+    study = mixopt.load_study("tiny", uri)
+    dead = study.ask(2)  # a second driver asked for 2 trials, started one, then died
+    study.mark_running(dead[0].trial_id)
+    cfg6 = load_config(tmp_path / "s.yaml", ["--budget.trials=6"])
+    again = CountingExecutor()
+    out = run(cfg6, resume=True, executor=again)
+    assert first.ran == [0, 1, 2]
+    assert sorted(again.ran) == [3, 4, 5]  # the two unfinished, then one new; 0..2 not retrained
+    assert [t.state.value for t in out.study.trials] == ["COMPLETE"] * 6
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -92,11 +142,7 @@ def test_bad_input_exit_2_nothing_written(tmp_path, tiny_domains, capsys, extra,
         assert err.strip() == errors[0] and not (tmp_path / "cache").exists()
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
-    import mixopt
-    from mixopt.errors import UserError
-
-    with pytest.raises(UserError):
-        mixopt.load_study("tiny", uri)
+    assert not (tmp_path / "mlflow.db").exists()  # no store was created for a config that cannot run
 
 
 @pytest.mark.ray

@@ -139,3 +139,28 @@ def test_mlflow_schema(tmp_path):
     hist = client.get_metric_history(run.info.run_id, "loss.code")
     assert [(m.step, m.value) for m in hist] == [(5, 9.0), (10, fake_losses(t.mixture)["code"])]
     assert run.data.metrics["tokens_per_s"] == 1234.0
+
+
+def test_add_completed_checks_whole_table_first(tmp_path):
+    study = mixopt.create_study("s", domains=DOMAINS, searcher="random", objective={"domain": "web"})
+    rows = [{"w.code": 0.2, "w.legal": 0.3, "w.web": 0.5004, "loss.web": 3.0},  # rounded in a CSV
+            {"w.code": 0.5, "w.legal": 0.5, "w.web": 0.0, "loss.web": 3.5}]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    from pathlib import Path
+
+    added = study.add_completed(Path(path))
+    assert abs(sum(added[0].mixture.values()) - 1) < 1e-12
+    with pytest.raises(RunsTableError, match="objective column 'loss.nope' not found"):
+        study.add_completed(pd.DataFrame(rows), objective="loss.nope")
+    bad = pd.DataFrame(rows + [{"w.code": 0.5, "w.legal": 0.5, "w.web": 0.0, "loss.web": "x"}])
+    with pytest.raises(RunsTableError, match="not numeric"):
+        study.add_completed(bad)
+    assert len(study.trials) == 2  # nothing half-written by the failed calls
+
+
+def test_target_objective_is_held_out_of_the_space():
+    study = mixopt.create_study("t", domains=DOMAINS, objective={"target": "web"})
+    assert study.space.domains == ("code", "legal")
+    [t] = study.ask()
+    assert study.tell(t.trial_id, {"code": 3.0, "legal": 3.0, "web": 2.5}).value == 2.5
