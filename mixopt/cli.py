@@ -1,4 +1,4 @@
-"""Command line: ``mixopt data prepare | run | predict | recommend | runs export``.
+"""Command line: ``mixopt data prepare | run | predict | recommend | runs export | fit | transfer``.
 
 User mistakes print one line ``mixopt: error: ...`` and exit with code 2.
 """
@@ -52,6 +52,28 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--study", help="study name (overrides the config's)")
     rc.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     rc.add_argument("--json", action="store_true")
+
+    fit = sub.add_parser("fit", help="scaling-law fits on a study's runs; logged to MLflow")
+    fit.add_argument("config", nargs="?", help="study YAML (names the study and store)")
+    fit.add_argument("--study")
+    fit.add_argument("--tracking-uri")
+    fit.add_argument("--kind", default="loss_scale,mixing_law",
+                     help="comma-separated: loss_scale (L = E + A/N^a + B/D^b per mixture), mixing_law (across scale)")
+    fit.add_argument("--target-params", type=float, help="N of the target scale (default 4x the largest rung)")
+    fit.add_argument("--target-tokens", type=float, help="D of the target scale (default 4x the largest rung)")
+    fit.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for intervals")
+    fit.add_argument("--json", action="store_true")
+
+    tr = sub.add_parser("transfer", help="train the recommendation and baselines at a larger scale, several seeds")
+    tr.add_argument("config", nargs="?", help="study YAML of the finished study")
+    tr.add_argument("--study")
+    tr.add_argument("--tracking-uri")
+    tr.add_argument("--seeds", type=int, default=3)
+    tr.add_argument("--scale", type=float, default=4.0, help="x params and x tokens of the proxies")
+    tr.add_argument("--preset", help="explicit larger preset")
+    tr.add_argument("--tokens", type=int, help="explicit token budget")
+    tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
+    tr.add_argument("--resume", action="store_true")
 
     runs = sub.add_parser("runs", help="runs-table commands")
     rsub = runs.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)
@@ -159,6 +181,53 @@ def _cmd_export(args, extra) -> int:
     return 0
 
 
+def _cmd_fit(args, extra) -> int:
+    from mixopt.fitting import run_fit
+    from mixopt.tracking import MlflowStorage
+
+    args.trials = None
+    cfg, study = _open(args, extra)
+    if args.bootstrap < 0:
+        raise UserError("fit --bootstrap: must be >= 0")
+    target = None
+    if args.target_params or args.target_tokens:
+        if not (args.target_params and args.target_tokens):
+            raise UserError("fit: give both --target-params and --target-tokens (or neither)")
+        target = (args.target_params, args.target_tokens)
+    res = run_fit(study, MlflowStorage(cfg.resolved_tracking_uri(), create=False),
+                  [k.strip() for k in args.kind.split(",") if k.strip()], target, args.bootstrap, cfg.output_dir)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for kind, r in res.items():
+        if kind == "loss_scale":
+            held = ("n/a (too few runs to hold one out per mixture)" if r["heldout_rel_error_mean"] is None else
+                    f"mean {r['heldout_rel_error_mean']:.2%}, max {r['heldout_rel_error_max']:.2%}")
+            print(f"loss vs scale: L = E + A/N^{r['alpha']:.3f} + B/D^{r['beta']:.3f}; held-out relative error {held}")
+            print(f"  {'mixture':<14}{'E':>9}{'held-out err':>14}  predicted at N={r['target_params']:.3g}, "
+                  f"D={r['target_tokens']:.3g} (90% CI)")
+            for m in r["mixtures"]:
+                lo, hi = m["pred_target_90ci"]
+                err = "n/a" if m["heldout_rel_error"] is None else f"{m['heldout_rel_error']:.2%}"
+                print(f"  {m['label']:<14}{m['E']:>9.4f}{err:>14}  {m['pred_target']:.4f} "
+                      f"[{lo:.4f}, {hi:.4f}]")
+        else:
+            best = ", ".join(f"{d}={w:.3f}" for d, w in r["best_mixture_at_target"].items())
+            print(f"mixing law across {len(r['rungs'])} scales -> best mixture at the target: {best} "
+                  f"(predicted {r['predicted_at_target']:.4f})")
+    return 0
+
+
+def _cmd_transfer(args, extra) -> int:
+    from mixopt.transfer import run_transfer
+
+    args.trials = None
+    cfg = _config(args, extra)
+    run_transfer(cfg, seeds=args.seeds, scale=args.scale, preset=args.preset, tokens=args.tokens,
+                 mixture_files=tuple(args.mixture), resume=args.resume)
+    return 0
+
+
 def _no_extra(extra: list[str]) -> None:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
@@ -189,7 +258,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in ("run", "data", "recommend", "runs"):
+        if argv and argv[0] in ("run", "data", "recommend", "runs", "fit", "transfer"):
             argv, overrides = split_overrides(argv)
         else:
             overrides = []
@@ -205,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_recommend(args, extra)
         if args.cmd == "runs":
             return _cmd_export(args, extra)
+        if args.cmd == "fit":
+            return _cmd_fit(args, extra)
+        if args.cmd == "transfer":
+            return _cmd_transfer(args, extra)
     except UserError as e:
         print(f"mixopt: error: {e}", file=sys.stderr)
         return 2

@@ -82,12 +82,25 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """A fixed set of mixtures trained at every rung of the scale ladder (``mixopt run`` trains
+    the sweep before any searcher proposal): ``mixtures`` seeded Dirichlet draws, the named
+    ``baselines`` (``uniform``, ``natural`` = proportional to available tokens) and ``custom``
+    mixtures ({domain: weight} mappings)."""
+
+    mixtures: int = 0
+    baselines: list[str] = field(default_factory=list)
+    custom: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     study: str = "mixopt-study"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     proxy: ProxySpec = field(default_factory=ProxySpec)
     ladder: list[dict[str, Any]] = field(default_factory=list)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     objective: dict[str, Any] = field(default_factory=dict)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -309,6 +322,12 @@ def validate(cfg: StudyConfig) -> None:
     s = cfg.search
     if s.n_init < 0:
         raise ConfigError(f"search.n_init: {s.n_init} must be >= 0")
+    sw = cfg.sweep
+    if sw.mixtures < 0:
+        raise ConfigError(f"sweep.mixtures: {sw.mixtures} must be >= 0")
+    for i, name in enumerate(sw.baselines):
+        if name not in ("uniform", "natural"):
+            raise ConfigError(f"sweep.baselines[{i}]: {name!r}; allowed: uniform, natural")
     b = cfg.budget
     if b.trials < 1:
         raise ConfigError(f"budget.trials: {b.trials} must be >= 1")

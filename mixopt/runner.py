@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from mixopt.config import StudyConfig
 from mixopt.errors import BudgetError, DataError, SpaceError, UserError
-from mixopt.mixture import MixtureSpace
+from mixopt.mixture import Mixture, MixtureSpace
 from mixopt.objective import Objective
 from mixopt.study import Study, create_study, load_study
 from mixopt.trial import TrialState
@@ -136,6 +137,22 @@ class RunOutcome:
     train_seconds: float
 
 
+def sweep_mixtures(cfg: StudyConfig, space: MixtureSpace) -> list[tuple[str, Mixture]]:
+    """The sweep's (label, mixture) pairs: baselines, custom mixtures, then seeded Dirichlet draws."""
+    from search.dirichlet import sample
+
+    out: list[tuple[str, Mixture]] = []
+    for name in cfg.sweep.baselines:
+        x = space.prior_array() if name == "natural" else np.full(space.dim, 1.0 / space.dim)
+        out.append((name, Mixture.from_array(space.project(x), space.domains)))
+    for i, m in enumerate(cfg.sweep.custom):
+        out.append((f"custom{i}", space.validate(Mixture(m, where=f"sweep.custom[{i}]"), f"sweep.custom[{i}]")))
+    if cfg.sweep.mixtures:
+        X = sample(space, cfg.sweep.mixtures, np.random.default_rng([cfg.seed, 0x5EE9]))
+        out += [(f"dirichlet{i}", Mixture.from_array(x, space.domains)) for i, x in enumerate(X)]
+    return out
+
+
 def _open_study(cfg: StudyConfig, space: MixtureSpace, objective: Objective, resume: bool, storage) -> Study:
     if resume:
         study = load_study(cfg.study, storage)
@@ -143,17 +160,22 @@ def _open_study(cfg: StudyConfig, space: MixtureSpace, objective: Objective, res
             raise UserError(f"--resume: study {cfg.study!r} has domains {list(study.space.domains)} but this "
                             f"config gives {list(space.domains)}")
         return study
-    return create_study(cfg.study, space=space, objective=objective, searcher=cfg.search.searcher,
-                        searcher_options=cfg.search.options, n_init=cfg.search.n_init, seed=cfg.seed,
-                        spec=None if cfg.ladder else cfg.proxy, fidelities=cfg.ladder_specs(), storage=storage,
-                        extra={"config": cfg.to_dict()})
+    ladder = cfg.ladder_specs()
+    sweep = sweep_mixtures(cfg, space)  # checked before the study is created
+    study = create_study(cfg.study, space=space, objective=objective, searcher=cfg.search.searcher,
+                         searcher_options=cfg.search.options, n_init=cfg.search.n_init, seed=cfg.seed,
+                         spec=None if ladder else cfg.proxy, fidelities=ladder, storage=storage,
+                         extra={"config": cfg.to_dict()})
+    for label, m in sweep:
+        for spec in ladder or [cfg.proxy]:
+            study.enqueue(m, spec, label)
+    return study
 
 
 def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage=None,
         progress: Callable[[str], None] = log) -> RunOutcome:
     """Run a study to its budget and write the recommendation. ``executor``/``storage`` default
     to the config's (Ray; MLflow at the resolved tracking URI)."""
-    from mixopt.executor import make_executor
     from mixopt.tracking import MlflowStorage
 
     t_start = time.time()
@@ -178,19 +200,27 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage=None,
     progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: {objective.description}; "
              f"searcher {study.searcher_name} after {study.n_init} random; budget {cfg.budget.trials} trials; "
              f"tracking {getattr(storage, 'uri', 'memory')}")
+    train_seconds = execute(cfg, study, corpus, executor, progress, t_start)
+    rec, files = finish(cfg, study, storage, progress)
+    return RunOutcome(study, rec, files, time.time() - t_start, train_seconds)
+
+
+def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Callable[[str], None] = log,
+            t_start: float | None = None) -> float:
+    """Run the study's trials on the executor until the budget is spent; returns the summed
+    in-trial training seconds."""
+    from mixopt.executor import make_executor
+
     executor = executor or make_executor(cfg.executor)
     base = {"corpus_dir": str(corpus.path), "eval_domains": list(corpus.domains),
             "num_threads": cfg.executor.threads_per_worker, "device": "auto" if cfg.executor.num_gpus > 0 else "cpu"}
-    train_seconds = 0.0
     try:
-        train_seconds = _loop(cfg, study, executor, base, progress, t_start)
+        return _loop(cfg, study, executor, base, progress, time.time() if t_start is None else t_start)
     except KeyboardInterrupt:
-        progress(f"interrupted; finished trials are in the store. Continue with: mixopt run ... --resume")
+        progress("interrupted; finished trials are in the store. Continue with the same command and --resume")
         raise
     finally:
         executor.shutdown()
-    rec, files = finish(cfg, study, storage, progress)
-    return RunOutcome(study, rec, files, time.time() - t_start, train_seconds)
 
 
 def _loop(cfg: StudyConfig, study: Study, executor, base: dict, progress, t_start: float) -> float:

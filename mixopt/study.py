@@ -144,11 +144,13 @@ class Study:
                 out.append(t)
         return out
 
-    def enqueue(self, mixture: Mapping[str, float], spec: ProxySpec | None = None) -> Trial:
-        """Queue a user-chosen mixture; the next ``ask`` hands it out before any proposal."""
+    def enqueue(self, mixture: Mapping[str, float], spec: ProxySpec | None = None, label: str = "") -> Trial:
+        """Queue a user-chosen mixture (optionally at another proxy spec, with a name); the next
+        ``ask`` hands it out before any proposal."""
         m = self.space.validate(mixture if isinstance(mixture, Mixture) else Mixture(mixture, where="enqueue"),
                                 "enqueue")
-        t = Trial(len(self._trials), m, spec or self.spec, TrialState.WAITING, searcher="user", phase="enqueued")
+        t = Trial(len(self._trials), m, spec or self.spec, TrialState.WAITING, searcher="user", phase="enqueued",
+                  label=label)
         t = self._storage.add_trial(self.name, t)
         self._trials.append(t)
         return t
@@ -259,14 +261,17 @@ class Study:
 
         rows = []
         for t in self._trials:
-            r: dict[str, Any] = {"run": t.trial_id, "state": t.state.value, "searcher": t.searcher, "phase": t.phase}
+            r: dict[str, Any] = {"run": t.trial_id, "state": t.state.value, "searcher": t.searcher, "phase": t.phase,
+                                 "label": t.label}
             r.update({f"w.{d}": t.mixture.get(d, 0.0) for d in self.space.domains})
             r.update({f"loss.{d}": v for d, v in sorted(t.losses.items())})
             r["objective"] = t.value if t.value is not None else np.nan
             if t.spec is not None:
                 r["scale"] = t.spec.preset
                 r["tokens"] = t.spec.tokens
+                r["seed"] = t.spec.seed
                 r["params"] = t.metrics.get("params", np.nan)
+                r["non_embedding_params"] = t.spec.non_embedding_params()
             for k in ("tokens_per_s", "train_seconds", "flops_per_token"):
                 if k in t.metrics:
                     r[k] = t.metrics[k]

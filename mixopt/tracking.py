@@ -170,7 +170,8 @@ class MlflowStorage(Storage):
 
         run = self.client.create_run(exp_id, run_name=f"trial-{trial.trial_id:04d}", tags={
             "mlflow.parentRunId": parent, "mixopt.study": name, "mixopt.trial": str(trial.trial_id),
-            "mixopt.searcher": trial.searcher, "mixopt.phase": trial.phase, "mixopt.state": trial.state.value})
+            "mixopt.searcher": trial.searcher, "mixopt.phase": trial.phase, "mixopt.state": trial.state.value,
+            **({"mixopt.label": trial.label} if trial.label else {})})
         params = [Param(f"w.{d}", repr(float(w))) for d, w in trial.mixture.items()]
         if trial.spec is not None:
             params += [Param(f"proxy.{k}", str(v)) for k, v in trial.spec.to_dict().items()]
@@ -232,6 +233,25 @@ class MlflowStorage(Storage):
         for path in files.values():
             self.client.log_artifact(parent, path)
 
+    def log_run(self, name: str, run_name: str, role: str, params: dict[str, Any], metrics: dict[str, float],
+                tags: dict[str, str], files: list[str]) -> str:
+        """A finished run of its own in the study's experiment (a fit, a transfer report), nested
+        under the study's run; returns its run id."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        exp_id, parent = self._find_parent(name)
+        run = self.client.create_run(exp_id, run_name=run_name, tags={"mlflow.parentRunId": parent,
+                                                                       "mixopt.study": name, **tags})
+        now = int(time.time() * 1000)
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                              metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                       if v is not None and math.isfinite(float(v))],
+                              tags=[RunTag("mixopt.role", role)])
+        for path in files:
+            self.client.log_artifact(run.info.run_id, path)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
     def run_url(self, name: str) -> str | None:
         found = self._find_parent(name)
         if found is None or not self.uri.startswith("http"):
@@ -258,4 +278,4 @@ def _trial_from_run(run, domains: list[str]) -> Trial:
     value = metrics.get("objective") if state is TrialState.COMPLETE else None
     return Trial(int(tags["mixopt.trial"]), mixture, _spec_from_params(params), state, value, losses, extra, [],
                  tags.get("mixopt.searcher", ""), tags.get("mixopt.phase", ""), tags.get("mixopt.error"),
-                 run.info.run_id)
+                 run.info.run_id, tags.get("mixopt.label", ""))

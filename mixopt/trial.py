@@ -45,6 +45,7 @@ class Trial:
     phase: str = ""  # "init", "model", "enqueued", "warm_start"
     error: str | None = None
     run_id: str | None = None
+    label: str = ""  # a name for an enqueued mixture ("uniform", "recommended", ...), else ""
 
     def with_(self, **kw: Any) -> "Trial":
         return replace(self, **kw)

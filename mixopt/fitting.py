@@ -1,0 +1,180 @@
+"""``mixopt fit``: scaling-law fits read from a study's runs in MLflow and logged back to it.
+
+Reads trials through the study API (never by parsing run names), groups COMPLETE trials by
+mixture, fits (1) loss vs scale per mixture and (2) the mixing law across scale
+(:mod:`mixopt.scaling`), prints a table, and logs each fit as an MLflow run of its own
+(role ``fit``) with parameters, held-out goodness of fit, bootstrap intervals and plots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixopt.errors import UserError
+from mixopt.scaling import bootstrap_predictions, fit_law_across_scale, fit_loss_scale, holdout_error
+from mixopt.study import Study
+
+
+def scale_of(spec) -> float:
+    """N: non-embedding params that compute per token (active params for MoE)."""
+    active = getattr(spec, "active_non_embedding_params", None)
+    return float(active() if callable(active) else spec.non_embedding_params())
+
+
+def collect(study: Study) -> dict[str, Any]:
+    """COMPLETE trials with a spec -> group index / N / D / L arrays and the group mixtures."""
+    keys: dict[tuple, int] = {}
+    labels, mixtures, rows = [], [], []
+    for t in study.trials:
+        if not t.ok or t.spec is None:
+            continue
+        key = tuple(round(w, 9) for w in t.mixture.values())
+        if key not in keys:
+            keys[key] = len(keys)
+            labels.append(t.label or f"m{len(keys) - 1}")
+            mixtures.append(t.mixture.as_array(study.space.domains))
+        rows.append((keys[key], scale_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value,
+                     t.spec))
+    if not rows:
+        raise UserError(f"fit: study {study.name!r} has no COMPLETE trials with a proxy spec")
+    g, N, D, L, specs = zip(*rows)
+    return {"g": np.array(g), "N": np.array(N), "D": np.array(D), "L": np.array(L), "specs": list(specs),
+            "labels": labels, "mixtures": np.array(mixtures)}
+
+
+def _multi_scale_groups(data: dict[str, Any]) -> np.ndarray:
+    """Group indices with runs at >= 2 distinct (N, D) scales."""
+    ok = [i for i in range(len(data["labels"]))
+          if len({(n, d) for n, d in zip(data["N"][data["g"] == i], data["D"][data["g"] == i])}) >= 2]
+    return np.array(ok, dtype=int)
+
+
+def fit_loss_vs_scale(study: Study, target: tuple[float, float], reps: int, out: Path,
+                      storage=None, seed: int = 0) -> dict[str, Any]:
+    data = collect(study)
+    keep = _multi_scale_groups(data)
+    if len(keep) == 0:
+        raise UserError(f"fit: no mixture of study {study.name!r} was trained at 2 or more scales; run a sweep "
+                        "across a ladder first (config `ladder:` and `sweep:`)")
+    remap = {int(o): i for i, o in enumerate(keep)}
+    m = np.isin(data["g"], keep)
+    g = np.array([remap[int(x)] for x in data["g"][m]])
+    N, D, L = data["N"][m], data["D"][m], data["L"][m]
+    labels = [data["labels"][i] for i in keep]
+    fit = fit_loss_scale(g, N, D, L, len(keep), labels, seed=seed)
+    err = holdout_error(g, N, D, L, len(keep), seed=seed) if len(L) >= 3 * len(keep) + 2 + len(keep) else \
+        np.full(len(keep), np.nan)
+    pred = fit.predict(np.arange(len(keep)), np.full(len(keep), target[0]), np.full(len(keep), target[1]))
+    boots = bootstrap_predictions(fit, g, N, D, L, target, reps=reps, seed=seed)
+    lo, hi = np.nanpercentile(boots, 5, axis=0), np.nanpercentile(boots, 95, axis=0)
+    result = {"kind": "loss_scale", "alpha": fit.alpha, "beta": fit.beta, "target_params": target[0],
+              "target_tokens": target[1],
+              "heldout_rel_error_mean": float(np.mean(err[np.isfinite(err)])) if np.isfinite(err).any() else None,
+              "heldout_rel_error_max": float(np.max(err[np.isfinite(err)])) if np.isfinite(err).any() else None,
+              "mixtures": [{"label": lab, "E": float(fit.E[i]), "A": float(fit.A[i]), "B": float(fit.B[i]),
+                            "heldout_rel_error": float(err[i]) if np.isfinite(err[i]) else None,
+                            "pred_target": float(pred[i]),
+                            "pred_target_90ci": [float(lo[i]), float(hi[i])]} for i, lab in enumerate(labels)]}
+    files = [_write_json(out / "fit_loss_scale.json", result), _plot_loss_scale(fit, g, N, D, L, target, out)]
+    if storage is not None and hasattr(storage, "log_run"):
+        metrics = {"alpha": fit.alpha, "beta": fit.beta, "heldout_rel_error_mean": result["heldout_rel_error_mean"],
+                   "heldout_rel_error_max": result["heldout_rel_error_max"]}
+        for r in result["mixtures"]:
+            metrics[f"pred_target.{r['label']}"] = r["pred_target"]
+            metrics[f"pred_target_lo.{r['label']}"], metrics[f"pred_target_hi.{r['label']}"] = r["pred_target_90ci"]
+        storage.log_run(study.name, "fit-loss-vs-scale", "fit",
+                        {"form": "E + A/N^alpha + B/D^beta", "target_params": target[0], "target_tokens": target[1],
+                         "bootstrap_reps": reps, "mixtures": len(keep), "runs": len(L)},
+                        metrics, {"mixopt.fit": "loss_scale"}, files)
+    return result
+
+
+def fit_mixing_law_across_scale(study: Study, target: tuple[float, float], out: Path, storage=None,
+                                seed: int = 0) -> dict[str, Any]:
+    from search.mixing_law import minimize_law
+    from search.dirichlet import sample
+
+    data = collect(study)
+    rungs: dict[tuple[float, float], list[int]] = {}
+    for i, (n, d) in enumerate(zip(data["N"], data["D"])):
+        rungs.setdefault((n, d), []).append(i)
+    per = [(6 * n * d, data["mixtures"][data["g"][idx]], data["L"][idx]) for (n, d), idx in sorted(rungs.items())]
+    law = fit_law_across_scale(per, seed=seed)
+    at = law.at(6 * target[0] * target[1])
+    starts = sample(study.space, 16, np.random.default_rng(seed))
+    best = minimize_law(at, study.space, starts, kl_weight=0.0)[0]
+    result = {"kind": "mixing_law", "form": "c + k*exp(t.p)", "domains": list(study.space.domains),
+              "rungs": [{"compute": float(c), "c": float(cc), "k": float(np.exp(lk)), "t": t.tolist()}
+                        for c, cc, lk, t in zip(law.computes, law.c, law.logk, law.t)],
+              "target_compute": 6 * target[0] * target[1],
+              "best_mixture_at_target": dict(zip(study.space.domains, best.tolist())),
+              "predicted_at_target": float(at.predict(best[None])[0])}
+    files = [_write_json(out / "fit_mixing_law.json", result)]
+    if storage is not None and hasattr(storage, "log_run"):
+        metrics = {f"best.w.{d}": float(w) for d, w in result["best_mixture_at_target"].items()}
+        metrics["predicted_at_target"] = result["predicted_at_target"]
+        storage.log_run(study.name, "fit-mixing-law-across-scale", "fit",
+                        {"form": result["form"], "rungs": len(per), "target_compute": result["target_compute"]},
+                        metrics, {"mixopt.fit": "mixing_law"}, files)
+    return result
+
+
+def _write_json(path: Path, obj: Any) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+    return str(path)
+
+
+def _plot_loss_scale(fit, g, N, D, L, target, out: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    C = 6 * N * D
+    for i, lab in enumerate(fit.groups):
+        m = g == i
+        line = ax.scatter(C[m], L[m], s=18, label=str(lab))
+        for d in sorted(set(D[m])):
+            ns = np.geomspace(min(N[m].min(), target[0]) * 0.8, max(N[m].max(), target[0]) * 1.2, 40)
+            ax.plot(6 * ns * d, fit.predict(np.full(40, i), ns, np.full(40, d)), lw=0.8, color=line.get_facecolor()[0])
+        ax.scatter([6 * target[0] * target[1]], fit.predict([i], [target[0]], [target[1]]), marker="*", s=80,
+                   color=line.get_facecolor()[0])
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute 6·N·D (FLOPs)")
+    ax.set_ylabel("objective (validation loss)")
+    ax.set_title(f"L = E + A/N^{fit.alpha:.2f} + B/D^{fit.beta:.2f}  (★ = target scale)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = out / "fit_loss_scale.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float] | None, reps: int,
+            out_dir: str, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the requested fits; ``target`` defaults to 4x the largest N and D on the ladder."""
+    data = collect(study)
+    if target is None:
+        target = (4 * float(data["N"].max()), 4 * float(data["D"].max()))
+    out = Path(out_dir) / study.name / "fits"
+    results = {}
+    for kind in kinds:
+        if kind == "loss_scale":
+            results[kind] = fit_loss_vs_scale(study, target, reps, out, storage)
+        elif kind == "mixing_law":
+            results[kind] = fit_mixing_law_across_scale(study, target, out, storage)
+        else:
+            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law")
+    return results
+
+
+__all__ = ["collect", "run_fit"]

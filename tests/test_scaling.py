@@ -1,0 +1,58 @@
+"""Scaling-law fits recover known parameters from synthetic data."""
+
+import numpy as np
+import pytest
+
+from mixopt.errors import UserError
+from mixopt.scaling import (LawAcrossScale, bootstrap_predictions, fit_law_across_scale, fit_loss_scale,
+                            holdout_error)
+
+
+def grid(groups=3, noise=0.0, seed=0):
+    N, D = (v.ravel() for v in np.meshgrid([2e5, 6e5, 2e6], [5e6, 2e7, 8e7]))
+    g = np.repeat(np.arange(groups), len(N))
+    N, D = np.tile(N, groups), np.tile(D, groups)
+    E = np.array([2.0, 2.2, 1.9])[:groups]
+    L = E[g] + 30.0 / N ** 0.28 + 500.0 / D ** 0.32
+    return g, N, D, L + np.random.default_rng(seed).normal(0, noise, len(L)), E
+
+
+def test_recovers_exponents_and_irreducible_loss():
+    g, N, D, L, E = grid()
+    f = fit_loss_scale(g, N, D, L, 3)
+    assert f.alpha == pytest.approx(0.28, abs=1e-3) and f.beta == pytest.approx(0.32, abs=1e-3)
+    assert np.allclose(f.E, E, atol=1e-3) and np.allclose(f.A, 30.0, rtol=1e-2)
+
+
+def test_extrapolation_error_and_bootstrap_interval_with_noise():
+    g, N, D, L, E = grid(noise=0.002, seed=1)
+    err = holdout_error(g, N, D, L, 3)
+    assert np.all(err < 0.02)
+    f = fit_loss_scale(g, N, D, L, 3)
+    target = (8e6, 3.2e8)
+    truth = E + 30.0 / target[0] ** 0.28 + 500.0 / target[1] ** 0.32
+    boots = bootstrap_predictions(f, g, N, D, L, target, reps=40)
+    lo, hi = np.nanpercentile(boots, 1, axis=0), np.nanpercentile(boots, 99, axis=0)
+    pred = f.predict(np.arange(3), np.full(3, target[0]), np.full(3, target[1]))
+    assert np.all(np.abs(pred - truth) / truth < 0.02)
+    assert np.all(hi > lo)
+
+
+def test_too_few_runs_is_a_clear_error():
+    g, N, D, L, _ = grid()
+    with pytest.raises(UserError, match="cannot determine"):
+        fit_loss_scale(g[:5], N[:5], D[:5], L[:5], 3)
+
+
+def test_mixing_law_across_scale_extrapolates_parameter_trends():
+    rng = np.random.default_rng(0)
+    t = np.array([-1.0, 0.4, 0.6])
+    rungs = []
+    for compute, c in ((1e12, 3.0), (1e13, 2.7), (1e14, 2.4)):  # c falls by 0.3 per decade
+        X = rng.dirichlet(np.ones(3), 30)
+        rungs.append((compute, X, c + 0.5 * np.exp(X @ t)))
+    law = fit_law_across_scale(rungs)
+    assert isinstance(law, LawAcrossScale)
+    at = law.at(1e15)
+    assert at.c == pytest.approx(2.1, abs=0.05)
+    assert np.allclose(at.t, t - t.mean(), atol=0.05)
