@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from mixopt.errors import ConfigError
-from mixopt.spec import ProxySpec
+from mixopt.spec import ProxySpec, merge_overrides
 
 
 @dataclass(frozen=True)
@@ -114,15 +114,15 @@ class StudyConfig:
 
     def ladder_specs(self) -> list[ProxySpec]:
         """The scale ladder: each entry overrides ``proxy`` fields; sorted cheapest first
-        (6 * N_non_embedding * tokens), so the last rung is the target fidelity."""
+        (6 * N_active_non_embedding * tokens), so the last rung is the target fidelity."""
         specs = []
         for i, entry in enumerate(self.ladder):
             if not isinstance(entry, dict):
                 raise ConfigError(f"ladder[{i}]: must be a mapping of proxy fields, got {entry!r}")
-            specs.append(from_dict(ProxySpec, {**self.proxy.to_dict(), **entry}, f"ladder[{i}]"))
+            specs.append(from_dict(ProxySpec, merge_overrides(self.proxy.to_dict(), entry), f"ladder[{i}]"))
         if len(set(specs)) != len(specs):
             raise ConfigError("ladder: two rungs are the same proxy spec")
-        return sorted(specs, key=lambda s: 6 * s.non_embedding_params() * s.tokens)
+        return sorted(specs, key=lambda s: 6 * s.active_non_embedding_params() * s.tokens)
 
     def resolved_tracking_uri(self) -> str:
         """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the working folder."""

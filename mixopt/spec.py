@@ -1,8 +1,16 @@
 """ProxySpec: what one proxy trial trains, and the arithmetic of its size and cost.
 
-The arithmetic here (parameters, FLOPs per token) is the single source of truth; the torch
-model in ``proxies/gpt.py`` reports the same numbers and a test checks they agree. Keeping it
-torch-free lets the driver budget FLOPs without importing torch.
+The arithmetic here (parameters, active parameters, FLOPs per token) is the single source of
+truth; the torch models in ``proxies/gpt.py`` (dense) and ``proxies/moe.py`` (mixture of
+experts) report the same numbers and tests check they agree. Keeping it torch-free lets the
+driver budget FLOPs without importing torch.
+
+Dense or MoE is decided by the preset name: ``arch`` may be left out (it is derived from the
+preset); if given, it must agree with the preset. The MoE fields (``n_experts`` ...
+``capacity_factor``) left out take the MoE preset's values; on a dense spec they must stay
+unset (or at their neutral values 0 / False, which is what a resolved dense spec holds).
+After construction every field holds a concrete value (no ``None``), so ``to_dict()`` round-
+trips through YAML and MLflow params.
 """
 
 from __future__ import annotations
@@ -22,13 +30,52 @@ DENSE_PRESETS: dict[str, tuple[int, int, int]] = {
     "dense-10m": (8, 5, 320),  # ~9.8M
 }
 
+# name -> (n_layer, n_head, d_model, n_experts E, top_k, granularity G, shared_expert).
+# Expert FFN hidden = 4 * d_model / G. Each preset's ACTIVE non-embedding params are close to
+# the dense preset of the same backbone (top_k + shared = G), so ``moe-1m`` vs ``dense-1m``
+# compares equal per-token compute; total params are ~E/G times larger in the FFNs.
+MOE_PRESETS: dict[str, tuple[int, int, int, int, int, int, bool]] = {
+    "moe-0.1m": (2, 2, 64, 4, 2, 2, False),  # ~0.10M active / ~0.16M total non-embedding
+    "moe-1m": (5, 4, 128, 8, 2, 2, False),  # ~0.99M active / ~2.96M total
+    "moe-1m-fg": (5, 4, 128, 16, 3, 4, True),  # fine-grained + shared: ~0.99M / ~3.1M
+    "moe-3m": (6, 6, 192, 8, 2, 2, False),  # ~2.7M active / ~8.0M total
+}
+MOE_DEFAULT_AUX_LOSS_COEF = 0.01  # Switch Transformer load-balancing coefficient
+MOE_DEFAULT_Z_LOSS_COEF = 0.001  # ST-MoE router z-loss coefficient
+ARCHS = ("dense", "moe")
+_MOE_FIELDS = ("n_experts", "top_k", "granularity", "shared_expert", "aux_loss_coef", "z_loss_coef",
+               "capacity_factor")
+_DERIVED_FROM_PRESET = ("arch",) + _MOE_FIELDS
+
+
+def preset_arch(preset: str) -> str | None:
+    """'dense' or 'moe' for a known preset name, else None."""
+    return "dense" if preset in DENSE_PRESETS else "moe" if preset in MOE_PRESETS else None
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{**base, **overrides}`` for ``ProxySpec.to_dict()`` dicts, preset-aware.
+
+    When ``overrides`` changes the preset, the fields that the old preset decided (``arch`` and
+    the MoE fields) are reset to "from the new preset" unless ``overrides`` sets them, so a
+    ladder rung ``{preset: moe-1m}`` over a dense base proxy (or the reverse) just works.
+    """
+    merged = {**base, **overrides}
+    if "preset" in overrides and overrides["preset"] != base.get("preset"):
+        for k in _DERIVED_FROM_PRESET:
+            if k not in overrides:
+                merged[k] = None
+    return merged
+
 
 @dataclass(frozen=True)
 class ProxySpec:
     """A proxy model and its training budget (the fidelity of a trial).
 
     Attributes:
-        preset: named architecture from ``DENSE_PRESETS`` (sets n_layer, n_head, d_model).
+        arch: "dense" or "moe"; derived from the preset when left out (None), else must agree.
+        preset: named architecture from ``DENSE_PRESETS`` or ``MOE_PRESETS`` (sets n_layer,
+            n_head, d_model and, for MoE, the expert layout below).
         tokens: training tokens (the token budget), e.g. 2_000_000.
         seq_len: context length T in tokens.
         batch_size: sequences per optimizer step (B); tokens per step = B * T.
@@ -37,14 +84,30 @@ class ProxySpec:
         eval_batches: fixed held-out batches per domain for validation loss.
         evals: how many times validation loss is measured during training (last = final).
         seed: seeds model init and batch sampling.
+        n_experts: MoE only: routed experts E per layer (None = preset's).
+        top_k: MoE only: experts each token is sent to (None = preset's).
+        granularity: MoE only: G; expert FFN hidden = 4 * d_model / G (None = preset's).
+        shared_expert: MoE only: one always-on expert of the same size (None = preset's).
+        aux_loss_coef: MoE only: weight of the Switch load-balancing loss E * sum_e f_e * P_e,
+            averaged over layers (None = 0.01; 0 disables).
+        z_loss_coef: MoE only: weight of the router z-loss mean(logsumexp(logits)^2), averaged
+            over layers (None = 0.001; 0 disables).
+        capacity_factor: MoE only: each expert takes at most ceil(cf * tokens * top_k / E)
+            assignments per forward, the rest are dropped (their expert output is zero);
+            None or 0 = no capacity limit, nothing dropped.
+
+    Dense specs hold the neutral values 0 / False / 0.0 in the MoE fields after construction.
 
     Example:
         >>> s = ProxySpec(preset="dense-0.1m", tokens=1_000_000)
         >>> s.non_embedding_params()
         98624
+        >>> m = ProxySpec(preset="moe-1m")
+        >>> (m.arch, m.n_experts, m.top_k, m.active_non_embedding_params())
+        ('moe', 8, 2, 989568)
     """
 
-    arch: str = "dense"
+    arch: str | None = None
     preset: str = "dense-0.1m"
     tokens: int = 1_000_000
     seq_len: int = 128
@@ -56,17 +119,54 @@ class ProxySpec:
     eval_batches: int = 8
     evals: int = 4
     seed: int = 0
+    n_experts: int | None = None
+    top_k: int | None = None
+    granularity: int | None = None
+    shared_expert: bool | None = None
+    aux_loss_coef: float | None = None
+    z_loss_coef: float | None = None
+    capacity_factor: float | None = None
 
     def __post_init__(self) -> None:
+        self._resolve()
         self.validate()
 
+    def _resolve(self, where: str = "proxy") -> None:
+        """Fill ``arch`` and the MoE fields left as None from the preset (frozen: via object)."""
+        if not isinstance(self.preset, str) or preset_arch(self.preset) is None:
+            raise ConfigError(f"{where}.preset: unknown preset {self.preset!r}; "
+                              f"allowed: {', '.join([*DENSE_PRESETS, *MOE_PRESETS])}")
+        arch = preset_arch(self.preset)
+        if self.arch is not None and self.arch not in ARCHS:
+            raise ConfigError(f"{where}.arch: {self.arch!r} is not available; allowed: 'dense', 'moe'")
+        if self.arch is not None and self.arch != arch:
+            same = [*(DENSE_PRESETS if self.arch == "dense" else MOE_PRESETS)]
+            raise ConfigError(f"{where}.arch: {self.arch!r} does not match preset {self.preset!r} "
+                              f"(a {arch} preset); leave arch out or pick a {self.arch} preset: "
+                              f"{', '.join(same)}")
+        if arch == "dense":
+            fill = dict(n_experts=0, top_k=0, granularity=0, shared_expert=False, aux_loss_coef=0.0,
+                        z_loss_coef=0.0, capacity_factor=0.0)
+            for k, neutral in fill.items():
+                val = getattr(self, k)
+                if val is not None and val != neutral:
+                    raise ConfigError(f"{where}.{k}: {val!r} is only meaningful for arch 'moe' "
+                                      f"(preset {self.preset!r} is dense); allowed: leave it out")
+        else:
+            _, _, _, e, k, g, shared = MOE_PRESETS[self.preset]
+            fill = dict(n_experts=e, top_k=k, granularity=g, shared_expert=shared,
+                        aux_loss_coef=MOE_DEFAULT_AUX_LOSS_COEF, z_loss_coef=MOE_DEFAULT_Z_LOSS_COEF,
+                        capacity_factor=0.0)
+        object.__setattr__(self, "arch", arch)
+        for k, default in fill.items():
+            if getattr(self, k) is None:
+                object.__setattr__(self, k, default)
+
     def validate(self, where: str = "proxy") -> None:
-        if self.arch != "dense":
-            raise ConfigError(f"{where}.arch: {self.arch!r} is not available; allowed: 'dense'")
-        if self.preset not in DENSE_PRESETS:
-            raise ConfigError(
-                f"{where}.preset: unknown preset {self.preset!r}; allowed: {', '.join(DENSE_PRESETS)}"
-            )
+        if preset_arch(self.preset) is None or self.arch != preset_arch(self.preset):
+            self._resolve(where)  # raises the preset / arch error
+        if self.arch == "moe":
+            self._validate_moe(where)
         for key in ("tokens", "seq_len", "batch_size", "eval_batches", "evals"):
             val = getattr(self, key)
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
@@ -84,39 +184,108 @@ class ProxySpec:
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr: must be > 0")
 
+    def _validate_moe(self, where: str) -> None:
+        for key in ("n_experts", "top_k", "granularity"):
+            val = getattr(self, key)
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ConfigError(f"{where}.{key}: {val!r} must be a positive integer")
+        if self.top_k > self.n_experts:
+            raise ConfigError(f"{where}.top_k: {self.top_k} exceeds n_experts = {self.n_experts}; "
+                              f"allowed: 1..{self.n_experts}")
+        if (4 * self.d_model) % self.granularity:
+            raise ConfigError(f"{where}.granularity: {self.granularity} does not divide the dense FFN "
+                              f"width 4*d_model = {4 * self.d_model}; allowed: a divisor of it")
+        if not isinstance(self.shared_expert, bool):
+            raise ConfigError(f"{where}.shared_expert: {self.shared_expert!r} must be true or false")
+        for key, hi in (("aux_loss_coef", 10.0), ("z_loss_coef", 10.0), ("capacity_factor", 64.0)):
+            val = getattr(self, key)
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or not (0.0 <= val <= hi):
+                raise ConfigError(f"{where}.{key}: {val!r} must be a number in [0, {hi}]"
+                                  + (" (0 = no capacity limit)" if key == "capacity_factor" else ""))
+
     # --- architecture -------------------------------------------------------------------
     @property
+    def _shape(self) -> tuple:
+        return DENSE_PRESETS.get(self.preset) or MOE_PRESETS[self.preset]
+
+    @property
     def n_layer(self) -> int:
-        return DENSE_PRESETS[self.preset][0]
+        return self._shape[0]
 
     @property
     def n_head(self) -> int:
-        return DENSE_PRESETS[self.preset][1]
+        return self._shape[1]
 
     @property
     def d_model(self) -> int:
-        return DENSE_PRESETS[self.preset][2]
+        return self._shape[2]
+
+    @property
+    def expert_hidden(self) -> int:
+        """FFN width of one (routed or shared) expert: 4 * d_model / granularity; dense: 4 * d."""
+        return 4 * self.d_model // (self.granularity if self.arch == "moe" else 1)
+
+    @property
+    def activation_ratio(self) -> float:
+        """Active / total routed experts, (top_k + shared) / (E + shared); 1.0 for dense."""
+        if self.arch != "moe":
+            return 1.0
+        s = int(self.shared_expert)
+        return (self.top_k + s) / (self.n_experts + s)
+
+    def with_preset(self, preset: str, **changes: Any) -> "ProxySpec":
+        """A copy on another preset (either arch); fields the old preset decided are re-derived."""
+        d = merge_overrides(self.to_dict(), {"preset": preset, **changes})
+        return ProxySpec(**d)
 
     @property
     def steps(self) -> int:
         """Optimizer steps: tokens // (batch_size * seq_len)."""
         return self.tokens // (self.batch_size * self.seq_len)
 
-    def non_embedding_params(self) -> int:
-        """Per block: qkv 3d² + proj d² + MLP 8d² + two bias-free LayerNorms 2d; plus final LN d."""
+    def _block_params(self, experts: int) -> int:
+        """One block with ``experts`` FFN experts counted (all E for total, top_k for active).
+
+        Dense: qkv 3d² + proj d² + MLP 8d² + two bias-free LayerNorms 2d.
+        MoE: the MLP becomes a router d*E + (experts + shared) * 2*d*h, h = 4d/G.
+        """
         d = self.d_model
-        return self.n_layer * (12 * d * d + 2 * d) + d
+        if self.arch != "moe":
+            return 12 * d * d + 2 * d
+        ffn = (experts + int(self.shared_expert)) * 2 * d * self.expert_hidden
+        return 4 * d * d + d * self.n_experts + ffn + 2 * d
+
+    def non_embedding_params(self) -> int:
+        """All parameters except the embeddings (every expert counted); plus final LN d."""
+        return self.n_layer * self._block_params(self.n_experts) + self.d_model
+
+    def active_non_embedding_params(self) -> int:
+        """Non-embedding params one token uses: attention, router, top_k + shared experts, LNs.
+
+        Equals ``non_embedding_params()`` for dense specs.
+        """
+        if self.arch != "moe":
+            return self.non_embedding_params()
+        return self.n_layer * self._block_params(self.top_k) + self.d_model
+
+    def _embedding_params(self, vocab_size: int) -> int:
+        return vocab_size * self.d_model + self.seq_len * self.d_model
 
     def params(self, vocab_size: int) -> int:
         """Total params: non-embedding + tied token embedding V*d + learned positions T*d."""
-        return self.non_embedding_params() + vocab_size * self.d_model + self.seq_len * self.d_model
+        return self.non_embedding_params() + self._embedding_params(vocab_size)
+
+    def active_params(self, vocab_size: int) -> int:
+        """Params a token uses: active non-embedding + embeddings (= ``params`` for dense)."""
+        return self.active_non_embedding_params() + self._embedding_params(vocab_size)
 
     def flops_per_token(self, vocab_size: int) -> int:
         """Training FLOPs per token (forward + backward), PaLM/nanoGPT estimate.
 
-        6 * (non-embedding params + lm-head V*d) + 12 * n_layer * d_model * seq_len (attention).
+        6 * (active non-embedding params + lm-head V*d) + 12 * n_layer * d_model * seq_len
+        (attention). Routing overhead (softmax, top-k, sort, gather/scatter) is not counted.
         """
-        n = self.non_embedding_params() + vocab_size * self.d_model
+        n = self.active_non_embedding_params() + vocab_size * self.d_model
         return 6 * n + 12 * self.n_layer * self.d_model * self.seq_len
 
     def to_dict(self) -> dict[str, Any]:

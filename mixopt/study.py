@@ -90,8 +90,8 @@ class Study:
 
     def fidelity_costs(self) -> list[float]:
         """Cost per trial of each rung, in seconds where measured (mean in-trial training time);
-        unmeasured rungs are estimated from 6 * N_non_embedding * tokens at the measured s/FLOP."""
-        est = [6.0 * f.non_embedding_params() * f.tokens for f in self.fidelities]
+        unmeasured rungs are estimated from 6 * N_active_non_embedding * tokens at the measured s/FLOP."""
+        est = [6.0 * f.active_non_embedding_params() * f.tokens for f in self.fidelities]
         secs: dict[int, list[float]] = {}
         for t in self._trials:
             i = self.fidelity_of(t)

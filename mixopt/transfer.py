@@ -22,22 +22,24 @@ import yaml
 from mixopt.config import BudgetConfig, SearchConfig, StudyConfig, SweepConfig
 from mixopt.errors import MixtureError, UserError
 from mixopt.mixture import Mixture
-from mixopt.spec import DENSE_PRESETS, ProxySpec
+from mixopt.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec
 from mixopt.study import create_study, load_study
 
 
 def larger_spec(spec: ProxySpec, scale: float, preset: str | None = None, tokens: int | None = None) -> ProxySpec:
-    """The smallest preset of the same family with >= scale x the non-embedding params, and
+    """The smallest preset of the same family with >= scale x the (active) non-embedding params, and
     scale x the tokens (unless given)."""
     if preset is None:
-        need = scale * spec.non_embedding_params()
-        fitting = sorted((replace(spec, preset=p).non_embedding_params(), p) for p in DENSE_PRESETS
-                         if replace(spec, preset=p).non_embedding_params() >= need)
+        family = MOE_PRESETS if spec.arch == "moe" else DENSE_PRESETS
+        need = scale * spec.active_non_embedding_params()
+        fitting = sorted((spec.with_preset(p).active_non_embedding_params(), p) for p in family
+                         if spec.with_preset(p).active_non_embedding_params() >= need)
         if not fitting:
-            raise UserError(f"transfer: no preset has {scale:g}x the {spec.non_embedding_params():,} non-embedding "
-                            f"params of {spec.preset!r}; pass --preset or a smaller --scale")
+            raise UserError(f"transfer: no {spec.arch} preset has {scale:g}x the "
+                            f"{spec.active_non_embedding_params():,} (active) non-embedding params of "
+                            f"{spec.preset!r}; pass --preset or a smaller --scale")
         preset = fitting[0][1]
-    return replace(spec, preset=preset, tokens=int(tokens or math.ceil(scale * spec.tokens)))
+    return spec.with_preset(preset, tokens=int(tokens or math.ceil(scale * spec.tokens)))
 
 
 def read_mixture(path: str, domains) -> Mixture:

@@ -63,13 +63,14 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, hidden: int | None = None) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=False)
-        self.c_proj = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=False)
+        hidden = hidden or 4 * cfg.d_model  # H: 4C for the dense MLP, smaller for MoE experts
+        self.c_fc = nn.Linear(cfg.d_model, hidden, bias=False)
+        self.c_proj = nn.Linear(hidden, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        return self.c_proj(F.gelu(self.c_fc(x)))  # (B, T, C) -> (B, T, H) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -86,12 +87,14 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    block_cls: type[nn.Module] = Block  # proxies/moe.py swaps in its MoE block
+
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.seq_len, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(self.block_cls(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying: one (V, C) matrix
@@ -113,6 +116,10 @@ class GPT(nn.Module):
         if non_embedding:
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
+
+    def num_active_params(self, non_embedding: bool = True) -> int:
+        """Parameters one token uses; every parameter for a dense model."""
+        return self.num_params(non_embedding)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (fwd + bwd): 6 * (non-embedding + lm_head) + attention.

@@ -1,10 +1,14 @@
-"""One proxy trial: train a small GPT on a data mixture and score per-domain validation loss.
+"""One proxy trial: train a small GPT (dense or MoE) on a data mixture and score per-domain
+validation loss.
 
 ``run_trial(request)`` is what a Ray worker calls. Training batches draw each sequence's domain
 by the mixture weights and a random window inside that domain's train split (seeded by
 ``spec.seed``: the same request gives bit-identical losses on CPU). Validation uses FIXED
 batches per domain whose seed depends only on the domain name, so every trial of a study is
-scored on identical data.
+scored on identical data. ``spec.arch`` picks the model: ``proxies.gpt.GPT`` or
+``proxies.moe.MoEGPT``; for MoE the router's load-balancing and z-losses join the training
+objective, and each evaluation also records routing statistics (load CV, normalized load
+entropy, fraction of assignments dropped over capacity).
 
 Example:
     >>> result = run_trial({"trial_id": 0, "mixture": {"code": 0.3, "web": 0.7},
@@ -28,8 +32,10 @@ from mixopt.errors import TrialError
 from mixopt.mixture import Mixture
 from mixopt.spec import ProxySpec
 from proxies.gpt import GPT, GPTConfig
+from proxies.moe import MoEConfig, MoEGPT
 
 EVAL_SEED = 0x5EED_E7A1  # fixed across trials, mixtures and spec.seed
+ROUTING_KEYS = ("routing_load_cv", "routing_entropy", "routing_dropped_frac")  # MoE only
 
 
 # --- batches --------------------------------------------------------------------------------
@@ -97,6 +103,13 @@ def evaluate(model: GPT, batches: dict[str, torch.Tensor], device: torch.device)
     return out
 
 
+def build_model(spec: ProxySpec, vocab_size: int) -> GPT:
+    """The proxy model for ``spec.arch``: dense GPT or MoEGPT (a GPT subclass)."""
+    if spec.arch == "moe":
+        return MoEGPT(MoEConfig.from_spec(spec, vocab_size))
+    return GPT(GPTConfig.from_spec(spec, vocab_size))
+
+
 # --- optimization ---------------------------------------------------------------------------
 def lr_at(step: int, spec: ProxySpec) -> float:
     """Linear warmup over warmup_frac of the steps, then cosine to min_lr_frac * lr at the end."""
@@ -118,11 +131,15 @@ def make_optimizer(model: GPT, spec: ProxySpec) -> torch.optim.AdamW:
 
 def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                lr: float) -> torch.Tensor:
-    """One optimizer step (clip 1.0); returns the detached training loss."""
+    """One optimizer step (clip 1.0); returns the detached training loss (cross-entropy).
+
+    MoE models add their weighted auxiliary router losses (``model.aux_loss``) to the objective.
+    """
     for g in opt.param_groups:
         g["lr"] = lr
     _, loss = model(x, y)
-    loss.backward()
+    aux = getattr(model, "aux_loss", None)
+    (loss if aux is None else loss + aux).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -144,6 +161,8 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     Request: trial_id, mixture {domain: weight}, spec (ProxySpec.to_dict()), corpus_dir,
     eval_domains (default: all corpus domains), num_threads, device ("cpu"|"cuda"|"auto").
     Raises TrialError on divergence (non-finite loss) or weight on a domain without data.
+    The result has params and active params (equal for dense) and, for MoE, the last
+    evaluation's routing_load_cv, routing_entropy and routing_dropped_frac.
     """
     t_start = time.perf_counter()
     spec = ProxySpec.from_dict(request["spec"])
@@ -158,7 +177,8 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
            for d in request.get("eval_domains") or corpus.domains}
     eval_at = {max(1, round(steps * (i + 1) / spec.evals)) for i in range(spec.evals)}
     torch.manual_seed(spec.seed)
-    model = GPT(GPTConfig.from_spec(spec, corpus.vocab_size)).to(device)
+    model = build_model(spec, corpus.vocab_size).to(device)
+    routed = isinstance(model, MoEGPT)
     opt = make_optimizer(model, spec)
 
     history: list[dict[str, Any]] = []
@@ -173,9 +193,13 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
                              f"trial {request.get('trial_id')})")
         window.append(loss)
         if step + 1 in eval_at:
+            if routed:
+                model.reset_routing_stats()  # routing stats over this evaluation's forwards
             losses = evaluate(model, val, device)
             history.append({"step": step + 1, "tokens": (step + 1) * B * T, "losses": losses,
                             "train_loss": float(np.mean(window))})
+            if routed:
+                history[-1].update({k: v for k, v in model.routing_stats().items() if k in ROUTING_KEYS})
             window = []
 
     final = history[-1]
@@ -191,5 +215,7 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
         "flops_per_s": fpt * tokens / train_seconds,
         "params": model.num_params(non_embedding=False),
         "non_embedding_params": model.num_params(non_embedding=True),
+        "active_params": model.num_active_params(non_embedding=False),
+        "active_non_embedding_params": model.num_active_params(non_embedding=True),
         "device": str(device),
-    }
+    } | {k: final[k] for k in ROUTING_KEYS if k in final}
