@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--study")
     fit.add_argument("--tracking-uri")
     fit.add_argument("--kind", default="loss_scale,mixing_law",
-                     help="comma-separated: loss_scale (L = E + A/N^a + B/D^b per mixture), mixing_law (across scale)")
+                     help="comma-separated: loss_scale (L = E + A/N^a + B/D^b per mixture), mixing_law (across scale), "
+                     "moe_el (MoE efficiency leverage vs dense; needs dense and MoE rungs)")
     fit.add_argument("--target-params", type=float, help="N of the target scale (default 4x the largest rung)")
     fit.add_argument("--target-tokens", type=float, help="D of the target scale (default 4x the largest rung)")
     fit.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for intervals")
@@ -211,6 +212,9 @@ def _cmd_fit(args, extra) -> int:
                 err = "n/a" if m["heldout_rel_error"] is None else f"{m['heldout_rel_error']:.2%}"
                 print(f"  {m['label']:<14}{m['E']:>9.4f}{err:>14}  {m['pred_target']:.4f} "
                       f"[{lo:.4f}, {hi:.4f}]")
+        elif kind == "moe_el":
+            print(f"MoE efficiency leverage: {r['form']}; a={r['a']:.3f} d={r['d']:.3f} beta={r['beta']:.3f} "
+                  f"gamma={r['gamma']:.3f}; mean relative error {r['rel_error_mean']:.2%} over {len(r['runs'])} runs")
         else:
             best = ", ".join(f"{d}={w:.3f}" for d, w in r["best_mixture_at_target"].items())
             print(f"mixing law across {len(r['rungs'])} scales -> best mixture at the target: {best} "

@@ -124,6 +124,45 @@ def fit_mixing_law_across_scale(study: Study, target: tuple[float, float], out: 
     return result
 
 
+def fit_moe_leverage(study: Study, out: Path, storage=None) -> dict[str, Any]:
+    """Efficiency leverage of each MoE run against the dense loss-vs-compute curve of the same
+    mixture, then ``EL(A, G, C)`` fitted across the MoE runs (:func:`mixopt.scaling.fit_el`)."""
+    from mixopt.scaling import efficiency_leverage, fit_dense_curve, fit_el
+
+    data = collect(study)
+    rows = []  # (A, G, C, EL, label)
+    for i, label in enumerate(data["labels"]):
+        idx = np.flatnonzero(data["g"] == i)
+        dense = [j for j in idx if data["specs"][j].arch == "dense"]
+        moe = [j for j in idx if data["specs"][j].arch == "moe"]
+        if len(dense) < 3 or not moe:
+            continue
+        C = 6 * data["N"] * data["D"]
+        curve = fit_dense_curve(C[dense], data["L"][dense])
+        el = efficiency_leverage(curve, C[moe], data["L"][moe])
+        for j, e in zip(moe, el):
+            sp = data["specs"][j]
+            rows.append((sp.activation_ratio, float(sp.granularity), float(C[j]), float(e), label))
+    if not rows:
+        raise UserError(f"fit moe_el: study {study.name!r} has no mixture trained at >= 3 dense scales and >= 1 MoE "
+                        "scale; put dense and MoE rungs on the ladder")
+    A, G, C, EL, labels = (np.array(v) for v in zip(*rows))
+    law = fit_el(A, G, C, EL)
+    pred = law.predict(A, G, C)
+    ok = np.isfinite(EL)
+    result = {"kind": "moe_el", "form": "EL = (1/A)^(a + d*log(C/1e12) + gamma*log(G)^2 + beta*log(G))",
+              "a": law.a, "d": law.d, "beta": law.beta, "gamma": law.gamma,
+              "rel_error_mean": float(np.mean(np.abs(pred[ok] - EL[ok]) / EL[ok])),
+              "runs": [{"label": str(lab), "A": float(a), "G": float(g), "C": float(c), "EL": float(e),
+                        "EL_fit": float(p)} for a, g, c, e, lab, p in zip(A, G, C, EL, labels, pred)]}
+    files = [_write_json(out / "fit_moe_el.json", result)]
+    if storage is not None and hasattr(storage, "log_run"):
+        storage.log_run(study.name, "fit-moe-efficiency-leverage", "fit", {"form": result["form"], "runs": len(A)},
+                        {k: result[k] for k in ("a", "d", "beta", "gamma", "rel_error_mean")},
+                        {"mixopt.fit": "moe_el"}, files)
+    return result
+
+
 def _write_json(path: Path, obj: Any) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
@@ -162,6 +201,9 @@ def _plot_loss_scale(fit, g, N, D, L, target, out: Path) -> str:
 def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float] | None, reps: int,
             out_dir: str, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the requested fits; ``target`` defaults to 4x the largest N and D on the ladder."""
+    for kind in kinds:
+        if kind not in ("loss_scale", "mixing_law", "moe_el"):
+            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law, moe_el")
     data = collect(study)
     if target is None:
         target = (4 * float(data["N"].max()), 4 * float(data["D"].max()))
@@ -172,8 +214,10 @@ def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float]
             results[kind] = fit_loss_vs_scale(study, target, reps, out, storage)
         elif kind == "mixing_law":
             results[kind] = fit_mixing_law_across_scale(study, target, out, storage)
+        elif kind == "moe_el":
+            results[kind] = fit_moe_leverage(study, out, storage)
         else:
-            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law")
+            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law, moe_el")
     return results
 
 

@@ -172,3 +172,77 @@ def fit_law_across_scale(rungs: list[tuple[float, np.ndarray, np.ndarray]], seed
         laws.append(fit_mixing_law(X, y, np.random.default_rng(seed)))
     return LawAcrossScale(np.array([r[0] for r in rungs]), np.array([l.c for l in laws]),
                           np.log(np.array([l.k for l in laws])), np.vstack([l.t for l in laws]))
+
+
+# --- MoE efficiency leverage ----------------------------------------------------------------
+@dataclass
+class DenseCurve:
+    """Dense loss vs training compute: ``L(C) = E + B * C**-gamma`` (C in FLOPs)."""
+
+    E: float
+    B: float
+    gamma: float
+
+    def loss(self, C):
+        return self.E + self.B * np.asarray(C, float) ** -self.gamma
+
+    def compute_for(self, L):
+        """Dense compute reaching loss L (inf where L <= E: dense never gets there)."""
+        L = np.asarray(L, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(L > self.E, (self.B / (L - self.E)) ** (1.0 / self.gamma), np.inf)
+
+
+def fit_dense_curve(C: np.ndarray, L: np.ndarray) -> DenseCurve:
+    C, L = np.asarray(C, float), np.asarray(L, float)
+    if len(L) < 3:
+        raise UserError(f"fit moe_el: {len(L)} dense runs; the dense loss-vs-compute curve needs at least 3")
+    c0 = float(np.exp(np.mean(np.log(C))))
+
+    def resid(th):
+        return th[0] + np.exp(th[1]) * (C / c0) ** -th[2] - L
+
+    best = None
+    for e0 in (0.5, 0.8, 0.95):
+        th0 = [L.min() * e0, np.log(max(L.mean() - L.min() * e0, 1e-3)), 0.3]
+        sol = least_squares(resid, th0, bounds=([0, -np.inf, 1e-3], [L.min(), np.inf, 3.0]), loss="soft_l1",
+                            f_scale=0.01)
+        if best is None or sol.cost < best.cost:
+            best = sol
+    E, logb, gamma = best.x
+    return DenseCurve(float(E), float(np.exp(logb) * c0 ** gamma), float(gamma))
+
+
+@dataclass
+class ELFit:
+    """``EL(A, G, C) = Ahat ** (alpha + gamma * log(G)**2 + beta * log(G))``, ``alpha = a + d * log(C)``,
+    with ``Ahat = 1 / A`` (A = activation ratio; EL grows as fewer experts are active)."""
+
+    a: float
+    d: float
+    beta: float
+    gamma: float
+
+    def predict(self, A, G, C):
+        A, G, C = (np.asarray(v, float) for v in (A, G, C))
+        lg = np.log(G)
+        return (1.0 / A) ** (self.a + self.d * np.log(C / 1e12) + self.gamma * lg ** 2 + self.beta * lg)
+
+
+def efficiency_leverage(dense: DenseCurve, C_moe: np.ndarray, L_moe: np.ndarray) -> np.ndarray:
+    """EL per MoE run = dense compute for the MoE's loss / the MoE's compute."""
+    return dense.compute_for(L_moe) / np.asarray(C_moe, float)
+
+
+def fit_el(A: np.ndarray, G: np.ndarray, C: np.ndarray, EL: np.ndarray) -> ELFit:
+    """Least squares on log EL = log(1/A) * (a + d log C + gamma (log G)^2 + beta log G) — linear in
+    (a, d, gamma, beta), so it is solved exactly (lstsq); fewer than 4 finite runs is an error."""
+    A, G, C, EL = (np.asarray(v, float) for v in (A, G, C, EL))
+    ok = np.isfinite(EL) & (EL > 0) & (A < 1)
+    if ok.sum() < 4:
+        raise UserError(f"fit moe_el: {int(ok.sum())} MoE runs with a finite efficiency leverage; the law has 4 "
+                        "parameters (add MoE rungs of other activation ratios, granularities or compute)")
+    la, lg = np.log(1.0 / A[ok]), np.log(G[ok])
+    X = np.column_stack([la, la * np.log(C[ok] / 1e12), la * lg ** 2, la * lg])
+    coef, *_ = np.linalg.lstsq(X, np.log(EL[ok]), rcond=None)
+    return ELFit(float(coef[0]), float(coef[1]), float(coef[3]), float(coef[2]))

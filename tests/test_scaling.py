@@ -56,3 +56,21 @@ def test_mixing_law_across_scale_extrapolates_parameter_trends():
     at = law.at(1e15)
     assert at.c == pytest.approx(2.1, abs=0.05)
     assert np.allclose(at.t, t - t.mean(), atol=0.05)
+
+
+def test_efficiency_leverage_law_recovered():
+    from mixopt.scaling import ELFit, efficiency_leverage, fit_dense_curve, fit_el
+
+    dense_C = np.geomspace(1e12, 1e15, 6)
+    truth = fit_dense_curve(dense_C, 2.0 + 3e3 * dense_C ** -0.3)
+    assert truth.gamma == pytest.approx(0.3, abs=0.01)
+    law = ELFit(a=0.5, d=0.05, beta=0.3, gamma=-0.1)
+    A = np.array([0.5, 0.25, 0.125, 0.25, 0.125, 0.0625, 0.25, 0.125])
+    G = np.array([1, 2, 2, 4, 4, 8, 8, 1])
+    C = np.array([1e12, 3e12, 1e13, 3e13, 1e14, 3e14, 1e13, 1e14])
+    el = law.predict(A, G, C)
+    L_moe = truth.loss(C * el)  # the MoE at compute C matches dense at compute C * EL
+    measured = efficiency_leverage(truth, C, L_moe)
+    assert np.allclose(measured, el, rtol=1e-6)
+    fit = fit_el(A, G, C, measured)
+    assert (fit.a, fit.d, fit.beta, fit.gamma) == pytest.approx((0.5, 0.05, 0.3, -0.1), abs=1e-6)
