@@ -1,4 +1,5 @@
-"""Command line: ``mixopt data prepare | run | predict | recommend | runs export | fit | transfer``.
+"""Command line: ``mixopt data prepare | run | predict | recommend | runs export | fit | transfer |
+dashboard | ui``.
 
 User mistakes print one line ``mixopt: error: ...`` and exit with code 2.
 """
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--tokens", type=int, help="explicit token budget")
     tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
     tr.add_argument("--resume", action="store_true")
+
+    from dashboards.cli import add_dashboard_parser, add_ui_parser
+
+    add_dashboard_parser(sub)
+    add_ui_parser(sub)
 
     runs = sub.add_parser("runs", help="runs-table commands")
     rsub = runs.add_subparsers(dest="runs_cmd", required=True, parser_class=_Parser)
@@ -282,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_fit(args, extra)
         if args.cmd == "transfer":
             return _cmd_transfer(args, extra)
+        if args.cmd in ("dashboard", "ui"):
+            _no_extra(extra)
+            from dashboards.cli import cmd_dashboard, cmd_ui
+
+            return cmd_dashboard(args) if args.cmd == "dashboard" else cmd_ui(args)
     except UserError as e:
         print(f"mixopt: error: {e}", file=sys.stderr)
         return 2

@@ -321,6 +321,9 @@ def finish(cfg: StudyConfig, study: Study, storage, progress=log) -> tuple[Any, 
     metrics = {"recommended.predicted_objective": rec.predicted} if rec.predicted is not None else {}
     if best is not None:
         metrics["best.objective"] = best.value
+    from dashboards.report import study_plots  # plots for the MLflow run; never raises for data reasons
+
+    files.update(study_plots(study, rec, out / "plots"))
     storage.log_study_outputs(study.name, files, metrics, {"mixopt.recommendation": json.dumps(doc["mixture"])})
     if hasattr(storage, "set_study_status"):
         storage.set_study_status(study.name, "FINISHED")

@@ -1,0 +1,88 @@
+"""Study plots (dashboards.report.study_plots) on in-memory studies: files, formats, robustness."""
+
+import time
+
+import numpy as np
+import pytest
+
+import mixopt
+from dashboards.data import recommendation_or_none
+from dashboards.report import study_plots
+
+DOMAINS = ["code", "legal", "prose", "math"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _study(n: int, fail_every: int = 0, searcher: str = "regmix", enqueue: bool = True):
+    s = mixopt.create_study("plots", domains=DOMAINS, searcher=searcher, n_init=min(n, 4), seed=1,
+                            searcher_options={"surrogate": "linear"} if searcher == "regmix" else None)
+    if enqueue:
+        s.enqueue({d: 0.25 for d in DOMAINS}, label="uniform")
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        [t] = s.ask()
+        if fail_every and t.trial_id % fail_every == fail_every - 1:
+            s.tell(t.trial_id, error="TrialError: diverged at step 3: loss=nan")
+            continue
+        x = t.mixture.as_array(DOMAINS)
+        losses = {d: float(3.0 - 0.8 * x[j] + 0.3 * (x ** 2).sum() + 0.01 * rng.normal()) for j, d in enumerate(DOMAINS)}
+        s.tell(t.trial_id, {"losses": losses, "tokens_per_s": 1000.0})
+    return s
+
+
+def _check(files: dict[str, str]) -> None:
+    from pathlib import Path
+
+    for key, path in files.items():
+        p = Path(path)
+        assert p.is_file() and p.stat().st_size > 0, key
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG, key
+        elif p.suffix == ".html":
+            text = p.read_text()
+            assert text.startswith("<!doctype html>") and "Plotly.newPlot" in text, key
+
+
+def test_full_study_writes_every_plot(tmp_path):
+    s = _study(12, fail_every=5)
+    files = study_plots(s, s.recommend(), tmp_path / "plots")
+    assert {"plot.weights", "plot.objective", "plot.surrogate", "plot.losses", "plot.mixture", "plot.html",
+            "plot.notes"} <= set(files)
+    _check(files)
+    notes = (tmp_path / "plots" / "plots_notes.txt").read_text()
+    assert "MoE routing: skipped" in notes and "scaling-law fit: skipped" in notes
+    html = (tmp_path / "plots" / "report.html").read_text()
+    assert "Study plots" in html and "Spearman" in html and "FAILED" in html and "baseline #0 uniform" in html
+
+
+def test_one_trial_and_failed_only_studies_do_not_raise(tmp_path):
+    one = _study(1, enqueue=False)
+    files = study_plots(one, recommendation_or_none(one), tmp_path / "one")
+    assert "plot.surrogate" not in files and {"plot.weights", "plot.objective", "plot.mixture"} <= set(files)
+    _check(files)
+    assert "surrogate vs actual: skipped, 1 completed" in (tmp_path / "one" / "plots_notes.txt").read_text()
+
+    dead = _study(3, fail_every=1, enqueue=False)
+    assert dead.best() is None
+    files = study_plots(dead, recommendation_or_none(dead), tmp_path / "dead")
+    _check(files)
+    assert "plot.losses" not in files and "plot.weights" in files
+
+    empty = mixopt.create_study("empty", domains=DOMAINS)
+    _check(study_plots(empty, None, tmp_path / "empty"))
+
+
+def test_unreadable_study_is_a_note_not_an_error(tmp_path):
+    files = study_plots(object(), None, tmp_path / "bad")
+    assert list(files) == ["plot.notes"] and "cannot read the study" in open(files["plot.notes"]).read()
+
+
+@pytest.mark.slow
+def test_hundred_trials_under_five_seconds(tmp_path):
+    s = _study(100, fail_every=10)
+    study_plots(s, None, tmp_path / "warm")  # imports (matplotlib, plotly, scipy) are not the report's cost
+    t = time.perf_counter()
+    files = study_plots(s, s.recommend(), tmp_path / "plots")
+    took = time.perf_counter() - t
+    _check(files)
+    assert took < 5.0, f"study_plots took {took:.1f}s for 100 trials"
