@@ -1,5 +1,5 @@
-"""Command line: ``mixopt data prepare | run | predict | recommend | runs export | fit | transfer |
-dashboard | ui``.
+"""Command line: ``mixopt data prepare | run | predict | replay | recommend | runs export | fit |
+transfer | dashboard | ui``.
 
 User mistakes print one line ``mixopt: error: ...`` and exit with code 2.
 """
@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--tokens", type=int, help="explicit token budget")
     tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
     tr.add_argument("--resume", action="store_true")
+
+    from mixopt.replay import add_replay_parser
+
+    add_replay_parser(sub)
 
     from dashboards.cli import add_dashboard_parser, add_ui_parser
 
@@ -288,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_fit(args, extra)
         if args.cmd == "transfer":
             return _cmd_transfer(args, extra)
+        if args.cmd == "replay":
+            from mixopt.replay import cmd_replay
+
+            return cmd_replay(args, extra)
         if args.cmd in ("dashboard", "ui"):
             _no_extra(extra)
             from dashboards.cli import cmd_dashboard, cmd_ui

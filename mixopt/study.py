@@ -106,17 +106,18 @@ class Study:
         s = _search()
         obs = tuple(
             s.Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
-                          t.value if t.state is TrialState.COMPLETE else None, self.fidelity_of(t))
+                          t.value if t.state is TrialState.COMPLETE else None, self.fidelity_of(t),
+                          dict(t.losses) if t.state is TrialState.COMPLETE and t.losses else None)
             for t in self._trials)
         fids = tuple(s.Fidelity(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.fidelities,
                                                                                    self.fidelity_costs())))
-        return s.SearchContext(self.space, obs, self.seed, fids)
+        return s.SearchContext(self.space, obs, self.seed, fids, dict(self.objective.weights))
 
     # --- asking -------------------------------------------------------------------------
     def ask(self, n: int = 1, spec: ProxySpec | None = None) -> list[Trial]:
-        """Hand out ``n`` trials: enqueued ones first, then the initial design, then the searcher.
-
-        Trials already handed out and not finished count as pending for the searcher.
+        """Hand out up to ``n`` trials: enqueued ones first, then the initial design, then the
+        searcher. Trials already handed out and not finished count as pending for the searcher;
+        a searcher may return fewer (a concurrency limit), so fewer than ``n`` may come back.
         """
         if not isinstance(n, int) or n < 1:
             raise UserError(f"ask: n={n!r} must be a positive integer")
@@ -133,7 +134,10 @@ class Study:
             if in_init:
                 k = min(k, self.n_init - n_model_done)
             searcher = self._init if in_init else self._searcher
-            for p in searcher.suggest(self._context(), k):
+            proposals = searcher.suggest(self._context(), k)
+            if not proposals:  # e.g. a concurrency limit: fewer trials now, more once some finish
+                break
+            for p in proposals:
                 m, fid = (p.mixture, p.fidelity) if hasattr(p, "fidelity") else (p, None)
                 m = self.space.validate(Mixture(m.to_dict(), self.space.domains))
                 t_spec = self.fidelities[fid] if fid is not None else (spec or self.spec)

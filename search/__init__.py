@@ -20,6 +20,12 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "random": ("search.dirichlet", "DirichletSearcher"),
     "dirichlet": ("search.dirichlet", "DirichletSearcher"),
     "regmix": ("search.regmix", "RegMixSearcher"),
+    "bo": ("search.bo", "BOSearcher"),
+    "mfbo": ("search.mfbo", "MFBOSearcher"),
+    "mixing_law": ("search.mixing_law", "MixingLawSearcher"),
+    "hybrid": ("search.wrappers", "Hybrid"),
+    "concurrency_limit": ("search.wrappers", "ConcurrencyLimit"),
+    "repeat": ("search.wrappers", "Repeat"),
 }
 
 __all__ = ["Fidelity", "Observation", "Proposal", "Recommendation", "SearchContext", "Searcher", "available",

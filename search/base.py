@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -32,6 +33,7 @@ class Observation:
     state: str
     value: float | None
     fidelity: int | None = None  # index into SearchContext.fidelities; None = the target fidelity
+    losses: Mapping[str, float] | None = None  # per-domain validation losses of a COMPLETE trial
 
     @property
     def is_finite(self) -> bool:
@@ -70,6 +72,7 @@ class SearchContext:
     observations: tuple[Observation, ...] = ()
     seed: int = 0
     fidelities: tuple[Fidelity, ...] = ()  # the study's scale ladder, cheapest first; last = target
+    objective_weights: Mapping[str, float] = field(default_factory=dict)  # value = sum_d w_d * loss_d
 
     @property
     def target_fidelity(self) -> int | None:
@@ -91,6 +94,18 @@ class SearchContext:
         X = np.array([o.mixture.as_array(self.space.domains) for o in done], dtype=float).reshape(-1, k)
         y = np.array([float(o.value) for o in done], dtype=float)  # type: ignore[arg-type]
         return X, y
+
+    def completed_losses(self, domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Target-fidelity finite trials that report a finite loss for every one of ``domains``:
+        X (n, k) and losses (n, len(domains)); None if any finite trial lacks one of them."""
+        done = [o for o in self.observations if o.is_finite and self._at_target(o)]
+        rows = []
+        for o in done:
+            if o.losses is None or any(not math.isfinite(float(o.losses.get(d, math.nan))) for d in domains):
+                return None
+            rows.append([float(o.losses[d]) for d in domains])
+        X = np.array([o.mixture.as_array(self.space.domains) for o in done], dtype=float).reshape(-1, self.space.dim)
+        return X, np.array(rows, dtype=float).reshape(-1, len(domains))
 
     def pending_x(self) -> np.ndarray:
         """Mixtures of PENDING/RUNNING trials, (m, k) aligned to ``space.domains``."""

@@ -111,3 +111,9 @@ class DirichletSearcher:
 
     def recommend(self, ctx: SearchContext) -> Recommendation:
         return best_completed(ctx, self.name)
+
+    def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
+        """n seeded random rows of ``pool`` (m, k) not equal to an earlier trial."""
+        from search.pool import random_rows
+
+        return random_rows(ctx, pool, n, f"{self.name}.select")

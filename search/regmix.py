@@ -20,6 +20,7 @@ from mixopt.errors import ConfigError
 from mixopt.mixture import Mixture
 from search.base import Recommendation, SearchContext, best_completed
 from search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
+from search.pool import fresh_rows, random_rows
 from search.surrogates import available as surrogate_names
 from search.surrogates import make_surrogate
 
@@ -107,6 +108,18 @@ class RegMixSearcher:
         return Recommendation(m, pred, info={
             "searcher": self.name, "surrogate": self.surrogate, "n_fit": int(len(y)),
             "top_k": int(min(self.top_k, len(pool))), "n_candidates": int(len(pool))})
+
+    def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
+        """Rows of ``pool`` (m, k) to evaluate next: the surrogate's best predictions first (the
+        pool replaces the Dirichlet draws, so ``n_candidates``/``top_k`` play no part); rows equal
+        to an earlier trial are skipped; seeded random rows before ``min_fit`` finite trials."""
+        X, y = ctx.completed_xy()
+        if len(y) < self._min_fit(ctx.space.dim):
+            return random_rows(ctx, pool, n, f"{self.name}.select")
+        idx = fresh_rows(ctx, pool)
+        model = make_surrogate(self.surrogate, ctx.seed, **self.surrogate_options).fit(X, y)
+        pred = model.predict(np.asarray(pool, dtype=float)[idx])         # (len(idx),)
+        return idx[np.argsort(pred, kind="stable")][:n].tolist()
 
 
 def _spread(cands: np.ndarray, taken: np.ndarray, n: int, min_distance: float) -> np.ndarray:

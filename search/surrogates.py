@@ -10,6 +10,8 @@ X of shape (n, k) (mixture weights), y of shape (n,). Names:
   at n >= 200 and lets trees split at all with 64 runs.
 * ``linear``: RegMix's linear regression on the weights, fitted on log(y) when every y > 0
   (``target="auto"``; better in CV on the RegMix runs), with optional ridge ``alpha``.
+* ``gp``: the posterior mean of a Gaussian process on warped weights (:mod:`search.gp`;
+  options ``warp``, ``max_fit_rows``); BoTorch is imported only when it is built.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def _check_xy(name: str, X: np.ndarray, y: np.ndarray, min_rows: int) -> tuple[n
     return X, y
 
 
+# LightGBM parameters a user may tune through surrogate_options (numbers only)
+_LGBM_EXTRA = {"max_depth", "subsample", "subsample_freq", "colsample_bytree", "reg_alpha", "reg_lambda",
+               "min_split_gain", "min_child_weight", "max_bin"}
+
+
 class LightGBMSurrogate:
     """LightGBM regressor with RegMix's settings; deterministic for a given seed."""
 
@@ -50,6 +57,21 @@ class LightGBMSurrogate:
         if min_child_samples != "auto" and (not isinstance(min_child_samples, int) or min_child_samples < 1):
             raise ConfigError(f"surrogate lightgbm.min_child_samples: {min_child_samples!r} must be "
                               "'auto' or an integer >= 1")
+        for key, val, kind in (("n_estimators", n_estimators, int), ("num_leaves", num_leaves, int),
+                               ("n_jobs", n_jobs, int), ("learning_rate", learning_rate, float)):
+            if isinstance(val, bool) or not isinstance(val, (int, float) if kind is float else int) or val <= 0:
+                raise ConfigError(f"surrogate lightgbm.{key}: {val!r} must be a positive "
+                                  f"{'number' if kind is float else 'integer'}")
+        fixed = {"boosting_type", "objective", "random_state", "seed", "verbose", "deterministic", "force_row_wise"}
+        for key, val in extra.items():
+            if key in fixed:
+                raise ConfigError(f"surrogate lightgbm.{key}: set by mixopt (RegMix settings, study seed); "
+                                  "remove it from surrogate_options")
+            if key not in _LGBM_EXTRA:
+                raise ConfigError(f"surrogate lightgbm.{key}: unknown option; allowed: n_estimators, learning_rate, "
+                                  f"num_leaves, min_child_samples, n_jobs, {', '.join(sorted(_LGBM_EXTRA))}")
+            if isinstance(val, bool) or not isinstance(val, (int, float)):
+                raise ConfigError(f"surrogate lightgbm.{key}: {val!r} must be a number")
         self.params = dict(boosting_type="gbdt", objective="regression", n_estimators=n_estimators,
                            learning_rate=learning_rate, num_leaves=num_leaves, random_state=seed,
                            n_jobs=n_jobs, verbose=-1, deterministic=True, force_row_wise=True,
@@ -116,6 +138,19 @@ class LinearSurrogate:
 
 
 _SURROGATES = {"lightgbm": LightGBMSurrogate, "linear": LinearSurrogate}
+
+
+def _gp_surrogate(seed: int = 0, **opts: object):
+    """Build :class:`search.gp.GPSurrogate` lazily (torch/BoTorch load only for ``gp``)."""
+    unknown = sorted(set(opts) - {"warp", "max_fit_rows"})
+    if unknown:
+        raise ConfigError(f"surrogate gp: unknown option(s) {', '.join(unknown)}; allowed: max_fit_rows, warp")
+    from search.gp import GPSurrogate
+
+    return GPSurrogate(seed=seed, **opts)  # type: ignore[arg-type]
+
+
+_SURROGATES["gp"] = _gp_surrogate
 
 
 def available() -> list[str]:

@@ -46,7 +46,7 @@ def make(name):
     return get_searcher(name, FAST[name])
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", sorted(FAST))  # every searcher: tests/search/test_conformance.py
 def test_suggest_inside_space_and_reproducible(space, name):
     for n_hist in (0, 30):
         X, y = history(space, n_hist)
@@ -60,7 +60,7 @@ def test_suggest_inside_space_and_reproducible(space, name):
         assert c != a
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", sorted(FAST))  # every searcher: tests/search/test_conformance.py
 def test_failed_and_nonfinite_values_are_ignored(space, name):
     X, y = history(space, 30)
     y = list(y)
@@ -77,7 +77,7 @@ def test_failed_and_nonfinite_values_are_ignored(space, name):
     assert rec.predicted is None or math.isfinite(rec.predicted)
 
 
-@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("name", sorted(FAST))  # every searcher: tests/search/test_conformance.py
 def test_recommend_with_no_history_is_inside(space, name):
     rec = make(name).recommend(SearchContext(space, (), 0))
     assert space.contains(rec.mixture) and rec.predicted is None
@@ -154,12 +154,12 @@ def test_rng_is_salted_and_history_dependent(space):
 
 
 def test_registry_errors():
-    with pytest.raises(ConfigError, match="allowed: dirichlet, random, regmix"):
+    with pytest.raises(ConfigError, match="allowed: .*dirichlet, .*random, regmix"):
         get_searcher("nope")
     with pytest.raises(ConfigError, match="search.options.bogus.*allowed:.*top_k"):
         get_searcher("regmix", {"bogus": 1})
-    with pytest.raises(ConfigError, match="surrogate.*allowed: lightgbm, linear"):
-        get_searcher("regmix", {"surrogate": "gp"})
+    with pytest.raises(ConfigError, match="surrogate.*allowed: gp, lightgbm, linear"):
+        get_searcher("regmix", {"surrogate": "xgb"})
     with pytest.raises(ConfigError, match="top_k"):
         get_searcher("regmix", {"top_k": 0})
     with pytest.raises(ConfigError, match="strengths"):

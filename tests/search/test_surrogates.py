@@ -61,8 +61,8 @@ def test_tiny_and_bad_inputs(name):
 
 
 def test_unknown_name_and_options():
-    with pytest.raises(ConfigError, match="allowed: lightgbm, linear"):
-        make_surrogate("gp")
+    with pytest.raises(ConfigError, match="allowed: gp, lightgbm, linear"):
+        make_surrogate("xgb")
     with pytest.raises(ConfigError, match="linear"):
         make_surrogate("linear", bogus=1)
     with pytest.raises(ConfigError, match="min_child_samples"):

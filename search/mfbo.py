@@ -1,0 +1,267 @@
+"""Multi-fidelity Bayesian optimization over the study's scale ladder (searcher ``mfbo``).
+
+ADMIRE-BayesOpt style: the fidelity is the proxy scale. Each rung i of ``ctx.fidelities``
+(cheapest first, the last is the target) gets a fidelity feature
+
+    s_i = log(c_i / c_0) / log(c_T / c_0)  in [0, 1]   (c = measured cost per trial; s_T = 1)
+
+(equal costs: s_i = i / T). One ``SingleTaskMultiFidelityGP`` (:func:`search.gp.fit_mf_gp`;
+mixture columns warped like ``bo``, a downsampling kernel on s) is fitted on every finite trial
+of every rung. Acquisition: multi-fidelity max-value entropy search
+(``qMultiFidelityMaxValueEntropy``, Takeno et al. 2020) about the optimum *at the target
+fidelity* (``project`` sets s = 1), divided by the cost through ``InverseCostWeightedUtility``
+with an exact cost model ``c(s) = c_T * (c_0 / c_T)^(1 - s)`` (log-linear interpolation of the
+measured rung costs, so it matches every rung exactly). MES was chosen over the multi-fidelity
+knowledge gradient because it scores a pool in one batched call (KG's one-shot optimization
+with fantasies takes minutes at 17 domains on two cores).
+
+Proposal: score a Dirichlet pool at every rung, take the best (mixture, rung) by information
+gain per unit cost, refine the mixture by SLSQP at that rung (sum-to-one equality, floors and
+caps), then repeat with it pending for the next batch element. Initial design (fewer than
+``min_fit`` finite trials over all rungs): Dirichlet mixtures at the cheapest rung, every
+``target_every``-th at the target. ``recommend``: the posterior mean at the target fidelity,
+minimized over the space. A time limit and a pool fallback as in :mod:`search.bo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixopt.errors import ConfigError
+from mixopt.mixture import Mixture
+from search.base import Proposal, Recommendation, SearchContext, best_completed
+from search.bo import (acq_values, best_distinct, check_options, is_new, minimize_mean, optimize_point,
+                       seeded_torch)
+from search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
+from search.gp import DEFAULT_WARP, DTYPE, WARPS, fit_mf_gp, posterior_mean_std
+
+log = logging.getLogger(__name__)
+NO_LADDER = "mfbo needs a scale ladder: set `ladder:` in the study config"
+
+
+def fidelity_features(costs: list[float]) -> np.ndarray:
+    """s_i in [0, 1] from the rung costs (cheapest first): normalized log-cost. (R,)."""
+    c = np.maximum(np.asarray(costs, dtype=float), 1e-12)
+    span = math.log(c[-1] / c[0]) if c[-1] > c[0] else 0.0
+    if span <= 0 or not np.all(np.diff(c) > 0):
+        return np.linspace(0.0, 1.0, len(c))
+    return np.log(c / c[0]) / span
+
+
+@dataclass(frozen=True)
+class MFBOSearcher:
+    """Options: min_fit (finite trials over all rungs before the GP; default 10), target_every
+    (initial design: every n-th trial at the target), warp, n_pool (mixtures scored per rung),
+    n_candidates (max-value samples' candidate set), num_fantasies, num_restarts, maxiter,
+    time_limit_s, strengths, max_tries."""
+
+    name: str = "mfbo"
+    min_fit: int = 10
+    target_every: int = 4
+    warp: str = DEFAULT_WARP
+    n_pool: int = 500
+    n_candidates: int = 500
+    num_fantasies: int = 8
+    num_restarts: int = 2
+    maxiter: int = 50
+    time_limit_s: float = 20.0
+    strengths: tuple[float, ...] = REGMIX_STRENGTHS
+    max_tries: int = 20
+
+    def __post_init__(self) -> None:
+        if self.warp not in WARPS:
+            raise ConfigError(f"search.options.warp: {self.warp!r}; allowed: {', '.join(WARPS)}")
+        check_options(self.name, {"min_fit": self.min_fit, "target_every": self.target_every,
+                                  "n_pool": self.n_pool, "n_candidates": self.n_candidates,
+                                  "num_fantasies": self.num_fantasies, "num_restarts": self.num_restarts,
+                                  "maxiter": self.maxiter}, {"time_limit_s": self.time_limit_s})
+        if self.min_fit < 2:
+            raise ConfigError(f"search.options.min_fit: {self.min_fit!r} must be >= 2 (searcher {self.name!r})")
+        validate_sampling_options(self.name, self.strengths, self.max_tries)
+        object.__setattr__(self, "strengths", tuple(float(v) for v in self.strengths))
+
+    # ---- data ----------------------------------------------------------------------------
+    def _ladder(self, ctx: SearchContext) -> tuple[np.ndarray, np.ndarray]:
+        """(s, cost relative to the target), each (R,); ConfigError without a ladder."""
+        if len(ctx.fidelities) < 2:
+            raise ConfigError(NO_LADDER)
+        costs = [float(f.cost) for f in ctx.fidelities]
+        if not all(math.isfinite(c) and c > 0 for c in costs):
+            costs = [float(i + 1) for i in range(len(costs))]
+        return fidelity_features(costs), np.asarray(costs) / costs[-1]
+
+    @staticmethod
+    def _data(ctx: SearchContext, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Finite trials of every rung: X (n, k), s (n,), y (n,); target includes fidelity None."""
+        T = len(s) - 1
+        parts = [(ctx.completed_xy("target" if i == T else i), s[i]) for i in range(len(s))]
+        X = np.vstack([p[0][0] for p in parts])
+        y = np.concatenate([p[0][1] for p in parts])
+        sv = np.concatenate([np.full(len(p[0][1]), p[1]) for p in parts])
+        return X, sv, y
+
+    def _pending(self, ctx: SearchContext, s: np.ndarray) -> np.ndarray:
+        """PENDING/RUNNING trials as [mixture, s] rows, (m, k + 1)."""
+        rows = [np.append(o.mixture.as_array(ctx.space.domains), s[-1 if o.fidelity is None else o.fidelity])
+                for o in ctx.observations if o.state in ("PENDING", "RUNNING")]
+        return np.array(rows, dtype=float).reshape(-1, ctx.space.dim + 1)
+
+    def _sample(self, ctx: SearchContext, n: int, rng: np.random.Generator) -> np.ndarray:
+        return sample(ctx.space, n, rng, self.strengths, self.max_tries)
+
+    def _acquisition(self, ctx, model, s, rel_cost, pending, rng):
+        import torch
+        from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+        from botorch.acquisition.max_value_entropy_search import qMultiFidelityMaxValueEntropy
+        from botorch.acquisition.utils import project_to_target_fidelity
+        from botorch.models.deterministic import GenericDeterministicModel
+
+        k = ctx.space.dim
+        c0 = float(rel_cost[0])
+
+        def cost(Z: torch.Tensor) -> torch.Tensor:   # (b, q, k + 1) -> (b, q, 1), target = 1
+            return (c0 ** (1.0 - Z[..., k:k + 1])).clamp_min(1e-12)
+
+        cand = torch.as_tensor(self._sample(ctx, self.n_candidates, rng), dtype=DTYPE)
+        cand = torch.cat([cand, torch.ones(len(cand), 1, dtype=DTYPE)], dim=-1)
+        Xp = torch.as_tensor(pending, dtype=DTYPE) if len(pending) else None
+        return qMultiFidelityMaxValueEntropy(
+            model, cand, num_fantasies=self.num_fantasies, X_pending=Xp,
+            cost_aware_utility=InverseCostWeightedUtility(GenericDeterministicModel(cost, 1)),
+            project=lambda Z: project_to_target_fidelity(Z, {k: 1.0}, d=k + 1))
+
+    # ---- protocol ------------------------------------------------------------------------
+    def suggest(self, ctx: SearchContext, n: int) -> list[Proposal]:
+        s, rel_cost = self._ladder(ctx)
+        if n <= 0:
+            return []
+        X, sv, y = self._data(ctx, s)
+        T = len(s) - 1
+        if len(y) < self.min_fit:
+            P = self._sample(ctx, n, ctx.rng(f"{self.name}.explore"))
+            t0 = len(ctx.observations)
+            fids = [T if (t0 + j) % self.target_every == self.target_every - 1 else 0 for j in range(n)]
+            return [Proposal(Mixture.from_array(ctx.space.project(p), ctx.space.domains), f)
+                    for p, f in zip(P, fids)]
+        with seeded_torch(ctx.rng(f"{self.name}.torch")):
+            out = self._propose(ctx, X, sv, y, s, rel_cost, n)
+        return [Proposal(Mixture.from_array(ctx.space.project(p), ctx.space.domains), int(f)) for p, f in out]
+
+    def _propose(self, ctx, X, sv, y, s, rel_cost, n) -> list[tuple[np.ndarray, int]]:
+        deadline = time.monotonic() + float(self.time_limit_s)
+        rng = ctx.rng(f"{self.name}.suggest")
+        pool = self._sample(ctx, self.n_pool, rng)
+        pending = self._pending(ctx, s)
+        taken = [ctx.all_x()]
+        out: list[tuple[np.ndarray, int]] = []
+        model = acq = None
+        try:
+            model = fit_mf_gp(X, sv, -y, self.warp)
+            acq = self._acquisition(ctx, model, s, rel_cost, pending, rng)
+            while len(out) < n:
+                if out:
+                    acq.set_X_pending(_t(np.vstack([pending] + [np.append(p, s[f])[None, :] for p, f in out])))
+                ref = np.vstack(taken + [p[None, :] for p, _ in out])
+                vals = np.stack([acq_values(acq, _col(pool, s[i])) for i in range(len(s))])   # (R, N)
+                if not np.all(np.isfinite(vals)):
+                    raise FloatingPointError("non-finite acquisition values")
+                i, j = np.unravel_index(int(np.argmax(vals)), vals.shape)
+                x = optimize_point(acq, ctx.space, pool[np.argsort(-vals[i])], self.num_restarts, deadline,
+                                   fixed={ctx.space.dim: float(s[i])}, maxiter=self.maxiter)
+                if not is_new(x, ref):
+                    x = best_distinct(pool, vals[i], ref, 1)[0]
+                out.append((x, int(i)))
+            return out
+        except Exception as e:  # noqa: BLE001 - any failure falls back; a proposal must not block
+            log.warning("mfbo: fallback after %d of %d points (%s: %s)", len(out), n, type(e).__name__, e)
+        return out + self._fallback(ctx, model, acq, pool, s, taken, out, n - len(out))
+
+    def _fallback(self, ctx, model, acq, pool, s, taken, out, m) -> list[tuple[np.ndarray, int]]:
+        """Best pool rows by acquisition (any rung), else by target posterior mean at rung 0."""
+        ref = np.vstack(taken + [p[None, :] for p, _ in out])
+        try:
+            if acq is None:
+                raise RuntimeError("no acquisition function")
+            vals = np.stack([acq_values(acq, _col(pool, s[i])) for i in range(len(s))])
+            if np.all(np.isfinite(vals)):
+                rung = vals.argmax(axis=0)
+                return [(x, int(rung[np.flatnonzero((pool == x).all(1))[0]]))
+                        for x in best_distinct(pool, vals.max(axis=0), ref, m)]
+        except Exception as e:  # noqa: BLE001
+            log.warning("mfbo: pool scoring by acquisition failed (%s)", e)
+        scores = -np.arange(len(pool), dtype=float)
+        if model is not None:
+            try:
+                scores = posterior_mean_std(model, _col(pool, 1.0))[0]
+            except Exception as e:  # noqa: BLE001
+                log.warning("mfbo: pool scoring by posterior mean failed (%s)", e)
+        rows = best_distinct(pool, scores, ref, m)
+        rows += [pool[i % len(pool)] for i in range(m - len(rows))]
+        return [(x, 0) for x in rows]
+
+    def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
+        """Indices of n rows of ``pool`` (m, k) to evaluate next, scored by MF-MES at the target
+        fidelity (greedy, each chosen row pending for the next); random rows before min_fit."""
+        from search.bo import _fresh_rows
+
+        s, rel_cost = self._ladder(ctx)
+        pool = np.asarray(pool, dtype=float).reshape(-1, ctx.space.dim)
+        cand = _fresh_rows(pool, ctx.all_x(), n)
+        n = min(n, len(cand))
+        X, sv, y = self._data(ctx, s)
+        rng = ctx.rng(f"{self.name}.select")
+        if len(y) < self.min_fit:
+            return [int(i) for i in rng.choice(cand, size=n, replace=False)]
+        left, out = list(cand), []
+        with seeded_torch(ctx.rng(f"{self.name}.torch")):
+            model = fit_mf_gp(X, sv, -y, self.warp)
+            try:
+                pending = self._pending(ctx, s)
+                acq = self._acquisition(ctx, model, s, rel_cost, pending, rng)
+                while len(out) < n:
+                    if out:
+                        acq.set_X_pending(_t(np.vstack([pending, _col(pool[out], 1.0)])))
+                    v = acq_values(acq, _col(pool[left], 1.0))
+                    if not np.all(np.isfinite(v)):
+                        raise FloatingPointError("non-finite acquisition values")
+                    out.append(int(left.pop(int(np.argmax(v)))))
+                return out
+            except Exception as e:  # noqa: BLE001
+                log.warning("mfbo.select: acquisition failed (%s); ranking by posterior mean", e)
+            mean = posterior_mean_std(model, _col(pool[left], 1.0))[0]
+        return out + [int(left[i]) for i in np.argsort(-mean, kind="stable")[: n - len(out)]]
+
+    def recommend(self, ctx: SearchContext) -> Recommendation:
+        s, _ = self._ladder(ctx)
+        X, sv, y = self._data(ctx, s)
+        if len(y) < self.min_fit:
+            rec = best_completed(ctx, self.name)
+            rec.info.update(reason=f"fewer than {self.min_fit} finite trials; no GP")
+            return rec
+        k = ctx.space.dim
+        with seeded_torch(ctx.rng(f"{self.name}.torch")):
+            model = fit_mf_gp(X, sv, -y, self.warp)
+            pool = np.vstack([X, self._sample(ctx, 5000, ctx.rng(f"{self.name}.recommend"))])
+            x = minimize_mean(model, ctx.space, pool, self.num_restarts,
+                              time.monotonic() + float(self.time_limit_s), fixed={k: 1.0})
+            mean, std = posterior_mean_std(model, _col(x[None, :], 1.0))
+        return Recommendation(Mixture.from_array(x, ctx.space.domains), float(-mean[0]), float(std[0]),
+                              info={"searcher": self.name, "n_fit": int(len(y)), "fidelity": len(s) - 1,
+                                    "n_fit_per_rung": [int(np.sum(sv == v)) for v in s],
+                                    "source": "mf_gp_posterior_mean_at_target"})
+
+
+def _col(P: np.ndarray, s: float) -> np.ndarray:
+    """Append a constant fidelity column: (m, k) -> (m, k + 1)."""
+    return np.hstack([P, np.full((len(P), 1), float(s))])
+
+
+def _t(a: np.ndarray):
+    import torch
+
+    return torch.as_tensor(np.asarray(a, dtype=float), dtype=DTYPE)

@@ -1,0 +1,283 @@
+"""Mixing-law searcher (Ye et al. 2024, "Data Mixing Laws"; Olmix): fit, then optimize.
+
+The law for one loss is ``L(p) = c + k * exp(t . p)`` with ``p`` the mixture (k domains), ``c``
+the irreducible loss, ``k > 0`` and ``t`` a vector over domains (so the law is convex in p).
+The papers fit one law per validation domain ``i`` and optimize a weighted sum of the laws;
+so does this searcher whenever the trials report per-domain losses (``Observation.losses``)
+for the objective's domains (``SearchContext.objective_weights``): one law per domain, their
+weighted sum minimized. Without per-domain losses (a replayed runs table's single column),
+**one law is fitted to the objective itself**. On the simplex ``t`` is identified only
+up to a constant shift (``t + a`` and ``k * exp(-a)`` give the same function), so the fit is
+reported in the gauge ``sum(t) = 0``.
+
+Fit: :func:`scipy.optimize.least_squares` with a robust ``soft_l1`` loss over
+``(c, log k, t)``, started from the best profile fits (for a grid of ``c`` below ``min(y)``,
+``log(y - c)`` is linear in p: an ordinary least-squares start) plus seeded perturbations;
+the fit with the lowest robust cost is kept. A small ridge on ``t`` keeps fits with few
+points (n close to k + 2) from running off.
+
+Propose: minimize ``law(p) + kl_weight * KL(p || prior)`` (prior = ``space.prior_array()``)
+under the floors, caps and sum-to-one with SLSQP from several Dirichlet starts; a batch is the
+minimum followed by the best-scored Dirichlet candidates at L1 distance >= ``min_distance``
+from every earlier trial (pending included) and each other (RegMix's rule). Without the KL
+term a single convex law is minimized on a vertex of the capped simplex; the KL pull is what
+keeps the recommendation near the data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares, minimize
+
+from mixopt.errors import ConfigError
+from mixopt.mixture import Mixture, MixtureSpace
+from search.base import Recommendation, SearchContext, best_completed
+from search.dirichlet import REGMIX_STRENGTHS, sample
+from search.pool import fresh_rows, random_rows
+from search.regmix import _spread
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class MixingLaw:
+    """A fitted law ``y = c + k * exp(t . p)``; ``t`` in the gauge sum(t) = 0, shape (k,)."""
+
+    c: float
+    k: float
+    t: np.ndarray
+    cost: float = 0.0
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted objective for mixtures X (n, k) -> (n,)."""
+        return self.c + self.k * np.exp(np.asarray(X, dtype=float) @ self.t)
+
+    def value_grad(self, p: np.ndarray) -> tuple[float, np.ndarray]:
+        e = self.k * math.exp(min(float(p @ self.t), 700.0))
+        return self.c + e, e * self.t
+
+
+@dataclass(frozen=True)
+class LawSum:
+    """The objective as a weighted sum of per-domain laws: ``sum_i w_i * (c_i + k_i exp(t_i . p))``
+    (Data Mixing Laws: one law per validation domain, combined by the objective's weights)."""
+
+    weights: tuple[float, ...]
+    laws: tuple[MixingLaw, ...]
+    domains: tuple[str, ...] = ()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return sum(w * law.predict(X) for w, law in zip(self.weights, self.laws))
+
+    def value_grad(self, p: np.ndarray) -> tuple[float, np.ndarray]:
+        val, grad = 0.0, np.zeros_like(p, dtype=float)
+        for w, law in zip(self.weights, self.laws):
+            v, g = law.value_grad(p)
+            val, grad = val + w * v, grad + w * g
+        return val, grad
+
+
+def _gauge(c: float, logk: float, t: np.ndarray) -> MixingLaw:
+    a = float(t.mean())
+    return MixingLaw(float(c), float(math.exp(min(logk + a, 700.0))), t - a)
+
+
+def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int = 5,
+                   ridge: float = 1e-6, f_scale: float | None = None) -> MixingLaw:
+    """Robust least-squares fit of ``y = c + k exp(t . X)`` to X (n, k), y (n,); best of restarts.
+
+    ``f_scale`` is the soft_l1 inlier scale in objective units (default: 1.4826 * MAD of the
+    best starting fit's residuals). ``ridge`` penalizes ``n * ||t||^2`` against residuals
+    measured in units of ``ptp(y)``.
+
+    Example:
+        >>> X = np.random.default_rng(0).dirichlet(np.ones(3), 40)
+        >>> y = 2.0 + 0.5 * np.exp(X @ np.array([-1.0, 0.5, 0.5]))
+        >>> law = fit_mixing_law(X, y, np.random.default_rng(0))
+        >>> bool(np.allclose(law.predict(X), y, atol=1e-4))
+        True
+    """
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+    n, dim = X.shape
+    spread = float(np.ptp(y)) or max(abs(float(y.mean())), 1.0) * 1e-3
+    A = np.hstack([np.ones((n, 1)), X])
+    starts: list[tuple[float, np.ndarray]] = []
+    for frac in (0.02, 0.1, 0.3, 1.0, 3.0):           # profile starts: c below min(y)
+        c0 = float(y.min()) - frac * spread
+        coef = np.linalg.lstsq(A, np.log(y - c0), rcond=None)[0]
+        r = c0 + np.exp(A @ coef) - y
+        starts.append((float(np.sum(r ** 2)), np.concatenate([[c0], coef])))
+    starts.sort(key=lambda s: s[0])
+    theta0 = starts[0][1]
+    if f_scale is None:
+        res = theta0[0] + np.exp(A @ theta0[1:]) - y
+        f_scale = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), 1e-6 * spread)
+    lam = math.sqrt(ridge * n)
+
+    def resid(th: np.ndarray) -> np.ndarray:      # in units of ptp(y), so ridge is scale-free
+        z = np.clip(th[1] + X @ th[2:], -700, 700)
+        return np.concatenate([(th[0] + np.exp(z) - y) / spread, lam * th[2:]])
+
+    ridge_rows = np.hstack([np.zeros((dim, 2)), lam * np.eye(dim)])   # (k, k + 2)
+
+    def jac(th: np.ndarray) -> np.ndarray:        # (n + k, k + 2)
+        e = np.exp(np.clip(th[1] + X @ th[2:], -700, 700))[:, None] / spread
+        return np.vstack([np.hstack([np.full((n, 1), 1.0 / spread), e, e * X]), ridge_rows])
+
+    inits = [s[1] for s in starts[:2]]
+    scale = max(float(np.std(theta0[2:])), 0.5)
+    while len(inits) < max(restarts, 1):
+        th = theta0.copy()
+        th[2:] += rng.normal(0.0, scale, dim)
+        inits.append(th)
+    best = None
+    for th in inits[: max(restarts, 1)]:
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inside SciPy's trust region
+                sol = least_squares(resid, th, jac=jac, loss="soft_l1", f_scale=f_scale / spread,
+                                    method="trf", max_nfev=200 * (dim + 2))
+        except (ValueError, FloatingPointError):
+            continue
+        if np.all(np.isfinite(sol.x)) and (best is None or sol.cost < best.cost):
+            best = sol
+    if best is None:   # every restart failed: the best profile fit
+        return _gauge(theta0[0], theta0[1], theta0[2:])
+    law = _gauge(best.x[0], best.x[1], best.x[2:])
+    return MixingLaw(law.c, law.k, law.t, float(best.cost))
+
+
+def kl(p: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """KL(p || prior) per row of p (n, k) or for one p (k,); 0 log 0 = 0."""
+    p = np.asarray(p, dtype=float)
+    q = np.clip(prior, _EPS, None)
+    pc = np.clip(p, 0.0, None)
+    return np.sum(np.where(pc > 0, pc * np.log(np.clip(pc, _EPS, None) / q), 0.0), axis=-1)
+
+
+def minimize_law(law: MixingLaw, space: MixtureSpace, starts: np.ndarray, kl_weight: float) -> np.ndarray:
+    """Local minima of ``law(p) + kl_weight * KL(p || prior)`` in ``space`` from each start (s, k),
+    sorted best first, (s, k)."""
+    q = np.clip(space.prior_array(), _EPS, None)
+    q = q / q.sum()
+    bounds = list(zip(space.lower, space.upper))
+
+    def f(p: np.ndarray) -> tuple[float, np.ndarray]:
+        pc = np.clip(p, _EPS, None)
+        v, g = law.value_grad(p)
+        return v + kl_weight * float(np.sum(pc * np.log(pc / q))), g + kl_weight * (np.log(pc / q) + 1.0)
+
+    cons = [{"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones_like(p)}]
+    out = []
+    for x0 in starts:
+        sol = minimize(f, x0, jac=True, method="SLSQP", bounds=bounds, constraints=cons,
+                       options={"maxiter": 200, "ftol": 1e-10})
+        p = space.project(sol.x if np.all(np.isfinite(sol.x)) else x0)
+        out.append((f(p)[0], p))
+    out.sort(key=lambda v: v[0])
+    return np.array([p for _, p in out]).reshape(-1, space.dim)
+
+
+@dataclass(frozen=True)
+class MixingLawSearcher:
+    """Options: kl_weight (lambda >= 0), restarts (fit), n_starts (SLSQP), n_candidates (batch
+    fill), min_fit (default k + 2), min_distance (L1, [0, 2]), ridge, f_scale (None = auto)."""
+
+    name: str = "mixing_law"
+    kl_weight: float = 0.01
+    restarts: int = 5
+    n_starts: int = 4
+    n_candidates: int = 2000
+    min_fit: int | None = None
+    min_distance: float = 0.05
+    ridge: float = 1e-6
+    f_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("restarts", "n_starts", "n_candidates"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"search.options.{key}: {v!r} must be an integer >= 1 (searcher {self.name!r})")
+        if self.min_fit is not None and (isinstance(self.min_fit, bool) or not isinstance(self.min_fit, int)
+                                         or self.min_fit < 3):
+            raise ConfigError(f"search.options.min_fit: {self.min_fit!r} must be an integer >= 3 "
+                              f"(searcher {self.name!r})")
+        for key, lo, hi in (("kl_weight", 0, math.inf), ("min_distance", 0, 2), ("ridge", 0, math.inf)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi) or math.isnan(v):
+                raise ConfigError(f"search.options.{key}: {v!r} must be a number in [{lo}, {hi}] "
+                                  f"(searcher {self.name!r})")
+        if self.f_scale is not None and (not isinstance(self.f_scale, (int, float)) or not self.f_scale > 0):
+            raise ConfigError(f"search.options.f_scale: {self.f_scale!r} must be a number > 0 or null")
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _min_fit(self, k: int) -> int:
+        return int(self.min_fit) if self.min_fit is not None else k + 2
+
+    def fit(self, ctx: SearchContext) -> MixingLaw | LawSum | None:
+        """Per-domain laws combined by the objective's weights when every finite trial reports
+        the objective's domain losses (the Data Mixing Laws way); else one law fitted to the
+        objective. None below ``min_fit`` finite trials."""
+        X, y = ctx.completed_xy()
+        if len(y) < self._min_fit(ctx.space.dim):
+            return None
+        rng = ctx.rng(f"{self.name}.fit")
+        doms = tuple(ctx.objective_weights)
+        per = ctx.completed_losses(doms) if doms else None
+        if per is not None and len(per[1]) == len(y):
+            Xd, Ld = per
+            laws = tuple(fit_mixing_law(Xd, Ld[:, j], rng, self.restarts, self.ridge, self.f_scale)
+                         for j in range(len(doms)))
+            return LawSum(tuple(float(ctx.objective_weights[d]) for d in doms), laws, doms)
+        return fit_mixing_law(X, y, rng, self.restarts, self.ridge, self.f_scale)
+
+    def _optimum(self, ctx: SearchContext, law: MixingLaw, salt: str) -> np.ndarray:
+        starts = sample(ctx.space, self.n_starts, ctx.rng(salt), REGMIX_STRENGTHS)
+        starts = np.vstack([ctx.space.project(ctx.space.prior_array())[None, :], starts])
+        return minimize_law(law, ctx.space, starts, float(self.kl_weight))
+
+    def _explore(self, ctx: SearchContext, n: int) -> np.ndarray:
+        return sample(ctx.space, n, ctx.rng(f"{self.name}.explore"))
+
+    # ---- protocol ------------------------------------------------------------------------
+    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]:
+        if n <= 0:
+            return []
+        law = self.fit(ctx)
+        if law is None:
+            return [Mixture.from_array(x, ctx.space.domains) for x in self._explore(ctx, n)]
+        minima = self._optimum(ctx, law, f"{self.name}.starts")
+        pool = sample(ctx.space, self.n_candidates, ctx.rng(f"{self.name}.pool"))
+        prior = ctx.space.prior_array()
+        score = law.predict(pool) + self.kl_weight * kl(pool, prior)
+        cands = np.vstack([minima, pool[np.argsort(score, kind="stable")]])
+        chosen = _spread(cands, ctx.all_x(), n, self.min_distance)
+        return [Mixture.from_array(ctx.space.project(x), ctx.space.domains) for x in chosen]
+
+    def recommend(self, ctx: SearchContext) -> Recommendation:
+        law = self.fit(ctx)
+        if law is None:
+            rec = best_completed(ctx, self.name)
+            rec.info.update(reason=f"fewer than {self._min_fit(ctx.space.dim)} finite trials; no fit")
+            return rec
+        p = self._optimum(ctx, law, f"{self.name}.recommend")[0]
+        m = Mixture.from_array(p, ctx.space.domains)
+        x = m.as_array(ctx.space.domains)
+        laws = law.laws if isinstance(law, LawSum) else (law,)
+        return Recommendation(m, float(law.predict(x[None, :])[0]), info={
+            "searcher": self.name, "n_fit": int(len(ctx.completed_xy()[1])),
+            "per_domain": isinstance(law, LawSum), "laws": len(laws),
+            "c": [float(l.c) for l in laws], "k": [float(l.k) for l in laws], "t": [l.t.tolist() for l in laws],
+            "kl_to_prior": float(kl(x, ctx.space.prior_array())), "kl_weight": float(self.kl_weight)})
+
+    def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
+        """Rows of ``pool`` (m, k) to evaluate next, best predicted objective first; rows equal to
+        an earlier trial are skipped; seeded random rows before ``min_fit`` finite trials."""
+        law = self.fit(ctx)
+        if law is None:
+            return random_rows(ctx, pool, n, f"{self.name}.select")
+        idx = fresh_rows(ctx, pool)
+        pred = law.predict(np.asarray(pool, dtype=float)[idx])
+        return idx[np.argsort(pred, kind="stable")][:n].tolist()

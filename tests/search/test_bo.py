@@ -1,0 +1,164 @@
+"""The ``bo`` searcher and the ``gp`` surrogate (small settings: each test runs in seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+pytest.importorskip("botorch")
+
+from mixopt.errors import ConfigError  # noqa: E402
+from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
+from search import Observation, SearchContext, get_searcher  # noqa: E402
+from search.dirichlet import sample  # noqa: E402
+from search.surrogates import make_surrogate  # noqa: E402
+
+DOMAINS = ("a", "b", "c", "d", "e")
+TARGET = np.array([0.3, 0.3, 0.2, 0.1, 0.1])
+FAST = {"raw_samples": 64, "num_restarts": 2, "maxiter": 30, "mc_samples": 32, "n_pool": 300,
+        "min_fit": 6, "time_limit_s": 300}   # no time-outs: results must not depend on machine load
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared two-core machine, two threads only contend."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def space() -> MixtureSpace:
+    return MixtureSpace(DOMAINS, (0.05, 0.0, 0.0, 0.02, 0.0), (1.0, 0.6, 0.25, 0.5, 1.0),
+                        (0.4, 0.3, 0.15, 0.05, 0.1))
+
+
+def bowl(x: np.ndarray) -> float:
+    return float(((np.asarray(x) - TARGET) ** 2).sum())
+
+
+def ctx_from(space, xs, values, states=None, seed=0) -> SearchContext:
+    obs = []
+    for i, (x, v) in enumerate(zip(xs, values)):
+        st = states[i] if states else "COMPLETE"
+        obs.append(Observation(i, Mixture.from_array(space.project(x), space.domains), st,
+                               v if st == "COMPLETE" else None))
+    return SearchContext(space, tuple(obs), seed)
+
+
+def history(space, n, seed=1):
+    X = sample(space, n, np.random.default_rng(seed))
+    return X, [bowl(x) for x in X]
+
+
+def bo(**opts):
+    return get_searcher("bo", {**FAST, **opts})
+
+
+def test_inside_space_reproducible_and_distinct(space, caplog):
+    X, y = history(space, 12)
+    a = bo().suggest(ctx_from(space, X, y, seed=3), 3)
+    b = bo().suggest(ctx_from(space, X, y, seed=3), 3)     # a "restarted" process
+    assert a == b and len(a) == 3
+    A = np.array([m.as_array(DOMAINS) for m in a])
+    for m in a:
+        assert space.contains(m), m
+    assert all(np.abs(A[i] - A[j]).sum() > 1e-4 for i in range(3) for j in range(i))
+    assert np.abs(A[:, None, :] - X[None, :, :]).sum(-1).min() > 1e-4     # no repeat of a trial
+    assert "fallback" not in caplog.text                                  # the qLogNEI path ran
+
+
+def test_initial_design_is_dirichlet_until_min_fit(space):
+    X, y = history(space, 3)
+    out = bo().suggest(ctx_from(space, X, y), 4)
+    assert len(out) == 4 and all(space.contains(m) for m in out)
+    assert bo().recommend(ctx_from(space, X, y)).info["source"] == "best_trial"
+
+
+def test_failed_and_nonfinite_ignored(space):
+    X, y = history(space, 12)
+    bad_X = sample(space, 4, np.random.default_rng(9))
+    vals = y + [float("nan"), float("inf"), None, -float("inf")]
+    states = ["COMPLETE"] * 12 + ["COMPLETE", "COMPLETE", "FAILED", "COMPLETE"]
+    ctx = ctx_from(space, np.vstack([X, bad_X]), vals, states)
+    out = bo().suggest(ctx, 2)
+    assert all(space.contains(m) for m in out)
+    rec = bo().recommend(ctx)
+    assert rec.info["n_fit"] == 12 and np.isfinite(rec.predicted) and rec.std >= 0
+
+
+def test_pending_points_change_the_batch(space):
+    X, y = history(space, 12)
+    base = ctx_from(space, X, y)
+    first = bo().suggest(base, 1)[0]
+    pend = ctx_from(space, np.vstack([X, first.as_array(DOMAINS)]), y + [None],
+                    ["COMPLETE"] * 12 + ["PENDING"])
+    nxt = bo().suggest(pend, 1)[0]
+    assert np.abs(nxt.as_array(DOMAINS) - first.as_array(DOMAINS)).sum() > 1e-3
+
+
+def test_fallback_when_time_limit_tiny(space, caplog):
+    X, y = history(space, 12)
+    out = bo(time_limit_s=1e-4).suggest(ctx_from(space, X, y), 3)
+    assert "fallback" in caplog.text
+    assert len(out) == 3 and all(space.contains(m) for m in out)
+    assert len({tuple(m.as_array(DOMAINS)) for m in out}) == 3
+
+
+def test_select_valid_distinct_indices(space, caplog):
+    X, y = history(space, 12)
+    pool = np.vstack([X[:3], sample(space, 40, np.random.default_rng(4))])   # 3 rows already run
+    for ctx in (ctx_from(space, X[:2], y[:2]), ctx_from(space, X, y)):
+        idx = bo().select(ctx, pool, 4)
+        assert len(idx) == 4 and len(set(idx)) == 4
+        assert all(isinstance(i, int) and 0 <= i < len(pool) for i in idx)
+        assert not set(idx) & {0, 1}       # rows equal to a trial's mixture are skipped
+    assert bo().select(ctx_from(space, X, y), pool, 4) == bo().select(ctx_from(space, X, y), pool, 4)
+    assert "failed" not in caplog.text
+
+
+def test_recommend_near_optimum_and_warm_start(space):
+    X, y = history(space, 20)
+    rec = bo().recommend(ctx_from(space, X, y))        # warm start: history added as completed
+    assert space.contains(rec.mixture)
+    assert bowl(rec.mixture.as_array(DOMAINS)) <= min(y) + 0.01
+
+
+def test_beats_random_on_a_bowl(space):
+    """Best found after 20 evaluations (6 initial), summed over 2 seeds: bo well below random."""
+    def run(name, seed):
+        s = get_searcher(name, FAST if name == "bo" else {})
+        Xs, ys = [], []
+        for _ in range(10):
+            ctx = ctx_from(space, Xs, ys, seed=seed)
+            for m in s.suggest(ctx, 2):
+                Xs.append(m.as_array(DOMAINS))
+                ys.append(bowl(Xs[-1]))
+        return min(ys)
+    bo_best = sum(run("bo", s) for s in (0, 1))
+    rnd_best = sum(np.mean([run("random", s) for s in range(10 * k, 10 * k + 5)]) for k in (0, 1))
+    assert bo_best < 0.5 * rnd_best, (bo_best, rnd_best)
+
+
+def test_options_validated():
+    with pytest.raises(ConfigError, match="warp"):
+        get_searcher("bo", {"warp": "tan"})
+    with pytest.raises(ConfigError, match="time_limit_s"):
+        get_searcher("bo", {"time_limit_s": 0})
+    with pytest.raises(ConfigError, match="min_fit"):
+        get_searcher("bo", {"min_fit": 1})
+
+
+def test_gp_surrogate_ranks_smooth_function():
+    rng = np.random.default_rng(0)
+    X, Xt = rng.dirichlet(np.ones(5), 60), rng.dirichlet(np.ones(5), 100)
+    f = lambda A: 3.0 + ((A - TARGET) ** 2).sum(1)  # noqa: E731
+    s = make_surrogate("gp", seed=0).fit(X, f(X) + 0.002 * rng.normal(size=60))
+    p = s.predict(Xt)
+    assert p.shape == (100,) and spearmanr(p, f(Xt)).statistic > 0.9
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_surrogate("gp", bogus=1)

@@ -1,0 +1,106 @@
+"""The ``mfbo`` multi-fidelity searcher (small settings: each test runs in seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("botorch")
+
+from mixopt.errors import ConfigError  # noqa: E402
+from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
+from search import Fidelity, Observation, Proposal, SearchContext, get_searcher  # noqa: E402
+from search.dirichlet import sample  # noqa: E402
+from search.mfbo import fidelity_features  # noqa: E402
+
+DOMAINS = ("a", "b", "c", "d")
+TARGET = np.array([0.4, 0.3, 0.2, 0.1])
+LADDER = (Fidelity(0, {"size": "s"}, 1.0), Fidelity(1, {"size": "m"}, 8.0), Fidelity(2, {"size": "l"}, 64.0))
+FAST = {"n_pool": 200, "n_candidates": 100, "num_fantasies": 4, "num_restarts": 1, "maxiter": 20,
+        "min_fit": 8, "time_limit_s": 300}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def space() -> MixtureSpace:
+    return MixtureSpace(DOMAINS, (0.05, 0.0, 0.0, 0.02), (1.0, 0.6, 0.25, 0.5), (0.5, 0.3, 0.15, 0.05))
+
+
+def f(x, rung):
+    """Rung r sees the target objective plus a rung-dependent offset and distortion."""
+    x = np.asarray(x)
+    return float(((x - TARGET) ** 2).sum() + 0.3 * (2 - rung) + 0.05 * (2 - rung) * x[0])
+
+
+def ctx_from(space, rows, seed=0, ladder=LADDER) -> SearchContext:
+    """rows: (x, rung, value or None, state)."""
+    obs = tuple(Observation(i, Mixture.from_array(space.project(x), DOMAINS), st, v, r)
+                for i, (x, r, v, st) in enumerate(rows))
+    return SearchContext(space, obs, seed, ladder)
+
+
+def history(space, n_cheap=10, n_target=3, seed=1):
+    X = sample(space, n_cheap + n_target, np.random.default_rng(seed))
+    return [(x, 0 if i < n_cheap else 2, f(x, 0 if i < n_cheap else 2), "COMPLETE") for i, x in enumerate(X)]
+
+
+def mfbo(**opts):
+    return get_searcher("mfbo", {**FAST, **opts})
+
+
+def test_needs_a_ladder(space):
+    with pytest.raises(ConfigError, match="scale ladder"):
+        mfbo().suggest(SearchContext(space, (), 0), 1)
+
+
+def test_fidelity_features():
+    assert np.allclose(fidelity_features([1, 8, 64]), [0, 0.5, 1])
+    assert np.allclose(fidelity_features([5, 5]), [0, 1])
+
+
+def test_initial_design_cheap_with_some_target(space):
+    out = mfbo().suggest(ctx_from(space, []), 8)
+    assert all(isinstance(p, Proposal) and space.contains(p.mixture) for p in out)
+    fids = [p.fidelity for p in out]
+    assert fids.count(0) == 6 and fids.count(2) == 2
+
+
+def test_model_phase_prefers_cheap_rungs_early(space, caplog):
+    rows = history(space) + [(np.array([0.3, 0.3, 0.2, 0.2]), 0, None, "FAILED"),
+                             (np.array([0.3, 0.3, 0.2, 0.2]), 0, float("nan"), "COMPLETE")]
+    ctx = ctx_from(space, rows, seed=5)
+    a = mfbo().suggest(ctx, 2)
+    assert a == mfbo().suggest(ctx_from(space, rows, seed=5), 2)      # reproducible
+    assert all(space.contains(p.mixture) for p in a)
+    assert all(p.fidelity in (0, 1, 2) for p in a) and min(p.fidelity for p in a) < 2
+    x0, x1 = (p.mixture.as_array(DOMAINS) for p in a)
+    assert np.abs(x0 - x1).sum() > 1e-4                                 # batch is distinct
+    assert "fallback" not in caplog.text                                # the MF-MES path ran
+
+
+def test_fallback_when_time_limit_tiny(space):
+    out = mfbo(time_limit_s=1e-4).suggest(ctx_from(space, history(space)), 2)
+    assert len(out) == 2 and all(space.contains(p.mixture) and p.fidelity in (0, 1, 2) for p in out)
+
+
+def test_recommend_at_target(space):
+    rec = mfbo().recommend(ctx_from(space, history(space, 12, 6)))
+    assert space.contains(rec.mixture) and rec.info["fidelity"] == 2
+    assert rec.info["n_fit_per_rung"] == [12, 0, 6]
+    assert np.isfinite(rec.predicted) and abs(rec.predicted - f(rec.mixture.as_array(DOMAINS), 2)) < 0.2
+
+
+def test_select_at_target(space, caplog):
+    pool = sample(space, 30, np.random.default_rng(3))
+    idx = mfbo().select(ctx_from(space, history(space)), pool, 3)
+    assert len(set(idx)) == 3 and all(isinstance(i, int) and 0 <= i < 30 for i in idx)
+    assert "failed" not in caplog.text
