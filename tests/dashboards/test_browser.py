@@ -141,7 +141,7 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _wait(drv, css: str, text: str | None = None, seconds: float = 60):
+def _wait(drv, css: str, text: str | None = None, seconds: float = 180):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-pytest.importorskip("botorch")
-
 from mixopt.errors import ConfigError  # noqa: E402
 from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
 from search import Observation, SearchContext, get_searcher  # noqa: E402

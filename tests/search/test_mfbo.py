@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("botorch")
-
 from mixopt.errors import ConfigError  # noqa: E402
 from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
 from search import Fidelity, Observation, Proposal, SearchContext, get_searcher  # noqa: E402
