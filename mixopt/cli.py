@@ -247,6 +247,8 @@ def _no_extra(extra: list[str]) -> None:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
 
 
+_COMMANDS = {"data": _cmd_prepare, "run": _cmd_run, "predict": _cmd_predict, "recommend": _cmd_recommend,
+             "runs": _cmd_export, "fit": _cmd_fit, "transfer": _cmd_transfer}
 _TOP_KEYS = {"seed", "tracking_uri", "output_dir", "ladder", "objective"}
 
 
@@ -278,35 +280,21 @@ def main(argv: list[str] | None = None) -> int:
             overrides = []
         args, extra = _parser().parse_known_args(argv)
         extra = overrides + extra
-        if args.cmd == "data":
-            return _cmd_prepare(args, extra)
-        if args.cmd == "run":
-            return _cmd_run(args, extra)
-        if args.cmd == "predict":
-            return _cmd_predict(args, extra)
-        if args.cmd == "recommend":
-            return _cmd_recommend(args, extra)
-        if args.cmd == "runs":
-            return _cmd_export(args, extra)
-        if args.cmd == "fit":
-            return _cmd_fit(args, extra)
-        if args.cmd == "transfer":
-            return _cmd_transfer(args, extra)
+        if args.cmd in _COMMANDS:
+            return _COMMANDS[args.cmd](args, extra)
         if args.cmd == "replay":
             from mixopt.replay import cmd_replay
 
             return cmd_replay(args, extra)
-        if args.cmd in ("dashboard", "ui"):
-            _no_extra(extra)
-            from dashboards.cli import cmd_dashboard, cmd_ui
+        _no_extra(extra)
+        from dashboards.cli import cmd_dashboard, cmd_ui
 
-            return cmd_dashboard(args) if args.cmd == "dashboard" else cmd_ui(args)
+        return cmd_dashboard(args) if args.cmd == "dashboard" else cmd_ui(args)
     except UserError as e:
         print(f"mixopt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 2
 
 
 if __name__ == "__main__":
