@@ -14,7 +14,7 @@ export MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db"
 start=$(date +%s)
 mixopt run "$root/bench/configs/ladder.yaml" > ladder.log 2>&1 || { tail -20 ladder.log; exit 1; }
 echo "ladder sweep: $(( $(date +%s) - start )) s"
-mixopt fit "$root/bench/configs/ladder.yaml" --kind loss_scale,mixing_law --bootstrap 50
+mixopt fit "$root/bench/configs/ladder.yaml" --kind loss_scale --bootstrap 50
 start=$(date +%s)
 mixopt run "$root/bench/configs/transfer.yaml" > transfer-src.log 2>&1 || { tail -20 transfer-src.log; exit 1; }
 mixopt transfer "$root/bench/configs/transfer.yaml" --seeds 3 --scale 4 2>&1 | grep -v "^\[" | grep -v INFO

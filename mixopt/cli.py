@@ -206,11 +206,14 @@ def _cmd_fit(args, extra) -> int:
             raise UserError("fit: give both --target-params and --target-tokens (or neither)")
         target = (args.target_params, args.target_tokens)
     res = run_fit(study, MlflowStorage(cfg.resolved_tracking_uri(), create=False),
-                  [k.strip() for k in args.kind.split(",") if k.strip()], target, args.bootstrap, cfg.output_dir)
+                  [k.strip() for k in args.kind.split(",") if k.strip()], target, args.bootstrap, cfg.output_dir,
+                  progress=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(res))
         return 0
     for kind, r in res.items():
+        if "skipped" in r:
+            continue  # said on stderr already
         if kind == "loss_scale":
             held = ("n/a (too few runs to hold one out per mixture)" if r["heldout_rel_error_mean"] is None else
                     f"mean {r['heldout_rel_error_mean']:.2%}, max {r['heldout_rel_error_max']:.2%}")

@@ -208,16 +208,22 @@ def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float]
     if target is None:
         target = (4 * float(data["N"].max()), 4 * float(data["D"].max()))
     out = Path(out_dir) / study.name / "fits"
-    results = {}
+    fits = {"loss_scale": lambda: fit_loss_vs_scale(study, target, reps, out, storage),
+            "mixing_law": lambda: fit_mixing_law_across_scale(study, target, out, storage),
+            "moe_el": lambda: fit_moe_leverage(study, out, storage)}
+    results: dict[str, Any] = {}
+    errors: list[str] = []
     for kind in kinds:
-        if kind == "loss_scale":
-            results[kind] = fit_loss_vs_scale(study, target, reps, out, storage)
-        elif kind == "mixing_law":
-            results[kind] = fit_mixing_law_across_scale(study, target, out, storage)
-        elif kind == "moe_el":
-            results[kind] = fit_moe_leverage(study, out, storage)
-        else:
-            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law, moe_el")
+        try:
+            results[kind] = fits[kind]()
+        except UserError as e:  # one fit lacking data does not cancel the others
+            if len(kinds) == 1:
+                raise
+            errors.append(str(e))
+            results[kind] = {"kind": kind, "skipped": str(e)}
+            progress(f"skipped {kind}: {e}")
+    if errors and len(errors) == len(kinds):
+        raise UserError("; ".join(errors))
     return results
 
 
