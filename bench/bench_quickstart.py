@@ -5,7 +5,7 @@ in a temp dir; the cached corpus is reused unless --cold) and prints:
 wall time, summed in-trial training seconds, and
 outside share = 1 - training seconds / (workers * wall).
 
-    .venv/bin/python bench/bench_quickstart.py [--trials 32] [--cold]
+    .venv/bin/python bench/bench_quickstart.py [--trials 32] [--cold] [--proxy.preset=moe-0.1m ...]
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def main() -> None:
     ap.add_argument("--config", default="examples/quickstart.yaml")
     ap.add_argument("--trials", type=int)
     ap.add_argument("--cold", action="store_true", help="prepare the corpus from scratch (temp cache)")
-    ap.add_argument("overrides", nargs="*", help="--a.b=c overrides")
-    args = ap.parse_args()
+    args, overrides = ap.parse_known_args()  # the rest: --a.b=c config overrides
+    args.overrides = overrides
     with tempfile.TemporaryDirectory() as tmp:
         ov = [f"--tracking_uri=sqlite:///{tmp}/mlflow.db", f"--output_dir={tmp}/out", *args.overrides]
         if args.trials:
