@@ -1,5 +1,8 @@
 import os
 import random
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,24 @@ def study_yaml(path: Path, domains: Path, cache: Path, uri: str, out: Path, **ex
             cfg[k] = v
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for servers a test starts itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float, proc=None) -> None:
+    """Poll ``url`` until it answers; fail early if the server process ``proc`` exited."""
+    end = time.time() + seconds
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise TimeoutError(url)

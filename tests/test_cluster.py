@@ -3,38 +3,17 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import study_yaml
+from tests.conftest import free_port, wait_http, study_yaml
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, seconds: float) -> None:
-    import urllib.request
-
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except Exception:
-            time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 @pytest.fixture
@@ -55,14 +34,14 @@ def env(ray_tmp):
 
 @pytest.fixture
 def mlflow_server(tmp_path, env):
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "server.db"
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(tmp_path / "artifacts")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", 120)
+        wait_http(f"http://127.0.0.1:{port}/health", 120)
         yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, 15)
@@ -71,13 +50,13 @@ def mlflow_server(tmp_path, env):
 
 @pytest.fixture
 def ray_head(env, ray_tmp):
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     res = subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
                           "--temp-dir", ray_tmp], env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     try:
-        _wait_http(f"http://127.0.0.1:{dash}/api/version", 120)
+        wait_http(f"http://127.0.0.1:{dash}/api/version", 120)
         yield f"http://127.0.0.1:{dash}"
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)

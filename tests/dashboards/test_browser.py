@@ -8,42 +8,20 @@ Screenshots go to ``$MIXOPT_TEST_ARTIFACTS/screenshots`` (default: pytest's temp
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import study_yaml, write_domains
+from tests.conftest import free_port, wait_http, study_yaml, write_domains
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1280,2000"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, seconds: float, proc=None) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except Exception:
-            time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 def _ensure_chromium() -> tuple[str, str]:
@@ -69,7 +47,7 @@ def _start(cmd: list[str], url: str, log: Path, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        _wait_http(url, 120, proc)
+        wait_http(url, 120, proc)
     except Exception:
         _stop(proc)
         raise AssertionError(f"{cmd[:3]} did not serve {url}:\n{log.read_text()[-3000:]}") from None
@@ -99,7 +77,7 @@ def site(tmp_path_factory):
     dashboard on it; yields (mlflow URL, dashboard URL, recommendation.json)."""
     tmp = tmp_path_factory.mktemp("site")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    mport, dport = _free_port(), _free_port()
+    mport, dport = free_port(), free_port()
     mlflow_url, dash_url = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{dport}"
     procs = [_start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport), "--workers", "1",
                      "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
