@@ -7,10 +7,11 @@ import pytest
 from scipy.stats import spearmanr
 
 from mixopt.errors import ConfigError  # noqa: E402
-from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
-from search import Observation, SearchContext, get_searcher  # noqa: E402
+from mixopt.mixture import MixtureSpace  # noqa: E402
+from search import get_searcher  # noqa: E402
 from search.dirichlet import sample  # noqa: E402
 from search.surrogates import make_surrogate  # noqa: E402
+from tests.search.conftest import ctx_from  # noqa: E402
 
 DOMAINS = ("a", "b", "c", "d", "e")
 TARGET = np.array([0.3, 0.3, 0.2, 0.1, 0.1])
@@ -18,15 +19,7 @@ FAST = {"raw_samples": 64, "num_restarts": 2, "maxiter": 30, "mc_samples": 32, "
         "min_fit": 6, "time_limit_s": 300}   # no time-outs: results must not depend on machine load
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared two-core machine, two threads only contend."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/search/conftest.py
 
 
 @pytest.fixture
@@ -37,15 +30,6 @@ def space() -> MixtureSpace:
 
 def bowl(x: np.ndarray) -> float:
     return float(((np.asarray(x) - TARGET) ** 2).sum())
-
-
-def ctx_from(space, xs, values, states=None, seed=0) -> SearchContext:
-    obs = []
-    for i, (x, v) in enumerate(zip(xs, values)):
-        st = states[i] if states else "COMPLETE"
-        obs.append(Observation(i, Mixture.from_array(space.project(x), space.domains), st,
-                               v if st == "COMPLETE" else None))
-    return SearchContext(space, tuple(obs), seed)
 
 
 def history(space, n, seed=1):

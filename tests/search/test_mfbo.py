@@ -18,14 +18,7 @@ FAST = {"n_pool": 200, "n_candidates": 100, "num_fantasies": 4, "num_restarts": 
         "min_fit": 8, "time_limit_s": 300}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/search/conftest.py
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture, MixtureSpace
-from search import Observation, SearchContext, available, get_searcher
+from mixopt.mixture import MixtureSpace
+from search import SearchContext, get_searcher
 from search.dirichlet import sample
+from tests.search.conftest import ctx_from
 
 DOMAINS = ("a", "b", "c", "d")
 FAST = {"regmix": {"n_candidates": 2000, "top_k": 20, "surrogate_options": {"n_estimators": 100}},
@@ -26,15 +27,6 @@ def space() -> MixtureSpace:
 
 def objective(x: np.ndarray) -> float:
     return float(((np.asarray(x) - TARGET) ** 2).sum())
-
-
-def ctx_from(space, xs, values, states=None, seed=0) -> SearchContext:
-    obs = []
-    for i, (x, v) in enumerate(zip(xs, values)):
-        st = states[i] if states else "COMPLETE"
-        obs.append(Observation(i, Mixture.from_array(space.project(x), space.domains), st,
-                               v if st == "COMPLETE" else None))
-    return SearchContext(space, tuple(obs), seed)
 
 
 def history(space, n, seed=1):
