@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
-from mixopt.runs_table import read_runs_table  # noqa: E402
-from search import Fidelity, Observation, SearchContext, get_searcher  # noqa: E402
+from mixopt.core.mixture import Mixture, MixtureSpace  # noqa: E402
+from mixopt.core.runs_table import read_runs_table  # noqa: E402
+from mixopt.search import Fidelity, Observation, SearchContext, get_searcher  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchdata"
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     _time(lambda: bo.suggest(_ctx(space, X[:20], y[:20]), 1))                 # warm-up (imports)
     ctx = _ctx(space, X[:500], y[:500])
     for q in (1, 4):
-        dt, out = _time(lambda: bo.suggest(ctx, q))
+        dt, out = _time(lambda q=q: bo.suggest(ctx, q))
         print(f"bo    n_obs=500 q={q}: {dt:6.2f} s  ({len(out)} mixtures)")
     dt, _ = _time(lambda: bo.recommend(ctx))
     print(f"bo    n_obs=500 recommend: {dt:6.2f} s")

@@ -1,6 +1,6 @@
 """MFU of the proxy training step on CPU: model FLOPs/s over a dense fp32 matmul's FLOPs/s.
 
-Trains on random tokens with the real training step (``proxies.train.train_step``, fused
+Trains on random tokens with the real training step (``mixopt.proxies.train.train_step``, fused
 AdamW, grad clip) after warm-up steps, and measures a large ``torch.mm`` with the same thread
 count in the same run. Target: MFU >= 40% at d_model >= 128 with one thread (= one worker).
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixopt.spec import ProxySpec  # noqa: E402
-from proxies.gpt import GPT, GPTConfig  # noqa: E402
-from proxies.train import lr_at, make_optimizer, train_step  # noqa: E402
+from mixopt.core.spec import ProxySpec  # noqa: E402
+from mixopt.proxies.gpt import GPT, GPTConfig  # noqa: E402
+from mixopt.proxies.train import lr_at, make_optimizer, train_step  # noqa: E402
 
 
 def matmul_flops_per_s(n: int, repeats: int) -> float:

@@ -2,7 +2,7 @@
 
 Pairs a dense preset with an MoE preset on the same backbone (d_model, layers, heads) whose
 active non-embedding params match within a few percent, and times the real training step
-(``proxies.train.train_step``: forward, aux losses, backward, clip, fused AdamW) on random
+(``mixopt.proxies.train.train_step``: forward, aux losses, backward, clip, fused AdamW) on random
 tokens with the same seq_len, batch and thread count. Each model is timed in ``--rounds``
 alternating rounds of ``--steps`` steps after warm-up; the best round counts (the CPU is
 shared). Target: ratio >= 0.7.
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixopt.spec import ProxySpec  # noqa: E402
-from proxies.gpt import GPT  # noqa: E402
-from proxies.train import build_model, lr_at, make_optimizer, train_step  # noqa: E402
+from mixopt.core.spec import ProxySpec  # noqa: E402
+from mixopt.proxies.gpt import GPT  # noqa: E402
+from mixopt.proxies.train import build_model, lr_at, make_optimizer, train_step  # noqa: E402
 
 
 class Timed:

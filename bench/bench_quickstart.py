@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixopt.config import load_config  # noqa: E402
-from mixopt.runner import run  # noqa: E402
+from mixopt.cli import run_study as run  # noqa: E402
+from mixopt.run.config import load_config  # noqa: E402
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixopt.config import load_config  # noqa: E402
-from mixopt.executor import RayExecutor  # noqa: E402
-from mixopt.runner import open_corpus  # noqa: E402
-from mixopt.spec import ProxySpec  # noqa: E402
+from mixopt.core.spec import ProxySpec  # noqa: E402
+from mixopt.run.config import load_config  # noqa: E402
+from mixopt.run.executors import RayExecutor  # noqa: E402
+from mixopt.run.loop import open_corpus  # noqa: E402
 
 
 def wall_time(executor, requests) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """RegMix surrogate fidelity on the released RegMix runs (prints a table; not a test).
 
 Fits each surrogate on n runs of ``regmix_1m_train.csv`` (n < 512: the mean over seeded random
-subsets, ``mixopt.predict``'s subset rule) and reports Spearman / Pearson of the predicted
+subsets, ``mixopt.analysis.predict``'s subset rule) and reports Spearman / Pearson of the predicted
 ``loss.pile_cc`` against the true one on the 1M-parameter and 60M-parameter test tables.
 RegMix reports Spearman 0.99 (1M) / 0.986 (60M) for LightGBM at 512 runs.
 
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixopt.predict import predict  # noqa: E402
+from mixopt.analysis.predict import predict  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchdata"
 
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"objective {args.objective}; train {train.name}; mean over {args.seeds} seeded subsets when n < 512")
-    head = f"{'surrogate':<10} {'n':>4} {'spearman 1m':>12} {'pearson 1m':>11} {'spearman 60m':>13} {'pearson 60m':>12} {'s/call':>6}"
+    head = (f"{'surrogate':<10} {'n':>4} {'spearman 1m':>12} {'pearson 1m':>11} {'spearman 60m':>13} "
+            f"{'pearson 60m':>12} {'s/call':>6}")
     print(head)
     print("-" * len(head))
     for sur in args.surrogates.split(","):
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             dt = (time.perf_counter() - t0) / (len(seeds) * len(tests))
             m = {k: np.mean(v, axis=0) for k, v in rows.items()}
             sd = {k: np.std([x[0] for x in v]) for k, v in rows.items()}
-            pm = lambda k: f" ±{sd[k]:.3f}" if len(seeds) > 1 else ""  # noqa: E731
+            pm = lambda k, sd=sd, seeds=seeds: f" ±{sd[k]:.3f}" if len(seeds) > 1 else ""  # noqa: E731
             print(f"{sur:<10} {n:>4} {m['1m'][0]:>6.4f}{pm('1m'):>6} {m['1m'][1]:>11.4f} "
                   f"{m['60m'][0]:>7.4f}{pm('60m'):>6} {m['60m'][1]:>12.4f} {dt:>6.2f}")
     return 0

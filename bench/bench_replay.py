@@ -18,19 +18,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixopt.replay import format_table, replay_table  # noqa: E402
+from mixopt.analysis.replay import format_table, replay_table  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchdata"
 SEARCHERS = ["random", "regmix", "regmix:surrogate=linear", "regmix:surrogate=linear,min_fit=8", "mixing_law"]
 
 
 def _optional(name: str) -> bool:
-    import search
+    import mixopt.search
 
-    if name not in search.available():
+    if name not in mixopt.search.available():
         return False
     try:
-        search.get_searcher(name)
+        mixopt.search.get_searcher(name)
         return True
     except Exception as e:  # a searcher still being written, or its library missing
         print(f"# {name} skipped: {type(e).__name__}: {e}", file=sys.stderr)

@@ -18,8 +18,9 @@ from urllib.parse import quote, unquote
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from dashboards import data as D
-from dashboards.report import study_figures
+from mixopt.dashboards import data as D
+from mixopt.dashboards.plots import study_figures
+from mixopt.study import MlflowStorage, load_study
 
 GRAPHS = ("mixture", "objective", "weights", "surrogate", "losses", "scaling", "routing")
 _CSS = {"font-family": "system-ui, sans-serif", "max-width": "1200px", "margin": "0 auto", "padding": "12px"}
@@ -49,8 +50,6 @@ class StudyCache:
     its trials change (a fingerprint of ids, states and values), so an idle study costs one read."""
 
     def __init__(self, uri: str) -> None:
-        from mixopt.tracking import MlflowStorage
-
         self.uri = uri
         self.storage = MlflowStorage(uri, create=False)
         self._lock = threading.Lock()
@@ -60,18 +59,16 @@ class StudyCache:
         return self.storage.study_names()
 
     def load(self, name: str):
-        from mixopt.study import load_study
+        return load_study(name, self.storage)  # one store (one client) for every page
 
-        return load_study(name, self.uri)
-
-    def view(self, name: str) -> tuple[dict[str, Any], bool]:
-        """(everything the study page shows, whether it changed since the last call)."""
+    def view(self, name: str) -> tuple[dict[str, Any], str]:
+        """(everything the study page shows, a fingerprint of the trials it was computed from)."""
         study = self.load(name)
-        key = tuple((t.trial_id, t.state.value, t.value) for t in study.trials)
+        key = repr(tuple((t.trial_id, t.state.value, t.value) for t in study.trials))
         with self._lock:
             old = self._views.get(name)
         if old is not None and old[0] == key:
-            return old[1], False
+            return old[1], key
         v = D.study_view(study)
         rec = D.recommendation_or_none(study, v.notes)
         cv = D.surrogate_cv(v, D.surrogate_name(study)) if v.ok.any() else None
@@ -79,7 +76,7 @@ class StudyCache:
         out = {"study": study, "view": v, "rec": rec, "figures": figs, "best": study.best()}
         with self._lock:
             self._views[name] = (key, out)
-        return out, True
+        return out, key
 
     def mlflow_link(self, name: str, run_id: str | None, ui_url: str | None) -> str | None:
         """URL of a run in an MLflow UI: the tracking server itself, or ``ui_url`` for a file store."""
@@ -101,7 +98,8 @@ def study_page(name: str, refresh_ms: int) -> html.Div:
              for g in GRAPHS]
     return html.Div([
         dcc.Link("← all studies", href="/"), html.H1(f"Study {name}", id="study-title"),
-        dcc.Store(id="study-name", data=name), html.P(id="study-summary", children="loading…"),
+        dcc.Store(id="study-name", data=name), dcc.Store(id="study-rendered", data=None),
+        html.P(id="study-summary", children="loading…"),
         html.H2("Recommended mixture"), html.Div(id="rec-table"),
         html.Div(boxes[:1]), html.H2("Trials"), *boxes[1:], html.Ul(id="study-notes", style={"color": "#666"}),
         html.Div(id="trials-table"), dcc.Interval(id="study-tick", interval=refresh_ms, n_intervals=0)])
@@ -216,18 +214,23 @@ def create_app(uri: str, refresh_s: float = 5.0, mlflow_url: str | None = None) 
     for g in GRAPHS:
         outputs += [Output(f"g-{g}", "figure"), Output(f"box-{g}", "style")]
 
-    @app.callback(outputs, Input("study-tick", "n_intervals"), State("study-name", "data"))
-    def study_contents(_n, name):
+    outputs.append(Output("study-rendered", "data"))
+
+    @app.callback(outputs, Input("study-tick", "n_intervals"), State("study-name", "data"),
+                  State("study-rendered", "data"))
+    def study_contents(_n, name, rendered):
+        # ``rendered`` is what this browser last received: a response the browser dropped (a slow
+        # store answering after the next tick) is sent again, not assumed drawn
         try:
-            s, changed = cache.view(name)
+            s, key = cache.view(name)
         except Exception as e:
             return [f"cannot read study {name!r}: {e}"] + [no_update] * (len(outputs) - 1)
-        if not changed and _n:
+        if key == rendered:
             return [_summary(s)] + [no_update] * (len(outputs) - 1)
         out: list[Any] = [_summary(s), _rec_table(s), _trials_table(name, s), [html.Li(x) for x in s["view"].notes]]
         for fig in s["figures"]:
             out += [fig if fig is not None else {}, _SHOWN if fig is not None else _HIDDEN]
-        return out
+        return out + [key]
 
     app.server.config["started"] = time.time()
     return app

@@ -1,7 +1,7 @@
 """``mixopt dashboard`` (the live Dash app) and ``mixopt ui`` (the MLflow UI on a study).
 
 Both read the store at ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI`` or
-``sqlite:///mlflow.db``); user mistakes raise :class:`mixopt.errors.UserError` (one line, exit 2).
+``sqlite:///mlflow.db``); user mistakes raise :class:`mixopt.core.errors.UserError` (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import socket
 import subprocess
 import sys
 
-from mixopt.errors import UserError
+from mixopt.core.errors import UserError
+from mixopt.run.config import load_config
+from mixopt.study import MlflowStorage, default_tracking_uri
 
 
 def _port(text: str) -> int:
@@ -36,7 +38,6 @@ def _check_free(host: str, port: int) -> None:
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from mixopt.tracking import default_tracking_uri
 
     return args.tracking_uri or default_tracking_uri()
 
@@ -56,7 +57,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if args.refresh <= 0:
         raise UserError(f"--refresh: {args.refresh} must be > 0 seconds")
     _check_free(args.host, port)
-    from dashboards.app import create_app
+    from mixopt.dashboards.app import create_app
 
     uri = _uri(args)
     app = create_app(uri, refresh_s=args.refresh, mlflow_url=args.mlflow_url)  # fails here on a bad URI
@@ -76,7 +77,6 @@ def add_ui_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _experiment_url(base: str, uri: str, study: str | None) -> str:
-    from mixopt.tracking import MlflowStorage
 
     if not study:
         return base
@@ -92,7 +92,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Serve ``mlflow ui`` on a file store (a tracking server already is one: print its URL)."""
     study, uri = args.study, args.tracking_uri
     if args.config:
-        from mixopt.config import load_config
 
         cfg = load_config(args.config, [])
         study, uri = study or cfg.study, uri or cfg.resolved_tracking_uri()
@@ -114,8 +113,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def add_parsers(sub) -> dict:
+    """Add ``dashboard`` and ``ui``; returns {command: handler(args, extra)}."""
+    add_dashboard_parser(sub)
+    add_ui_parser(sub)
+
+    def dashboard(args: argparse.Namespace, extra: list[str]) -> int:
+        _no_extra(extra)
+        return cmd_dashboard(args)
+
+    def ui(args: argparse.Namespace, extra: list[str]) -> int:
+        _no_extra(extra)
+        return cmd_ui(args)
+
+    return {"dashboard": dashboard, "ui": ui}
+
+
+def _no_extra(extra: list[str]) -> None:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dashboards.cli dashboard|ui ...``: the same commands without the mixopt CLI."""
+    """``python -m mixopt.dashboards.cli dashboard|ui ...``: the same commands without the mixopt CLI."""
     p = argparse.ArgumentParser(prog="mixopt")
     sub = p.add_subparsers(dest="cmd", required=True)
     add_dashboard_parser(sub)

@@ -1,7 +1,7 @@
 """What the plots show, computed once from a :class:`mixopt.Study` (numpy only, no plotting).
 
-Both renderers read these: :mod:`dashboards.report` (matplotlib PNGs, for MLflow) and
-:mod:`dashboards.figures` (plotly, for the interactive HTML report and the live dashboard).
+Both renderers read these: :mod:`mixopt.dashboards.plots` (matplotlib PNGs, for MLflow) and
+:mod:`mixopt.dashboards.figures` (plotly, for the interactive HTML report and the live dashboard).
 Every builder returns ``None`` with a reason in :attr:`StudyView.notes` when the study has no
 data for it (too few trials, no baselines, no scale ladder, no MoE): no made-up plots.
 """
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from mixopt.analysis.fits import collect, multi_scale_groups
 
 PHASES = ("enqueued", "warm_start", "init", "model")  # the searcher's phases, in hand-out order
 MIN_CV_TRIALS = 5  # completed trials needed before a surrogate's held-out predictions mean anything
@@ -113,7 +115,7 @@ def surrogate_cv(v: StudyView, surrogate: str = "linear", seed: int = 0) -> CVRe
         return None
     from scipy.stats import spearmanr
 
-    from search.surrogates import make_surrogate
+    from mixopt.search.surrogates import make_surrogate
 
     X, y = v.W[ok], v.value[ok]
     n = len(ok)
@@ -200,15 +202,14 @@ def recommendation_or_none(study, notes: list[str] | None = None):
 
 
 def scaling_points(study) -> dict[str, Any] | None:
-    """Runs of mixtures trained at 2 or more scales (a ladder sweep): ``mixopt.fitting.collect``'s
+    """Runs of mixtures trained at 2 or more scales (a ladder sweep): ``mixopt.analysis.fits.collect``'s
     arrays restricted to those mixtures, or None when no mixture has 2 scales."""
     if not getattr(study, "fidelities", None) or len(study.fidelities) < 2:
         return None
     try:
-        from mixopt.fitting import _multi_scale_groups, collect
 
         data = collect(study)
-        keep = _multi_scale_groups(data)
+        keep = multi_scale_groups(data)
     except Exception:
         return None
     if len(keep) == 0:

@@ -1,6 +1,6 @@
 """Interactive (plotly) figures of a study, for the HTML report and the live dashboard.
 
-Each ``fig_*`` takes a :class:`dashboards.data.StudyView` (plus what it needs) and returns a
+Each ``fig_*`` takes a :class:`mixopt.dashboards.data.StudyView` (plus what it needs) and returns a
 ``plotly.graph_objects.Figure``, or None when the study has no data for it.
 """
 
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from dashboards.data import PHASES, CVResult, StudyView, best_so_far, order_by_objective
+from mixopt.dashboards.data import PHASES, CVResult, StudyView, best_so_far, order_by_objective
 
 PHASE_COLORS = {"enqueued": "#7f7f7f", "warm_start": "#9467bd", "init": "#1f77b4", "model": "#ff7f0e", "?": "#17becf"}
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=90, b=50), height=400,

@@ -4,13 +4,13 @@ Public API: :func:`create_study` / :func:`load_study` (ask/tell), :class:`Mixtur
 :class:`MixtureSpace`, :class:`ProxySpec`, :class:`Objective`, and the config loader.
 """
 
-from mixopt.config import StudyConfig, load_config
-from mixopt.errors import MixoptError, UserError
-from mixopt.mixture import Mixture, MixtureSpace
-from mixopt.objective import Objective
-from mixopt.spec import ProxySpec
-from mixopt.study import Study, create_study, load_study
-from mixopt.trial import Trial, TrialState
+from mixopt.core.errors import MixoptError, UserError
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.core.objective import Objective
+from mixopt.core.spec import ProxySpec
+from mixopt.core.trial import Trial, TrialState
+from mixopt.run.config import StudyConfig, load_config
+from mixopt.study.study import Study, create_study, load_study
 
 __all__ = ["Mixture", "MixtureSpace", "MixoptError", "Objective", "ProxySpec", "Study", "StudyConfig", "Trial",
            "TrialState", "UserError", "create_study", "load_config", "load_study"]

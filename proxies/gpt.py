@@ -1,13 +1,13 @@
 """A small dense GPT for proxy trials, read top to bottom (nanoGPT style).
 
-Architecture (matches the arithmetic in ``mixopt.spec.ProxySpec``, which a test checks):
+Architecture (matches the arithmetic in ``mixopt.core.spec.ProxySpec``, which a test checks):
 learned position embedding, pre-LayerNorm blocks of causal self-attention and a 4x GELU MLP,
 bias-free Linear and LayerNorm layers, final LayerNorm, lm_head tied to the token embedding.
 
 Shapes: B batch, T sequence length, C = d_model, nh heads, hs = C // nh head size, V vocab.
 
 Example:
-    >>> from mixopt.spec import ProxySpec
+    >>> from mixopt.core.spec import ProxySpec
     >>> spec = ProxySpec(preset="dense-0.1m")
     >>> model = GPT(GPTConfig.from_spec(spec, vocab_size=512))
     >>> model.num_params(non_embedding=True) == spec.non_embedding_params()
@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from mixopt.spec import ProxySpec
+from mixopt.core.spec import ProxySpec
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class GPTConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
 
     @classmethod
-    def from_spec(cls, spec: ProxySpec, vocab_size: int) -> "GPTConfig":
+    def from_spec(cls, spec: ProxySpec, vocab_size: int) -> GPTConfig:
         return cls(vocab_size=vocab_size, seq_len=spec.seq_len, n_layer=spec.n_layer,
                    n_head=spec.n_head, d_model=spec.d_model)
 

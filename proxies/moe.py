@@ -20,11 +20,11 @@ training step adds to the cross-entropy (``forward`` returns (logits, CE) like G
         of assignments routed to e, P_e: mean router probability of e; = 1 at uniform routing
     z-loss = mean over tokens of logsumexp(z)^2   (ST-MoE, Zoph et al. 2022)
 
-Sizes and FLOPs match ``mixopt.spec.ProxySpec`` (a test checks): active params count the
+Sizes and FLOPs match ``mixopt.core.spec.ProxySpec`` (a test checks): active params count the
 router, top_k routed experts and the shared expert of every layer.
 
 Example:
-    >>> from mixopt.spec import ProxySpec
+    >>> from mixopt.core.spec import ProxySpec
     >>> spec = ProxySpec(preset="moe-0.1m")
     >>> model = MoEGPT(MoEConfig.from_spec(spec, vocab_size=512))
     >>> model.num_active_params(non_embedding=True) == spec.active_non_embedding_params()
@@ -40,8 +40,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from mixopt.spec import ProxySpec
-from proxies.gpt import GPT, MLP, CausalSelfAttention, GPTConfig
+from mixopt.core.spec import ProxySpec
+from mixopt.proxies.gpt import GPT, MLP, CausalSelfAttention, GPTConfig
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class MoEConfig(GPTConfig):
         return 4 * self.d_model // self.granularity
 
     @classmethod
-    def from_spec(cls, spec: ProxySpec, vocab_size: int) -> "MoEConfig":
+    def from_spec(cls, spec: ProxySpec, vocab_size: int) -> MoEConfig:
         if spec.arch != "moe":
             raise ValueError(f"MoEConfig needs an arch 'moe' spec, got preset {spec.preset!r}")
         return cls(vocab_size=vocab_size, seq_len=spec.seq_len, n_layer=spec.n_layer,

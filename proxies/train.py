@@ -5,8 +5,8 @@ validation loss.
 by the mixture weights and a random window inside that domain's train split (seeded by
 ``spec.seed``: the same request gives bit-identical losses on CPU). Validation uses FIXED
 batches per domain whose seed depends only on the domain name, so every trial of a study is
-scored on identical data. ``spec.arch`` picks the model: ``proxies.gpt.GPT`` or
-``proxies.moe.MoEGPT``; for MoE the router's load-balancing and z-losses join the training
+scored on identical data. ``spec.arch`` picks the model: ``mixopt.proxies.gpt.GPT`` or
+``mixopt.proxies.moe.MoEGPT``; for MoE the router's load-balancing and z-losses join the training
 objective, and each evaluation also records routing statistics (load CV, normalized load
 entropy, fraction of assignments dropped over capacity).
 
@@ -27,12 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixopt.core.errors import TrialError
+from mixopt.core.mixture import Mixture
+from mixopt.core.spec import ProxySpec
+from mixopt.core.worker import TrialRequest, TrialResult
 from mixopt.data.corpus import Corpus
-from mixopt.errors import TrialError
-from mixopt.mixture import Mixture
-from mixopt.spec import ProxySpec
-from proxies.gpt import GPT, GPTConfig
-from proxies.moe import MoEConfig, MoEGPT
+from mixopt.proxies.gpt import GPT, GPTConfig
+from mixopt.proxies.moe import MoEConfig, MoEGPT
 
 EVAL_SEED = 0x5EED_E7A1  # fixed across trials, mixtures and spec.seed
 ROUTING_KEYS = ("routing_load_cv", "routing_entropy", "routing_dropped_frac")  # MoE only
@@ -155,26 +156,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 # --- the trial ------------------------------------------------------------------------------
-def run_trial(request: dict[str, Any]) -> dict[str, Any]:
-    """Train one proxy on ``request["mixture"]`` and return per-domain validation losses.
+def run_trial(request: dict[str, Any] | TrialRequest) -> dict[str, Any]:
+    """Train one proxy on the request's mixture and return per-domain validation losses.
 
-    Request: trial_id, mixture {domain: weight}, spec (ProxySpec.to_dict()), corpus_dir,
-    eval_domains (default: all corpus domains), num_threads, device ("cpu"|"cuda"|"auto").
-    Raises TrialError on divergence (non-finite loss) or weight on a domain without data.
+    Args:
+        request: a :class:`~mixopt.core.worker.TrialRequest` or its ``to_dict()`` (what Ray ships).
+    Returns:
+        ``TrialResult.to_dict()``: ``losses``, ``history`` and the metrics at top level.
+    Raises:
+        TrialError on divergence (non-finite loss) or weight on a domain without data.
     The result has params and active params (equal for dense) and, for MoE, the last
     evaluation's routing_load_cv, routing_entropy and routing_dropped_frac.
     """
     t_start = time.perf_counter()
-    spec = ProxySpec.from_dict(request["spec"])
-    torch.set_num_threads(int(request.get("num_threads", 1)))
-    device = resolve_device(request.get("device", "cpu"))
-    corpus = Corpus.open(request["corpus_dir"])
-    mixture = Mixture(request["mixture"], corpus.domains)
+    req = request if isinstance(request, TrialRequest) else TrialRequest.from_dict(request)
+    spec = ProxySpec.from_dict(req.spec)
+    torch.set_num_threads(req.num_threads)
+    device = resolve_device(req.device)
+    corpus = Corpus.open(req.corpus_dir)
+    mixture = Mixture(req.mixture, corpus.domains)
     B, T, steps = spec.batch_size, spec.seq_len, spec.steps
 
     sampler = MixtureSampler(corpus, mixture, B, T, seed=spec.seed)
     val = {d: eval_batches(corpus, d, spec.eval_batches, B, T)
-           for d in request.get("eval_domains") or corpus.domains}
+           for d in req.eval_domains or corpus.domains}
     eval_at = {max(1, round(steps * (i + 1) / spec.evals)) for i in range(spec.evals)}
     torch.manual_seed(spec.seed)
     model = build_model(spec, corpus.vocab_size).to(device)
@@ -190,7 +195,7 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
         train_seconds += time.perf_counter() - t0
         if not math.isfinite(loss):
             raise TrialError(f"diverged at step {step}: loss={loss} (lr={lr_at(step, spec):.3g}, "
-                             f"trial {request.get('trial_id')})")
+                             f"trial {req.trial_id})")
         window.append(loss)
         if step + 1 in eval_at:
             if routed:
@@ -206,10 +211,8 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
     if not all(math.isfinite(v) for v in final["losses"].values()):
         raise TrialError(f"diverged at step {steps}: non-finite validation loss {final['losses']}")
     tokens, fpt = steps * B * T, model.flops_per_token()
-    return {
-        "trial_id": request.get("trial_id"),
-        "losses": final["losses"], "history": history, "train_loss": final["train_loss"],
-        "tokens": tokens, "steps": steps,
+    metrics = {
+        "train_loss": final["train_loss"], "tokens": tokens, "steps": steps,
         "seconds": time.perf_counter() - t_start, "train_seconds": train_seconds,
         "tokens_per_s": tokens / train_seconds, "flops_per_token": fpt,
         "flops_per_s": fpt * tokens / train_seconds,
@@ -217,5 +220,5 @@ def run_trial(request: dict[str, Any]) -> dict[str, Any]:
         "non_embedding_params": model.num_params(non_embedding=True),
         "active_params": model.num_active_params(non_embedding=False),
         "active_non_embedding_params": model.num_active_params(non_embedding=True),
-        "device": str(device),
     } | {k: final[k] for k in ROUTING_KEYS if k in final}
+    return TrialResult(final["losses"], history, metrics, req.trial_id).to_dict() | {"device": str(device)}

@@ -1,7 +1,7 @@
-"""Searchers behind one protocol (:mod:`search.base`), looked up by name.
+"""Searchers behind one protocol (:mod:`mixopt.search.base`), looked up by name.
 
 Example:
-    >>> from search import get_searcher
+    >>> from mixopt.search import get_searcher
     >>> s = get_searcher("regmix", {"surrogate": "linear", "top_k": 50})
     >>> s.name
     'regmix'
@@ -12,20 +12,20 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from mixopt.errors import ConfigError
-from search.base import Fidelity, Observation, Proposal, Recommendation, SearchContext, Searcher
+from mixopt.core.errors import ConfigError
+from mixopt.search.base import Fidelity, Observation, Proposal, Recommendation, SearchContext, Searcher
 
 # name -> (module, class); modules are imported lazily so LightGBM loads only when needed.
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "random": ("search.dirichlet", "DirichletSearcher"),
-    "dirichlet": ("search.dirichlet", "DirichletSearcher"),
-    "regmix": ("search.regmix", "RegMixSearcher"),
-    "bo": ("search.bo", "BOSearcher"),
-    "mfbo": ("search.mfbo", "MFBOSearcher"),
-    "mixing_law": ("search.mixing_law", "MixingLawSearcher"),
-    "hybrid": ("search.wrappers", "Hybrid"),
-    "concurrency_limit": ("search.wrappers", "ConcurrencyLimit"),
-    "repeat": ("search.wrappers", "Repeat"),
+    "random": ("mixopt.search.dirichlet", "DirichletSearcher"),
+    "dirichlet": ("mixopt.search.dirichlet", "DirichletSearcher"),
+    "regmix": ("mixopt.search.regmix", "RegMixSearcher"),
+    "bo": ("mixopt.search.bo", "BOSearcher"),
+    "mfbo": ("mixopt.search.mfbo", "MFBOSearcher"),
+    "mixing_law": ("mixopt.search.mixing_law", "MixingLawSearcher"),
+    "hybrid": ("mixopt.search.wrappers", "Hybrid"),
+    "concurrency_limit": ("mixopt.search.wrappers", "ConcurrencyLimit"),
+    "repeat": ("mixopt.search.wrappers", "Repeat"),
 }
 
 __all__ = ["Fidelity", "Observation", "Proposal", "Recommendation", "SearchContext", "Searcher", "available",

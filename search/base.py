@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mixopt.mixture import Mixture, MixtureSpace
+from mixopt.core.mixture import Mixture, MixtureSpace
 
 STATES = ("COMPLETE", "FAILED", "PENDING", "RUNNING")
 
@@ -58,10 +58,17 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class Proposal:
-    """A mixture at a fidelity, for searchers that choose the scale too (multi-fidelity BO)."""
+    """What ``Searcher.suggest`` returns: a mixture, and the rung of the scale ladder to train
+    it at (``fidelity``: an index into ``SearchContext.fidelities``; None = the study's proxy
+    spec). Only multi-fidelity searchers set ``fidelity``."""
 
     mixture: Mixture
     fidelity: int | None = None
+
+    @staticmethod
+    def from_array(X: np.ndarray, domains: Sequence[str], fidelity: int | None = None) -> list[Proposal]:
+        """One proposal per row of X (n, k) aligned to ``domains``."""
+        return [Proposal(Mixture.from_array(x, tuple(domains)), fidelity) for x in np.asarray(X, dtype=float)]
 
 
 @dataclass(frozen=True)
@@ -141,11 +148,12 @@ class Recommendation:
 
 @runtime_checkable
 class Searcher(Protocol):
-    """``suggest(ctx, n)`` returns n mixtures inside ``ctx.space``; ``recommend(ctx)`` one."""
+    """``suggest(ctx, n)`` returns up to n :class:`Proposal` inside ``ctx.space`` (fewer when
+    it holds back, e.g. a concurrency limit); ``recommend(ctx)`` one :class:`Recommendation`."""
 
     name: str
 
-    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]: ...  # or list[Proposal]
+    def suggest(self, ctx: SearchContext, n: int) -> list[Proposal]: ...
 
     def recommend(self, ctx: SearchContext) -> Recommendation: ...
 

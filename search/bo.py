@@ -1,7 +1,7 @@
 """Bayesian optimization on the constrained simplex (searcher ``bo``).
 
 Until ``min_fit`` finite trials exist, proposals are RegMix Dirichlet draws
-(:func:`search.dirichlet.sample`). Then: a GP (:func:`search.gp.fit_gp`; compositional input
+(:func:`mixopt.search.dirichlet.sample`). Then: a GP (:func:`mixopt.search.gp.fit_gp`; compositional input
 warp, Matern-5/2 ARD) is fitted on the negated objective (BoTorch maximizes), and
 ``qLogNoisyExpectedImprovement`` (Ament et al. 2023) with the study's PENDING/RUNNING trials
 as ``X_pending`` is maximized by ``optimize_acqf`` (SLSQP) under the sum-to-one equality
@@ -17,7 +17,7 @@ already optimized in the batch are kept. The limit is checked between stages (th
 not interrupted), so a call can overrun it by one fit plus one pool scoring.
 
 Example:
-    >>> from search import get_searcher
+    >>> from mixopt.search import get_searcher
     >>> s = get_searcher("bo", {"time_limit_s": 5, "raw_samples": 64})
     >>> s.name
     'bo'
@@ -32,20 +32,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture, MixtureSpace
 from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 
-from search.base import Recommendation, SearchContext, best_completed
-from search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
-from search.gp import DEFAULT_WARP, DTYPE, WARPS, fit_gp, posterior_mean_std
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
+from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
+from mixopt.search.gp import DEFAULT_WARP, DTYPE, WARPS, fit_gp, posterior_mean_std
+from mixopt.search.pool import untried_rows
 
 log = logging.getLogger(__name__)
 DUP_L1 = 1e-4        # two mixtures closer than this (L1) count as the same point
 
 
-# ---- shared helpers (also used by search.mfbo) ----------------------------------------------
+# ---- shared helpers (also used by mixopt.search.mfbo) ----------------------------------------------
 @contextmanager
 def seeded_torch(rng: np.random.Generator):
     """Run a block with torch's global RNG seeded from ``rng``, restoring it afterwards."""
@@ -189,7 +189,7 @@ class BOSearcher:
             sampler=SobolQMCNormalSampler(torch.Size([self.mc_samples]), seed=seed), cache_root=False)
 
     # ---- protocol ------------------------------------------------------------------------
-    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]:
+    def suggest(self, ctx: SearchContext, n: int) -> list[Proposal]:
         if n <= 0:
             return []
         X, y = ctx.completed_xy()
@@ -198,7 +198,7 @@ class BOSearcher:
         else:
             with seeded_torch(ctx.rng(f"{self.name}.torch")):
                 P = self._propose(ctx, X, y, n)
-        return [Mixture.from_array(ctx.space.project(p), ctx.space.domains) for p in P]
+        return Proposal.from_array([ctx.space.project(p) for p in P], ctx.space.domains)
 
     def _propose(self, ctx: SearchContext, X: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
         """n new mixtures (n, k): greedy qLogNEI batch, or the pool fallback."""
@@ -256,7 +256,7 @@ class BOSearcher:
         each chosen row becomes pending for the next; posterior mean if that fails.
         """
         pool = np.asarray(pool, dtype=float).reshape(-1, ctx.space.dim)
-        cand = _fresh_rows(pool, ctx.all_x(), n)
+        cand = untried_rows(pool, ctx.all_x(), n)
         n = min(n, len(cand))
         X, y = ctx.completed_xy()
         if len(y) < self.min_fit:
@@ -340,16 +340,6 @@ def _with_fixed(P: np.ndarray, fixed: dict[int, float] | None) -> np.ndarray:
     if not fixed:
         return P
     return np.hstack([P, np.tile([fixed[j] for j in sorted(fixed)], (len(P), 1))])
-
-
-def _fresh_rows(pool: np.ndarray, taken: np.ndarray, n: int) -> np.ndarray:
-    """Row indices of ``pool`` not equal (within 1e-9) to a row of ``taken``; all rows if
-    fewer than n would remain."""
-    if len(taken) == 0:
-        return np.arange(len(pool))
-    d = np.abs(pool[:, None, :] - taken[None, :, :]).sum(-1).min(axis=1)    # (m,)
-    fresh = np.flatnonzero(d > 1e-9)
-    return fresh if len(fresh) >= n else np.arange(len(pool))
 
 
 def _tensor(a: np.ndarray):

@@ -13,14 +13,14 @@ exactly when all floors are 0. Rows still missing after ``max_tries`` rounds are
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture, MixtureSpace
-from search.base import Recommendation, SearchContext, best_completed
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import MixtureSpace
+from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
 
 REGMIX_STRENGTHS: tuple[float, ...] = tuple(np.logspace(np.log10(0.1), np.log10(5.0), 15).tolist())
 TEMPERATURE = 0.5
@@ -105,15 +105,15 @@ class DirichletSearcher:
         validate_sampling_options(self.name, self.strengths, self.max_tries)
         object.__setattr__(self, "strengths", tuple(float(v) for v in self.strengths))
 
-    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]:
+    def suggest(self, ctx: SearchContext, n: int) -> list[Proposal]:
         X = sample(ctx.space, n, ctx.rng(f"{self.name}.suggest"), self.strengths, self.max_tries)
-        return [Mixture.from_array(x, ctx.space.domains) for x in X]
+        return Proposal.from_array(X, ctx.space.domains)
 
     def recommend(self, ctx: SearchContext) -> Recommendation:
         return best_completed(ctx, self.name)
 
     def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
         """n seeded random rows of ``pool`` (m, k) not equal to an earlier trial."""
-        from search.pool import random_rows
+        from mixopt.search.pool import random_rows
 
         return random_rows(ctx, pool, n, f"{self.name}.select")

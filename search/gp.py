@@ -13,10 +13,10 @@ Kernel: Matern-5/2 with ARD lengthscales and BoTorch's dimension-scaled lognorma
 
 Choice by measurement (``DEFAULT_WARP = "sqrt"``). Held-out Spearman of the posterior mean
 of ``loss.pile_cc``, fit on n runs of ``regmix_1m_train.csv`` (n = 64: mean over 3 seeded
-subsets, ``mixopt.predict``'s subset rule; hyperparameters fitted on <= 256 rows), tested on the
+subsets, ``mixopt.analysis.predict``'s subset rule; hyperparameters fitted on <= 256 rows), tested on the
 1M / 60M test tables (256 mixtures each); s/fit on a shared, loaded 2-core box, 1 torch thread:
 
-    .venv/bin/python -W ignore -m search.gp --seeds 3
+    python -W ignore bench/bench_gp_warps.py --seeds 3
 
     warp    n   spearman 1m   spearman 60m   s/fit
     none    64  0.9280        0.9243         3.2
@@ -41,18 +41,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
 from botorch.models.transforms.input import ChainedInputTransform, InputTransform, Normalize
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from torch import Tensor
 
 WARPS = ("none", "sqrt", "clr")
 DEFAULT_WARP = "sqrt"
@@ -197,12 +196,12 @@ class GPSurrogate:
 
     def __init__(self, seed: int = 0, warp: str = DEFAULT_WARP, max_fit_rows: int | None = 256) -> None:
         if warp not in WARPS:
-            from mixopt.errors import ConfigError
+            from mixopt.core.errors import ConfigError
             raise ConfigError(f"surrogate gp.warp: {warp!r}; allowed: {', '.join(WARPS)}")
         self.seed, self.warp, self.max_fit_rows = int(seed), warp, max_fit_rows
         self.model = None
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "GPSurrogate":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> GPSurrogate:
         torch.manual_seed(self.seed)
         self.model = fit_gp(X, y, self.warp, self.max_fit_rows, self.seed)
         return self
@@ -211,41 +210,3 @@ class GPSurrogate:
         if self.model is None:
             raise RuntimeError("surrogate gp: call fit() before predict()")
         return posterior_mean_std(self.model, X)[0]
-
-
-def _compare_warps(argv: list[str] | None = None) -> None:
-    """Print the warp comparison table of the module docstring."""
-    import argparse
-    import time
-    from pathlib import Path
-
-    from mixopt.predict import predict
-    from search import surrogates
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "benchdata")
-    ap.add_argument("--sizes", default="64,512")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--warps", default=",".join(WARPS))
-    ap.add_argument("--max-fit-rows", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    print(f"{'warp':<6} {'n':>4} {'spearman 1m':>12} {'spearman 60m':>13} {'s/fit':>6}")
-    for warp in a.warps.split(","):
-        surrogates._SURROGATES[f"gp_{warp}"] = lambda seed=0, w=warp: GPSurrogate(seed, w, a.max_fit_rows)
-        for n in (int(v) for v in a.sizes.split(",")):
-            seeds = range(a.seeds) if n < 512 else [0]
-            res = {"1m": [], "60m": []}
-            t0 = time.perf_counter()
-            for sd in seeds:
-                for key in res:
-                    r = predict(str(a.data / "regmix_1m_train.csv"), str(a.data / f"regmix_{key}_test.csv"),
-                                "loss.pile_cc", f"gp_{warp}", n_train=n, seed=sd)
-                    res[key].append(r["spearman"])
-            dt = (time.perf_counter() - t0) / (2 * len(seeds))
-            print(f"{warp:<6} {n:>4} {np.mean(res['1m']):>12.4f} {np.mean(res['60m']):>13.4f} {dt:>6.2f}", flush=True)
-
-
-if __name__ == "__main__":
-    _compare_warps()

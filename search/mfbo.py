@@ -5,7 +5,7 @@ ADMIRE-BayesOpt style: the fidelity is the proxy scale. Each rung i of ``ctx.fid
 
     s_i = log(c_i / c_0) / log(c_T / c_0)  in [0, 1]   (c = measured cost per trial; s_T = 1)
 
-(equal costs: s_i = i / T). One ``SingleTaskMultiFidelityGP`` (:func:`search.gp.fit_mf_gp`;
+(equal costs: s_i = i / T). One ``SingleTaskMultiFidelityGP`` (:func:`mixopt.search.gp.fit_mf_gp`;
 mixture columns warped like ``bo``, a downsampling kernel on s) is fitted on every finite trial
 of every rung. Acquisition: multi-fidelity max-value entropy search
 (``qMultiFidelityMaxValueEntropy``, Takeno et al. 2020) about the optimum *at the target
@@ -20,7 +20,7 @@ gain per unit cost, refine the mixture by SLSQP at that rung (sum-to-one equalit
 caps), then repeat with it pending for the next batch element. Initial design (fewer than
 ``min_fit`` finite trials over all rungs): Dirichlet mixtures at the cheapest rung, every
 ``target_every``-th at the target. ``recommend``: the posterior mean at the target fidelity,
-minimized over the space. A time limit and a pool fallback as in :mod:`search.bo`.
+minimized over the space. A time limit and a pool fallback as in :mod:`mixopt.search.bo`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture
-from search.base import Proposal, Recommendation, SearchContext, best_completed
-from search.bo import (acq_values, best_distinct, check_options, is_new, minimize_mean, optimize_point,
-                       seeded_torch)
-from search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
-from search.gp import DEFAULT_WARP, DTYPE, WARPS, fit_mf_gp, posterior_mean_std
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture
+from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
+from mixopt.search.bo import acq_values, best_distinct, check_options, is_new, minimize_mean, optimize_point, seeded_torch
+from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
+from mixopt.search.gp import DEFAULT_WARP, DTYPE, WARPS, fit_mf_gp, posterior_mean_std
+from mixopt.search.pool import untried_rows
 
 log = logging.getLogger(__name__)
 NO_LADDER = "mfbo needs a scale ladder: set `ladder:` in the study config"
@@ -207,11 +207,10 @@ class MFBOSearcher:
     def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
         """Indices of n rows of ``pool`` (m, k) to evaluate next, scored by MF-MES at the target
         fidelity (greedy, each chosen row pending for the next); random rows before min_fit."""
-        from search.bo import _fresh_rows
 
         s, rel_cost = self._ladder(ctx)
         pool = np.asarray(pool, dtype=float).reshape(-1, ctx.space.dim)
-        cand = _fresh_rows(pool, ctx.all_x(), n)
+        cand = untried_rows(pool, ctx.all_x(), n)
         n = min(n, len(cand))
         X, sv, y = self._data(ctx, s)
         rng = ctx.rng(f"{self.name}.select")

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares, minimize
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture, MixtureSpace
-from search.base import Recommendation, SearchContext, best_completed
-from search.dirichlet import REGMIX_STRENGTHS, sample
-from search.pool import fresh_rows, random_rows
-from search.regmix import _spread
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
+from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample
+from mixopt.search.pool import fresh_rows, random_rows, spread
 
 _EPS = 1e-12
 
@@ -242,19 +241,19 @@ class MixingLawSearcher:
         return sample(ctx.space, n, ctx.rng(f"{self.name}.explore"))
 
     # ---- protocol ------------------------------------------------------------------------
-    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]:
+    def suggest(self, ctx: SearchContext, n: int) -> list[Proposal]:
         if n <= 0:
             return []
         law = self.fit(ctx)
         if law is None:
-            return [Mixture.from_array(x, ctx.space.domains) for x in self._explore(ctx, n)]
+            return Proposal.from_array(self._explore(ctx, n), ctx.space.domains)
         minima = self._optimum(ctx, law, f"{self.name}.starts")
         pool = sample(ctx.space, self.n_candidates, ctx.rng(f"{self.name}.pool"))
         prior = ctx.space.prior_array()
         score = law.predict(pool) + self.kl_weight * kl(pool, prior)
         cands = np.vstack([minima, pool[np.argsort(score, kind="stable")]])
-        chosen = _spread(cands, ctx.all_x(), n, self.min_distance)
-        return [Mixture.from_array(ctx.space.project(x), ctx.space.domains) for x in chosen]
+        chosen = spread(cands, ctx.all_x(), n, self.min_distance)
+        return Proposal.from_array([ctx.space.project(x) for x in chosen], ctx.space.domains)
 
     def recommend(self, ctx: SearchContext) -> Recommendation:
         law = self.fit(ctx)

@@ -7,8 +7,8 @@ that way: through its ``select`` when it has one, otherwise by snapping each of 
 ``suggest(ctx, n)`` proposals to the nearest not-yet-chosen row (Euclidean on the weights).
 
 Example:
-    >>> from mixopt.mixture import MixtureSpace
-    >>> from search import SearchContext, get_searcher
+    >>> from mixopt.core.mixture import MixtureSpace
+    >>> from mixopt.search import SearchContext, get_searcher
     >>> sp = MixtureSpace(("a", "b"), (0, 0), (1, 1))
     >>> pool = np.array([[0.1, 0.9], [0.5, 0.5], [0.9, 0.1]])
     >>> sorted(select_from_pool(get_searcher("random"), SearchContext(sp, (), 0), pool, 2))
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.base import SearchContext, Searcher
+from mixopt.search.base import SearchContext, Searcher
 
 MATCH_TOL = 1e-9
 
@@ -76,7 +76,7 @@ def select_from_pool(searcher: Searcher, ctx: SearchContext, pool: np.ndarray, n
         raw = searcher.select(ctx, pool, n)
     else:
         props = searcher.suggest(ctx, n)
-        X = np.array([(p.mixture if hasattr(p, "mixture") else p).as_array(ctx.space.domains)
+        X = np.array([p.mixture.as_array(ctx.space.domains)
                       for p in props]).reshape(-1, ctx.space.dim)
         raw = snap(X, pool, fresh)
     want = min(n, len(raw))                         # fewer on purpose (a concurrency limit): fine
@@ -90,3 +90,35 @@ def select_from_pool(searcher: Searcher, ctx: SearchContext, pool: np.ndarray, n
         rest = [int(i) for i in ctx.rng("pool.topup").permutation(fresh) if int(i) not in out]
         out += rest[: want - len(out)]
     return out[:want]
+
+
+def untried_rows(pool: np.ndarray, taken: np.ndarray, n: int) -> np.ndarray:
+    """Row indices of ``pool`` not equal (within 1e-9) to a row of ``taken``; all rows if
+    fewer than n would remain."""
+    if len(taken) == 0:
+        return np.arange(len(pool))
+    d = np.abs(pool[:, None, :] - taken[None, :, :]).sum(-1).min(axis=1)    # (m,)
+    fresh = np.flatnonzero(d > 1e-9)
+    return fresh if len(fresh) >= n else np.arange(len(pool))
+
+
+def spread(cands: np.ndarray, taken: np.ndarray, n: int, min_distance: float) -> np.ndarray:
+    """Greedily take ``n`` rows of ``cands`` (best first) at L1 distance >= min_distance from
+    ``taken`` and from each other, halving the distance while too few qualify. (n, k)."""
+    k = cands.shape[1]
+    chosen: list[np.ndarray] = []
+    used = np.zeros(len(cands), dtype=bool)
+    d = float(min_distance)
+    while len(chosen) < n:
+        ref = np.vstack([taken.reshape(-1, k)] + [c[None, :] for c in chosen])
+        for i in np.flatnonzero(~used):
+            if len(ref) == 0 or np.abs(ref - cands[i]).sum(axis=1).min() >= d:
+                chosen.append(cands[i])
+                used[i] = True
+                ref = np.vstack([ref, cands[i][None, :]])
+                if len(chosen) == n:
+                    break
+        if d == 0.0 and len(chosen) < n:   # fewer candidates than n: repeat the best ones
+            chosen += [cands[j % len(cands)] for j in range(n - len(chosen))]
+        d = 0.0 if d < 1e-6 else d / 2
+    return np.array(chosen[:n]).reshape(-1, k)

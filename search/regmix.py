@@ -1,7 +1,7 @@
 """RegMix (Liu et al. 2024): regress the objective on mixture weights, then simulate.
 
 Fit a surrogate (LightGBM or linear) on completed trials, score a large pool of RegMix
-Dirichlet draws (:func:`search.dirichlet.sample`) and take the **average of the top-k**
+Dirichlet draws (:func:`mixopt.search.dirichlet.sample`) and take the **average of the top-k**
 predicted mixtures as the recommendation (the paper simulates 1M mixtures and averages the
 top 100; we default to 20,000 draws, which scores in about a second with LightGBM on one
 thread). ``suggest`` proposes that average first, then the best-predicted pool points that are
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture
-from search.base import Recommendation, SearchContext, best_completed
-from search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
-from search.pool import fresh_rows, random_rows
-from search.surrogates import available as surrogate_names
-from search.surrogates import make_surrogate
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture
+from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
+from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
+from mixopt.search.pool import fresh_rows, random_rows, spread
+from mixopt.search.surrogates import available as surrogate_names
+from mixopt.search.surrogates import make_surrogate
 
 
 def _int_option(name: str, key: str, v: object, low: int) -> None:
@@ -83,17 +83,17 @@ class RegMixSearcher:
         return ctx.space.project(pool[: min(self.top_k, len(pool))].mean(axis=0))   # (k,)
 
     # ---- protocol ------------------------------------------------------------------------
-    def suggest(self, ctx: SearchContext, n: int) -> list[Mixture]:
+    def suggest(self, ctx: SearchContext, n: int) -> list[Proposal]:
         if n <= 0:
             return []
         _, y = ctx.completed_xy()
         if len(y) < self._min_fit(ctx.space.dim):
             X = sample(ctx.space, n, ctx.rng(f"{self.name}.explore"), self.strengths, self.max_tries)
-            return [Mixture.from_array(x, ctx.space.domains) for x in X]
+            return Proposal.from_array(X, ctx.space.domains)
         pool, _, _ = self._simulate(ctx, f"{self.name}.suggest")
         cands = np.vstack([self._top_k_average(ctx, pool)[None, :], pool])  # (N + 1, k)
-        chosen = _spread(cands, ctx.all_x(), n, self.min_distance)
-        return [Mixture.from_array(x, ctx.space.domains) for x in chosen]
+        chosen = spread(cands, ctx.all_x(), n, self.min_distance)
+        return Proposal.from_array(chosen, ctx.space.domains)
 
     def recommend(self, ctx: SearchContext) -> Recommendation:
         _, y = ctx.completed_xy()
@@ -120,25 +120,3 @@ class RegMixSearcher:
         model = make_surrogate(self.surrogate, ctx.seed, **self.surrogate_options).fit(X, y)
         pred = model.predict(np.asarray(pool, dtype=float)[idx])         # (len(idx),)
         return idx[np.argsort(pred, kind="stable")][:n].tolist()
-
-
-def _spread(cands: np.ndarray, taken: np.ndarray, n: int, min_distance: float) -> np.ndarray:
-    """Greedily take ``n`` rows of ``cands`` (best first) at L1 distance >= min_distance from
-    ``taken`` and from each other, halving the distance while too few qualify. (n, k)."""
-    k = cands.shape[1]
-    chosen: list[np.ndarray] = []
-    used = np.zeros(len(cands), dtype=bool)
-    d = float(min_distance)
-    while len(chosen) < n:
-        ref = np.vstack([taken.reshape(-1, k)] + [c[None, :] for c in chosen])
-        for i in np.flatnonzero(~used):
-            if len(ref) == 0 or np.abs(ref - cands[i]).sum(axis=1).min() >= d:
-                chosen.append(cands[i])
-                used[i] = True
-                ref = np.vstack([ref, cands[i][None, :]])
-                if len(chosen) == n:
-                    break
-        if d == 0.0 and len(chosen) < n:   # fewer candidates than n: repeat the best ones
-            chosen += [cands[j % len(cands)] for j in range(n - len(chosen))]
-        d = 0.0 if d < 1e-6 else d / 2
-    return np.array(chosen[:n]).reshape(-1, k)

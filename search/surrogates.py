@@ -10,7 +10,7 @@ X of shape (n, k) (mixture weights), y of shape (n,). Names:
   at n >= 200 and lets trees split at all with 64 runs.
 * ``linear``: RegMix's linear regression on the weights, fitted on log(y) when every y > 0
   (``target="auto"``; better in CV on the RegMix runs), with optional ridge ``alpha``.
-* ``gp``: the posterior mean of a Gaussian process on warped weights (:mod:`search.gp`;
+* ``gp``: the posterior mean of a Gaussian process on warped weights (:mod:`mixopt.search.gp`;
   options ``warp``, ``max_fit_rows``); BoTorch is imported only when it is built.
 """
 
@@ -20,7 +20,7 @@ import inspect
 
 import numpy as np
 
-from mixopt.errors import ConfigError, UserError
+from mixopt.core.errors import ConfigError, UserError
 
 
 class NotEnoughDataError(UserError):
@@ -79,7 +79,7 @@ class LightGBMSurrogate:
         self.min_child_samples = min_child_samples
         self.model = None
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LightGBMSurrogate":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LightGBMSurrogate:
         import lightgbm as lgb
 
         X, y = _check_xy(self.name, X, y, self.min_rows)
@@ -118,7 +118,7 @@ class LinearSurrogate:
         self.model = None
         self._log = False
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearSurrogate":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearSurrogate:
         from sklearn.linear_model import LinearRegression, Ridge
 
         X, y = _check_xy(self.name, X, y, self.min_rows)
@@ -141,11 +141,11 @@ _SURROGATES = {"lightgbm": LightGBMSurrogate, "linear": LinearSurrogate}
 
 
 def _gp_surrogate(seed: int = 0, **opts: object):
-    """Build :class:`search.gp.GPSurrogate` lazily (torch/BoTorch load only for ``gp``)."""
+    """Build :class:`mixopt.search.gp.GPSurrogate` lazily (torch/BoTorch load only for ``gp``)."""
     unknown = sorted(set(opts) - {"warp", "max_fit_rows"})
     if unknown:
         raise ConfigError(f"surrogate gp: unknown option(s) {', '.join(unknown)}; allowed: max_fit_rows, warp")
-    from search.gp import GPSurrogate
+    from mixopt.search.gp import GPSurrogate
 
     return GPSurrogate(seed=seed, **opts)  # type: ignore[arg-type]
 

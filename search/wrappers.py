@@ -9,7 +9,7 @@ Each wrapper is a searcher itself and is stateless (reads everything from the co
 them from Python with searcher objects, or by name from a config with searcher names plus
 options:
 
-    >>> from search import get_searcher
+    >>> from mixopt.search import get_searcher
     >>> s = get_searcher("hybrid", {"init": "random", "main": "regmix", "n_init": 8,
     ...                             "main_options": {"surrogate": "linear"}})
     >>> s.main.surrogate
@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture
-from search.base import Observation, Proposal, Recommendation, SearchContext, Searcher
-from search.pool import select_from_pool
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture
+from mixopt.search.base import Observation, Proposal, Recommendation, SearchContext, Searcher
+from mixopt.search.pool import select_from_pool
 
 
 def _build(owner: str, key: str, s: Any, options: dict) -> Searcher:
     """A searcher object as is, or a registered name built with ``options``."""
     if isinstance(s, str):
-        from search import get_searcher
+        from mixopt.search import get_searcher
 
         return get_searcher(s, dict(options or {}))
     if not (hasattr(s, "suggest") and hasattr(s, "recommend")):
@@ -50,18 +50,10 @@ def _positive_int(owner: str, key: str, v: object, low: int) -> None:
         raise ConfigError(f"search.options.{key}: {v!r} must be an integer >= {low} ({owner})")
 
 
-def _mixture(p: Any) -> Mixture:
-    return p.mixture if hasattr(p, "mixture") else p
-
-
-def _fidelity(p: Any) -> int | None:
-    return getattr(p, "fidelity", None)
-
-
-def with_pending(ctx: SearchContext, proposals: list) -> SearchContext:
+def with_pending(ctx: SearchContext, proposals: list[Proposal]) -> SearchContext:
     """``ctx`` plus a PENDING observation per proposal (new trial ids after the last)."""
     start = max((o.trial_id for o in ctx.observations), default=-1) + 1
-    extra = tuple(Observation(start + i, _mixture(p), "PENDING", None, _fidelity(p))
+    extra = tuple(Observation(start + i, p.mixture, "PENDING", None, p.fidelity)
                   for i, p in enumerate(proposals))
     return SearchContext(ctx.space, ctx.observations + extra, ctx.seed, ctx.fidelities)
 
@@ -106,7 +98,7 @@ class Hybrid:
         first = select_from_pool(self.init, ctx, pool, k) if k else []
         if len(first) >= n:
             return first
-        rows = [Mixture.from_array(pool[i], ctx.space.domains) for i in first]
+        rows = [Proposal(Mixture.from_array(pool[i], ctx.space.domains)) for i in first]
         return first + [i for i in select_from_pool(self.main, with_pending(ctx, rows), pool, n - len(first))
                         if i not in first]
 
@@ -191,7 +183,7 @@ class Repeat:
         out: list = []
         for obs in counts.values():
             o = obs[0]
-            item = o.mixture if o.fidelity is None else Proposal(o.mixture, o.fidelity)
+            item = Proposal(o.mixture, o.fidelity)
             out += [item] * max(int(self.repeats) - len(obs), 0)
         return out
 

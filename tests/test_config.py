@@ -1,7 +1,7 @@
 import pytest
 
-from mixopt.config import load_config, parse_overrides
-from mixopt.errors import ConfigError
+from mixopt.core.errors import ConfigError
+from mixopt.run.config import load_config, parse_overrides
 
 
 def test_defaults_and_overrides(tmp_path):

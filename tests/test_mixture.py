@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from mixopt.errors import MixtureError, SpaceError
-from mixopt.mixture import Mixture, MixtureSpace
+from mixopt.core.errors import MixtureError, SpaceError
+from mixopt.core.mixture import Mixture, MixtureSpace
 
 
 def test_mixture_valid_and_aligned():

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixopt.errors import RunsTableError
-from mixopt.predict import predict
-from mixopt.runs_table import write_runs_table
+from mixopt.analysis.predict import predict
+from mixopt.core.errors import RunsTableError
+from mixopt.core.runs_table import write_runs_table
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchdata"
 

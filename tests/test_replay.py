@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixopt.errors import ConfigError, UserError
-from mixopt.replay import add_replay_parser, cmd_replay, parse_searchers, replay_pool
+from mixopt.analysis.replay import add_replay_parser, cmd_replay, parse_searchers, replay_pool
+from mixopt.core.errors import ConfigError, UserError
 
 DOMAINS = ("code", "legal", "prose", "math")
 

@@ -51,8 +51,8 @@ def test_run_local_writes_recommendation_and_mlflow(tmp_path, tiny_domains, caps
 
 def _flaky_trial(request):
     """The real trial function, except that odd trials fail the way a diverged proxy does."""
-    from mixopt.errors import TrialError
-    from proxies.train import run_trial
+    from mixopt.core.errors import TrialError
+    from mixopt.proxies.train import run_trial
 
     if request["trial_id"] % 2:
         raise TrialError(f"diverged at step 3: loss=nan (trial {request['trial_id']})")
@@ -60,9 +60,9 @@ def _flaky_trial(request):
 
 
 def test_failed_trials_are_recorded_with_reason(tmp_path, tiny_domains, capsys):
-    from mixopt.config import load_config
-    from mixopt.executor import LocalExecutor
-    from mixopt.runner import run
+    from mixopt.run.config import load_config
+    from mixopt.run.executors import LocalExecutor
+    from mixopt.run.loop import run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config(study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", uri, tmp_path / "out",
@@ -84,8 +84,8 @@ class CountingExecutor:
     """In-process executor that records which trials it ran."""
 
     def __init__(self):
-        from mixopt.executor import LocalExecutor
-        from proxies.train import run_trial
+        from mixopt.proxies.train import run_trial
+        from mixopt.run.executors import LocalExecutor
 
         self.ran = []
         self.inner = LocalExecutor(lambda r: (self.ran.append(r["trial_id"]), run_trial(r))[1])
@@ -107,8 +107,8 @@ class CountingExecutor:
 def test_resume_after_driver_died_reruns_only_unfinished(tmp_path, tiny_domains):
     """A driver killed with trials handed out: --resume runs those and new ones, never a COMPLETE one."""
     import mixopt
-    from mixopt.config import load_config
-    from mixopt.runner import run
+    from mixopt.run.config import load_config
+    from mixopt.run.loop import run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config(study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", uri, tmp_path / "out",

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixopt.errors import RunsTableError
-from mixopt.runs_table import RunsTable, read_runs_table, write_runs_table
+from mixopt.core.errors import RunsTableError
+from mixopt.core.runs_table import RunsTable, read_runs_table, write_runs_table
 
 
 def table(n=6) -> pd.DataFrame:
@@ -99,7 +99,7 @@ def test_write_failure_leaves_no_temp(tmp_path):
         write_runs_table(table(), tmp_path / "runs.xlsx")
     df = table()
     df["bad"] = [object()] * 6                                  # pyarrow cannot write this
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever pyarrow raises)
         write_runs_table(df, tmp_path / "runs.parquet")
     assert list(tmp_path.iterdir()) == []
 

@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
-from mixopt.errors import UserError
-from mixopt.scaling import (LawAcrossScale, bootstrap_predictions, fit_law_across_scale, fit_loss_scale,
-                            holdout_error)
+from mixopt.analysis.scaling_laws import (
+    LawAcrossScale,
+    bootstrap_predictions,
+    fit_law_across_scale,
+    fit_loss_scale,
+    holdout_error,
+)
+from mixopt.core.errors import UserError
 
 
 def grid(groups=3, noise=0.0, seed=0):
@@ -59,7 +64,7 @@ def test_mixing_law_across_scale_extrapolates_parameter_trends():
 
 
 def test_efficiency_leverage_law_recovered():
-    from mixopt.scaling import ELFit, efficiency_leverage, fit_dense_curve, fit_el
+    from mixopt.analysis.scaling_laws import ELFit, efficiency_leverage, fit_dense_curve, fit_el
 
     dense_C = np.geomspace(1e12, 1e15, 6)
     truth = fit_dense_curve(dense_C, 2.0 + 3e3 * dense_C ** -0.3)

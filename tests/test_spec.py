@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from mixopt.config import from_dict
-from mixopt.errors import ConfigError
-from mixopt.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec, merge_overrides
+from mixopt.core.errors import ConfigError
+from mixopt.core.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec, merge_overrides
+from mixopt.run.config import from_dict
 
 V = 4096
 

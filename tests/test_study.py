@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 import mixopt
-from mixopt.errors import MixtureError, RunsTableError, UserError
-from mixopt.mixture import MixtureSpace
-from mixopt.trial import TrialState
+from mixopt.core.errors import MixtureError, RunsTableError, UserError
+from mixopt.core.mixture import MixtureSpace
+from mixopt.core.trial import TrialState
 
 DOMAINS = ["code", "legal", "web"]
 OPT = np.array([0.6, 0.1, 0.3])

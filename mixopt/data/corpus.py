@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from mixopt.core.errors import ConfigError, DataError
 from mixopt.data import shards
 from mixopt.data.recipes import resolve_recipe
 from mixopt.data.sources import Document, DomainSource, select_documents
-from mixopt.errors import ConfigError, DataError
 
 FORMAT = 1
 SPLITS = ("train", "val")

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mixopt.core.errors import DataError
 from mixopt.data.sources import Document, DomainSource, Unit, file_units, read_text_file, walk_files
-from mixopt.errors import DataError
 
 CHUNK_BYTES = 32_000  # big files (dictionaries, metamath) are cut into documents of about this size
 

@@ -29,6 +29,7 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from mixopt.core.errors import DataError
 from mixopt.data.sources import (
     Document,
     DomainSource,
@@ -38,7 +39,6 @@ from mixopt.data.sources import (
     folder_sources,
     read_text_file,
 )
-from mixopt.errors import DataError
 
 RECIPES = ("pip", "debian")
 

@@ -1,6 +1,6 @@
 """The dashboard and the MLflow UI in a real headless Chromium (Debian's chromium + chromedriver).
 
-A real `mlflow server` and the dashboard (`python -m dashboards.cli dashboard`) on 127.0.0.1,
+A real `mlflow server` and the dashboard (`python -m mixopt.dashboards.cli dashboard`) on 127.0.0.1,
 a tiny finished study run against the server; pages are checked for what a person sees.
 Screenshots go to ``$MIXOPT_TEST_ARTIFACTS/screenshots`` (default: pytest's temp folder).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_http, study_yaml, write_domains
+from tests.conftest import free_port, study_yaml, wait_http, write_domains
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -84,13 +84,13 @@ def site(tmp_path_factory):
                      "--artifacts-destination", str(tmp / "artifacts")], f"{mlflow_url}/health", tmp / "mlflow.log",
                     env)]
     try:
-        from mixopt.config import load_config
-        from mixopt.runner import run
+        from mixopt.cli import run_study as run
+        from mixopt.run.config import load_config
 
         cfg = load_config(study_yaml(tmp / "s.yaml", write_domains(tmp / "domains"), tmp / "cache", mlflow_url,
                                      tmp / "out", budget={"trials": 4}, sweep={"baselines": ["uniform"]}))
         run(cfg)
-        procs.append(_start([sys.executable, "-m", "dashboards.cli", "dashboard", "--tracking-uri", mlflow_url,
+        procs.append(_start([sys.executable, "-m", "mixopt.dashboards.cli", "dashboard", "--tracking-uri", mlflow_url,
                              "--port", str(dport), "--refresh", "2"], dash_url, tmp / "dashboard.log", env))
         yield mlflow_url, dash_url, json.loads((tmp / "out" / "tiny" / "recommendation.json").read_text())
     finally:

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixopt.data import Corpus, Document, corpus_path_for, prepare_corpus, split_documents
-from mixopt.data import shards
-from mixopt.errors import ConfigError, DataError
+from mixopt.core.errors import ConfigError, DataError
+from mixopt.data import Corpus, Document, corpus_path_for, prepare_corpus, shards, split_documents
 
 SAMPLE = ("Hello, world!  Tabs\tand\nnewlines\r\n, ünïcødé 字 🙂, code: def f(x): return x**2\n"
           "   leading spaces and trailing   ")

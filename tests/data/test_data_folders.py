@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mixopt.core.errors import DataError
 from mixopt.data import Corpus, folder_sources, prepare_corpus, select_documents
-from mixopt.errors import DataError
 
 
 def _docs(domain: str, n: int) -> list[str]:

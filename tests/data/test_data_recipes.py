@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mixopt.data import pip_sources, prepare_corpus, select_documents
-from mixopt.data import recipes
+from mixopt.core.errors import DataError
+from mixopt.data import pip_sources, prepare_corpus, recipes, select_documents
 from mixopt.data.sources import module_docstrings
-from mixopt.errors import DataError
 
 
 def test_pip_recipe_has_six_nonempty_domains(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from mixopt.spec import DENSE_PRESETS, ProxySpec
-from proxies.gpt import GPT, GPTConfig
+from mixopt.core.spec import DENSE_PRESETS, ProxySpec
+from mixopt.proxies.gpt import GPT, GPTConfig
 
 V = 512
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mixopt.spec import MOE_PRESETS, ProxySpec
-from proxies.moe import MoEConfig, MoEGPT, MoELayer
-from proxies.train import build_model, run_trial
+from mixopt.core.spec import MOE_PRESETS, ProxySpec
+from mixopt.proxies.moe import MoEConfig, MoEGPT, MoELayer
+from mixopt.proxies.train import build_model, run_trial
 
 V = 64
 

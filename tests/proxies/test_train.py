@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from mixopt.errors import MixtureError, TrialError
-from mixopt.spec import ProxySpec
-from proxies import train
-from proxies.gpt import GPT
+from mixopt.core.errors import MixtureError, TrialError
+from mixopt.core.spec import ProxySpec
 from mixopt.data.corpus import Corpus
-from proxies.train import MixtureSampler, eval_batches, lr_at, run_trial
+from mixopt.proxies import train
+from mixopt.proxies.gpt import GPT
+from mixopt.proxies.train import MixtureSampler, eval_batches, lr_at, run_trial
 
 V = 64
 
@@ -134,7 +134,7 @@ def test_divergence_raises_trial_error(corpus_dir, monkeypatch):
 
 
 def test_sampler_follows_weights(corpus_dir):
-    from mixopt.mixture import Mixture
+    from mixopt.core.mixture import Mixture
     corpus = Corpus.open(corpus_dir)
     s = MixtureSampler(corpus, Mixture({"cycle": 0.25, "noise": 0.75, "held": 0.0, "empty": 0.0}),
                        B=64, T=16, seed=0)

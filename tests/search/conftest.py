@@ -2,8 +2,8 @@
 
 import pytest
 
-from mixopt.mixture import Mixture
-from search.base import Observation, SearchContext
+from mixopt.core.mixture import Mixture
+from mixopt.search.base import Observation, SearchContext
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The conformance suite every registered searcher passes (Optuna / Ray Tune habit).
 
-Parametrized over ``search.available()``: reproducible under a seed, FAILED trials and nan/inf
+Parametrized over ``mixopt.search.available()``: reproducible under a seed, FAILED trials and nan/inf
 values, warm start, pending trials, proposals and recommendations inside a space with floors
 and caps, and pool selection. A searcher whose module does not import (yet) is skipped with
 the reason. ``FAST`` holds small options per name so the file runs in well under a minute.
@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from mixopt.mixture import Mixture, MixtureSpace
-from search import Fidelity, Observation, SearchContext, available, get_searcher
-from search.dirichlet import sample
-from search.pool import select_from_pool
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.search import Fidelity, Observation, SearchContext, available, get_searcher
+from mixopt.search.dirichlet import sample
+from mixopt.search.pool import select_from_pool
 
 DOMAINS = ("a", "b", "c", "d")
 _REGMIX = {"n_candidates": 500, "top_k": 20, "surrogate_options": {"n_estimators": 50}}

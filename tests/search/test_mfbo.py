@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixopt.errors import ConfigError  # noqa: E402
-from mixopt.mixture import Mixture, MixtureSpace  # noqa: E402
-from search import Fidelity, Observation, Proposal, SearchContext, get_searcher  # noqa: E402
-from search.dirichlet import sample  # noqa: E402
-from search.mfbo import fidelity_features  # noqa: E402
+from mixopt.core.errors import ConfigError  # noqa: E402
+from mixopt.core.mixture import Mixture, MixtureSpace  # noqa: E402
+from mixopt.search import Fidelity, Observation, Proposal, SearchContext, get_searcher  # noqa: E402
+from mixopt.search.dirichlet import sample  # noqa: E402
+from mixopt.search.mfbo import fidelity_features  # noqa: E402
 
 DOMAINS = ("a", "b", "c", "d")
 TARGET = np.array([0.4, 0.3, 0.2, 0.1])

@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture, MixtureSpace
-from search import Observation, SearchContext, get_searcher
-from search.dirichlet import sample
-from search.mixing_law import MixingLaw, fit_mixing_law, kl
-from search.pool import select_from_pool
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.search import Observation, SearchContext, get_searcher
+from mixopt.search.dirichlet import sample
+from mixopt.search.mixing_law import MixingLaw, fit_mixing_law, kl
+from mixopt.search.pool import select_from_pool
 
 DOMAINS = ("a", "b", "c", "d", "e")
 T_TRUE = np.array([-2.0, 0.5, 1.0, 0.3, 0.2])
+
+
+def _mix(proposals) -> list:
+    """The mixtures of a searcher's proposals."""
+    return [p.mixture for p in proposals]
 
 
 @pytest.fixture
@@ -58,7 +63,7 @@ def test_proposals_and_recommendation_inside_space(space):
     X, y = law_data(40, noise=0.01)
     s = get_searcher("mixing_law", {"n_candidates": 300})
     ctx = ctx_of(space, X, y)
-    props = s.suggest(ctx, 5)
+    props = _mix(s.suggest(ctx, 5))
     assert len(props) == 5 and all(space.contains(m) for m in props)
     A = np.array([m.as_array(DOMAINS) for m in props])
     d = np.abs(A[:, None] - A[None]).sum(-1) + 9 * np.eye(5)
@@ -86,7 +91,7 @@ def test_explores_until_min_fit_then_selects_by_prediction(space):
     ctx = ctx_of(space, X, y)
     assert s.fit(ctx) is None and s.recommend(ctx).info["source"] == "best_trial"
     expect = sample(space, 3, ctx.rng("mixing_law.explore"))
-    assert np.allclose([m.as_array(DOMAINS) for m in s.suggest(ctx, 3)], expect)
+    assert np.allclose([m.as_array(DOMAINS) for m in _mix(s.suggest(ctx, 3))], expect)
     X, y = law_data(40, noise=0.0)
     pool = np.random.default_rng(5).dirichlet(np.ones(5), 50)
     idx = select_from_pool(s, ctx_of(space, X, y), pool, 5)
@@ -102,9 +107,9 @@ def test_options_are_checked():
 
 def test_per_domain_laws_when_trials_report_domain_losses():
     """With per-domain losses, one law per domain is fitted and their weighted sum minimized."""
-    from mixopt.mixture import Mixture, MixtureSpace
-    from search import get_searcher
-    from search.base import Observation, SearchContext
+    from mixopt.core.mixture import Mixture, MixtureSpace
+    from mixopt.search import get_searcher
+    from mixopt.search.base import Observation, SearchContext
 
     doms = ("a", "b", "c")
     space = MixtureSpace(doms, (0.0,) * 3, (1.0,) * 3, (1 / 3,) * 3)

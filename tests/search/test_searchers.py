@@ -7,16 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import MixtureSpace
-from search import SearchContext, get_searcher
-from search.dirichlet import sample
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import MixtureSpace
+from mixopt.search import SearchContext, get_searcher
+from mixopt.search.dirichlet import sample
 from tests.search.conftest import ctx_from
 
 DOMAINS = ("a", "b", "c", "d")
 FAST = {"regmix": {"n_candidates": 2000, "top_k": 20, "surrogate_options": {"n_estimators": 100}},
         "random": {}, "dirichlet": {}}
 TARGET = np.array([0.4, 0.3, 0.2, 0.1])
+
+
+def _mix(proposals) -> list:
+    """The mixtures of a searcher's proposals."""
+    return [p.mixture for p in proposals]
 
 
 @pytest.fixture
@@ -43,12 +48,12 @@ def test_suggest_inside_space_and_reproducible(space, name):
     for n_hist in (0, 30):
         X, y = history(space, n_hist)
         ctx = ctx_from(space, X, y, seed=7)
-        a = make(name).suggest(ctx, 5)
-        b = make(name).suggest(ctx_from(space, X, y, seed=7), 5)   # a "restarted" process
+        a = _mix(make(name).suggest(ctx, 5))
+        b = _mix(make(name).suggest(ctx_from(space, X, y, seed=7), 5))   # a "restarted" process
         assert len(a) == 5 and a == b
         for m in a:
             assert space.contains(m), m
-        c = make(name).suggest(ctx_from(space, X, y, seed=8), 5)
+        c = _mix(make(name).suggest(ctx_from(space, X, y, seed=8), 5))
         assert c != a
 
 
@@ -62,7 +67,7 @@ def test_failed_and_nonfinite_values_are_ignored(space, name):
     ctx = ctx_from(space, X, y, states)
     Xc, yc = ctx.completed_xy()
     assert len(yc) == 26 and np.all(np.isfinite(yc))
-    ms = make(name).suggest(ctx, 3)
+    ms = _mix(make(name).suggest(ctx, 3))
     assert all(space.contains(m) for m in ms)
     rec = make(name).recommend(ctx)
     assert space.contains(rec.mixture)
@@ -78,17 +83,17 @@ def test_recommend_with_no_history_is_inside(space, name):
 def test_regmix_pending_trials_change_the_batch(space):
     X, y = history(space, 30)
     s = make("regmix")
-    first = s.suggest(ctx_from(space, X, y), 3)
+    first = _mix(s.suggest(ctx_from(space, X, y), 3))
     ctx = ctx_from(space, list(X) + [first[0].as_array(DOMAINS)], list(y) + [None],
                    ["COMPLETE"] * 30 + ["PENDING"])
-    second = s.suggest(ctx, 3)
+    second = _mix(s.suggest(ctx, 3))
     pend = first[0].as_array(DOMAINS)
     assert all(np.abs(m.as_array(DOMAINS) - pend).sum() >= s.min_distance - 1e-9 for m in second)
 
 
 def test_regmix_batch_is_spread(space):
     X, y = history(space, 30)
-    ms = make("regmix").suggest(ctx_from(space, X, y), 6)
+    ms = _mix(make("regmix").suggest(ctx_from(space, X, y), 6))
     A = np.array([m.as_array(DOMAINS) for m in ms])
     d = np.abs(A[:, None, :] - A[None, :, :]).sum(-1) + np.eye(6) * 9
     assert d.min() >= 0.05 - 1e-9
@@ -98,7 +103,7 @@ def test_regmix_falls_back_to_dirichlet_with_few_points(space):
     X, y = history(space, 5)
     ctx = ctx_from(space, X, y)
     s = make("regmix")
-    ms = s.suggest(ctx, 4)
+    ms = _mix(s.suggest(ctx, 4))
     expect = sample(space, 4, ctx.rng("regmix.explore"))
     assert np.allclose([m.as_array(DOMAINS) for m in ms], expect, atol=1e-9)
     rec = s.recommend(ctx)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from mixopt.errors import ConfigError
-from search.surrogates import NotEnoughDataError, make_surrogate
+from mixopt.core.errors import ConfigError
+from mixopt.search.surrogates import NotEnoughDataError, make_surrogate
 
 
 def data(n, seed=0):

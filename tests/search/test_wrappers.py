@@ -7,17 +7,22 @@ import math
 import numpy as np
 import pytest
 
-from mixopt.errors import ConfigError
-from mixopt.mixture import Mixture, MixtureSpace
-from search import Observation, SearchContext, get_searcher
-from search.dirichlet import DirichletSearcher, sample
-from search.pool import select_from_pool
-from search.regmix import RegMixSearcher
-from search.wrappers import ConcurrencyLimit, Hybrid, Repeat
+from mixopt.core.errors import ConfigError
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.search import Observation, SearchContext, get_searcher
+from mixopt.search.dirichlet import DirichletSearcher, sample
+from mixopt.search.pool import select_from_pool
+from mixopt.search.regmix import RegMixSearcher
+from mixopt.search.wrappers import ConcurrencyLimit, Hybrid, Repeat
 
 DOMAINS = ("a", "b", "c")
 SPACE = MixtureSpace(DOMAINS, (0.0, 0.0, 0.1), (1.0, 0.7, 1.0))
 LIN = {"surrogate": "linear", "n_candidates": 300, "top_k": 10}
+
+
+def _mix(proposals) -> list:
+    """The mixtures of a searcher's proposals."""
+    return [p.mixture for p in proposals]
 
 
 def obs(i, x, state="COMPLETE", value=1.0):
@@ -37,12 +42,12 @@ def hist(n):
 def test_hybrid_switches_after_n_init():
     h = Hybrid(DirichletSearcher(), RegMixSearcher(**LIN), 6)
     ctx = ctx_of(hist(3))
-    rnd = DirichletSearcher().suggest(ctx, 3)
-    assert h.suggest(ctx, 3) == rnd                                  # still the initial design
-    both = h.suggest(ctx, 5)                                         # 3 random, then regmix
+    rnd = _mix(DirichletSearcher().suggest(ctx, 3))
+    assert _mix(h.suggest(ctx, 3)) == rnd                                  # still the initial design
+    both = _mix(h.suggest(ctx, 5))                                         # 3 random, then regmix
     assert both[:3] == rnd and len(both) == 5
     ctx10 = ctx_of(hist(10))
-    assert h.suggest(ctx10, 2) == RegMixSearcher(**LIN).suggest(ctx10, 2)
+    assert _mix(h.suggest(ctx10, 2)) == _mix(RegMixSearcher(**LIN).suggest(ctx10, 2))
     assert h.recommend(ctx10) == RegMixSearcher(**LIN).recommend(ctx10)
 
 
@@ -70,11 +75,11 @@ def test_concurrency_limit():
     c = ConcurrencyLimit(DirichletSearcher(), max_pending=3)
     items = hist(4) + [(x, "PENDING") for x in sample(SPACE, 2, np.random.default_rng(9))]
     ctx = ctx_of(items)
-    assert len(c.suggest(ctx, 5)) == 1
-    assert c.suggest(ctx, 5) == DirichletSearcher().suggest(ctx, 1)
+    assert len(_mix(c.suggest(ctx, 5))) == 1
+    assert _mix(c.suggest(ctx, 5)) == _mix(DirichletSearcher().suggest(ctx, 1))
     full = ctx_of(items + [(sample(SPACE, 1, np.random.default_rng(8))[0], "RUNNING")])
-    assert c.suggest(full, 4) == [] and select_from_pool(c, full, sample(SPACE, 5, np.random.default_rng(1)), 2) == []
-    assert len(c.suggest(ctx_of(hist(4)), 2)) == 2
+    assert _mix(c.suggest(full, 4)) == [] and select_from_pool(c, full, sample(SPACE, 5, np.random.default_rng(1)), 2) == []
+    assert len(_mix(c.suggest(ctx_of(hist(4)), 2))) == 2
     assert get_searcher("concurrency_limit", {"searcher": "regmix", "options": LIN, "max_pending": 2}).max_pending == 2
     with pytest.raises(ConfigError, match="max_pending"):
         ConcurrencyLimit(DirichletSearcher(), 0)
@@ -83,15 +88,15 @@ def test_concurrency_limit():
 def test_repeat_proposes_copies_and_tops_up():
     r = Repeat(DirichletSearcher(), repeats=3)
     ctx = ctx_of(hist(2))                                            # warm-start mixtures: 1 trial each
-    assert Repeat(DirichletSearcher(), 3, top_up=False).suggest(ctx, 4)[:3] == [DirichletSearcher().suggest(
-        Repeat(DirichletSearcher(), 3).collapse(ctx), 2)[0]] * 3
-    first = r.suggest(ctx, 4)                                        # top-ups first: 2 + 2 copies of hist[0]/[1]
+    assert _mix(Repeat(DirichletSearcher(), 3, top_up=False).suggest(ctx, 4))[:3] == [_mix(DirichletSearcher().suggest(
+        Repeat(DirichletSearcher(), 3).collapse(ctx), 2))[0]] * 3
+    first = _mix(r.suggest(ctx, 4))                                        # top-ups first: 2 + 2 copies of hist[0]/[1]
     assert first == [Mixture.from_array(hist(2)[0][0], DOMAINS)] * 2 + [Mixture.from_array(hist(2)[1][0], DOMAINS)] * 2
     done = [(x, "COMPLETE", 1.0) for x, *_ in hist(2) for _ in range(3)]
-    new = r.suggest(ctx_of(done), 5)
+    new = _mix(r.suggest(ctx_of(done), 5))
     assert new[0] == new[1] == new[2] and new[3] == new[4] and new[0] != new[3]
     m = new[0].as_array(DOMAINS)                                     # one copy run: top up the other two
-    assert r.suggest(ctx_of(done + [(m, "COMPLETE", 1.0)]), 2) == [new[0]] * 2
+    assert _mix(r.suggest(ctx_of(done + [(m, "COMPLETE", 1.0)]), 2)) == [new[0]] * 2
 
 
 def test_repeat_collapses_with_nanmean():

@@ -2,7 +2,7 @@
 
 Reads trials through the study API (never by parsing run names), groups COMPLETE trials by
 mixture, fits (1) loss vs scale per mixture and (2) the mixing law across scale
-(:mod:`mixopt.scaling`), prints a table, and logs each fit as an MLflow run of its own
+(:mod:`mixopt.analysis.scaling_laws`), prints a table, and logs each fit as an MLflow run of its own
 (role ``fit``) with parameters, held-out goodness of fit, bootstrap intervals and plots.
 """
 
@@ -15,9 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.errors import UserError
-from mixopt.scaling import bootstrap_predictions, fit_law_across_scale, fit_loss_scale, holdout_error
-from mixopt.study import Study
+from mixopt.analysis.scaling_laws import (
+    bootstrap_predictions,
+    efficiency_leverage,
+    fit_dense_curve,
+    fit_el,
+    fit_law_across_scale,
+    fit_loss_scale,
+    holdout_error,
+)
+from mixopt.core.errors import UserError
+from mixopt.search.dirichlet import sample
+from mixopt.search.mixing_law import minimize_law
+from mixopt.study.study import Study
 
 
 def scale_of(spec) -> float:
@@ -47,7 +57,7 @@ def collect(study: Study) -> dict[str, Any]:
             "labels": labels, "mixtures": np.array(mixtures)}
 
 
-def _multi_scale_groups(data: dict[str, Any]) -> np.ndarray:
+def multi_scale_groups(data: dict[str, Any]) -> np.ndarray:
     """Group indices with runs at >= 2 distinct (N, D) scales."""
     ok = [i for i in range(len(data["labels"]))
           if len({(n, d) for n, d in zip(data["N"][data["g"] == i], data["D"][data["g"] == i])}) >= 2]
@@ -57,7 +67,7 @@ def _multi_scale_groups(data: dict[str, Any]) -> np.ndarray:
 def fit_loss_vs_scale(study: Study, target: tuple[float, float], reps: int, out: Path,
                       storage=None, seed: int = 0) -> dict[str, Any]:
     data = collect(study)
-    keep = _multi_scale_groups(data)
+    keep = multi_scale_groups(data)
     if len(keep) == 0:
         raise UserError(f"fit: no mixture of study {study.name!r} was trained at 2 or more scales; run a sweep "
                         "across a ladder first (config `ladder:` and `sweep:`)")
@@ -81,7 +91,7 @@ def fit_loss_vs_scale(study: Study, target: tuple[float, float], reps: int, out:
                             "pred_target": float(pred[i]),
                             "pred_target_90ci": [float(lo[i]), float(hi[i])]} for i, lab in enumerate(labels)]}
     files = [_write_json(out / "fit_loss_scale.json", result), _plot_loss_scale(fit, g, N, D, L, target, out)]
-    if storage is not None and hasattr(storage, "log_run"):
+    if storage is not None:
         metrics = {"alpha": fit.alpha, "beta": fit.beta, "heldout_rel_error_mean": result["heldout_rel_error_mean"],
                    "heldout_rel_error_max": result["heldout_rel_error_max"]}
         for r in result["mixtures"]:
@@ -96,8 +106,6 @@ def fit_loss_vs_scale(study: Study, target: tuple[float, float], reps: int, out:
 
 def fit_mixing_law_across_scale(study: Study, target: tuple[float, float], out: Path, storage=None,
                                 seed: int = 0) -> dict[str, Any]:
-    from search.mixing_law import minimize_law
-    from search.dirichlet import sample
 
     data = collect(study)
     rungs: dict[tuple[float, float], list[int]] = {}
@@ -115,7 +123,7 @@ def fit_mixing_law_across_scale(study: Study, target: tuple[float, float], out: 
               "best_mixture_at_target": dict(zip(study.space.domains, best.tolist())),
               "predicted_at_target": float(at.predict(best[None])[0])}
     files = [_write_json(out / "fit_mixing_law.json", result)]
-    if storage is not None and hasattr(storage, "log_run"):
+    if storage is not None:
         metrics = {f"best.w.{d}": float(w) for d, w in result["best_mixture_at_target"].items()}
         metrics["predicted_at_target"] = result["predicted_at_target"]
         storage.log_run(study.name, "fit-mixing-law-across-scale", "fit",
@@ -126,8 +134,7 @@ def fit_mixing_law_across_scale(study: Study, target: tuple[float, float], out: 
 
 def fit_moe_leverage(study: Study, out: Path, storage=None) -> dict[str, Any]:
     """Efficiency leverage of each MoE run against the dense loss-vs-compute curve of the same
-    mixture, then ``EL(A, G, C)`` fitted across the MoE runs (:func:`mixopt.scaling.fit_el`)."""
-    from mixopt.scaling import efficiency_leverage, fit_dense_curve, fit_el
+    mixture, then ``EL(A, G, C)`` fitted across the MoE runs (:func:`mixopt.analysis.scaling_laws.fit_el`)."""
 
     data = collect(study)
     rows = []  # (A, G, C, EL, label)
@@ -156,7 +163,7 @@ def fit_moe_leverage(study: Study, out: Path, storage=None) -> dict[str, Any]:
               "runs": [{"label": str(lab), "A": float(a), "G": float(g), "C": float(c), "EL": float(e),
                         "EL_fit": float(p)} for a, g, c, e, lab, p in zip(A, G, C, EL, labels, pred)]}
     files = [_write_json(out / "fit_moe_el.json", result)]
-    if storage is not None and hasattr(storage, "log_run"):
+    if storage is not None:
         storage.log_run(study.name, "fit-moe-efficiency-leverage", "fit", {"form": result["form"], "runs": len(A)},
                         {k: result[k] for k in ("a", "d", "beta", "gamma", "rel_error_mean")},
                         {"mixopt.fit": "moe_el"}, files)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mixopt.errors import ConfigError
+from mixopt.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None, corpus_domains: Sequence[str],
-                    where: str = "objective") -> "Objective":
+                    where: str = "objective") -> Objective:
         cfg = dict(cfg or {})
         allowed = {"domain", "weights", "target"}
         for k in cfg:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixopt.errors import MixtureError, SpaceError
+from mixopt.core.errors import MixtureError, SpaceError
 
 SUM_TOL = 1e-6
 
@@ -60,7 +60,7 @@ class Mixture(Mapping[str, float]):
 
     @classmethod
     def from_array(cls, x: Sequence[float] | np.ndarray, domains: Sequence[str],
-                   renormalize: bool = True) -> "Mixture":
+                   renormalize: bool = True) -> Mixture:
         """Build from a vector aligned with ``domains``; tiny float drift is renormalized away."""
         a = np.asarray(x, dtype=float)
         if a.shape != (len(domains),):
@@ -137,7 +137,7 @@ class MixtureSpace:
     def build(cls, domains: Sequence[str], tokens: Mapping[str, int] | None = None,
               target_tokens: float | None = None, max_epochs: float | None = None,
               floors: Mapping[str, float] | None = None, caps: Mapping[str, float] | None = None,
-              where: str = "space") -> "MixtureSpace":
+              where: str = "space") -> MixtureSpace:
         """Space from config: floors/caps by domain plus the repetition cap.
 
         The repetition cap is ``p_j <= max_epochs * tokens_j / target_tokens``: a domain may

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixopt.errors import RunsTableError
-from mixopt.runs_table import RunsTable, read_runs_table
+from mixopt.core.errors import RunsTableError
+from mixopt.core.runs_table import RunsTable, read_runs_table
 
 
 def _aligned_test_weights(train: RunsTable, test: RunsTable) -> np.ndarray:
@@ -26,20 +26,20 @@ def _aligned_test_weights(train: RunsTable, test: RunsTable) -> np.ndarray:
 
 
 def predict(train: str, test: str, objective: str, surrogate: str, n_train: int | None = None,
-            seed: int = 0) -> dict:
+            seed: int = 0, surrogate_options: dict | None = None) -> dict:
     """Fit ``surrogate`` on TRAIN and report rank/linear correlation on TEST.
 
     Rows whose objective is not finite (failed runs) are dropped from both tables first. With
     ``n_train`` smaller than the remaining train rows, a seeded uniform random subset of
     ``n_train`` rows is used (``numpy.random.default_rng(seed)``, without replacement), so
     repeated seeds give independent subsets; ``None`` uses every row. ``seed`` also seeds
-    the surrogate.
+    the surrogate; ``surrogate_options`` go to the surrogate (e.g. ``{"warp": "clr"}`` for gp).
 
     Returns ``{"spearman", "pearson", "n_train", "n_test", "surrogate", "objective"}``.
     """
     from scipy import stats
 
-    from search.surrogates import make_surrogate
+    from mixopt.search.surrogates import make_surrogate
 
     tr = read_runs_table(train, objective)
     te = read_runs_table(test, objective)
@@ -61,7 +61,7 @@ def predict(train: str, test: str, objective: str, surrogate: str, n_train: int 
         raise RunsTableError(f"{train}: only {len(ytr)} runs with a finite {objective!r}; need >= 2")
     if len(yte) < 3:
         raise RunsTableError(f"{test}: only {len(yte)} runs with a finite {objective!r}; need >= 3")
-    model = make_surrogate(surrogate, seed=seed).fit(Xtr, ytr)
+    model = make_surrogate(surrogate, seed=seed, **dict(surrogate_options or {})).fit(Xtr, ytr)
     pred = model.predict(Xte)
     return {"spearman": float(stats.spearmanr(pred, yte).statistic),
             "pearson": float(stats.pearsonr(pred, yte).statistic),

@@ -1,7 +1,7 @@
 """Executors run trial functions: in this process (tests, debugging) or as Ray tasks.
 
-The trial function is named by an import path (default ``proxies.train:run_trial``) so that
-mixopt never imports ``proxies`` at load time. An exception raised by the trial function is an
+The trial function is named by an import path (default ``mixopt.proxies.train:run_trial``) so that
+the driver never imports torch; the worker imports it. An exception raised by the trial function is an
 *application* error: the trial is FAILED with that reason, never retried. A lost worker or
 node is a *system* failure: Ray retries the task up to ``max_retries`` times first.
 """
@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mixopt.config import ExecutorConfig
+from mixopt.core.worker import TrialRequest
+from mixopt.run.config import ExecutorConfig
 
-TRIAL_FN = "proxies.train:run_trial"
+TRIAL_FN = "mixopt.proxies.train:run_trial"
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ class LocalExecutor:
         self.capacity = capacity
         self._done: list[Finished] = []
 
-    def submit(self, trial_id: int, request: dict[str, Any]) -> None:
+    def submit(self, trial_id: int, request: TrialRequest) -> None:
         try:
-            self._done.append(Finished(trial_id, self.fn(request), None))
+            self._done.append(Finished(trial_id, self.fn(request.to_dict()), None))
         except Exception as e:  # application error: recorded as FAILED with its reason
             self._done.append(Finished(trial_id, None, _reason(e)))
 
@@ -98,8 +99,8 @@ class RayExecutor:
                                   retry_exceptions=False)(_call)
         self._refs: dict[Any, int] = {}
 
-    def submit(self, trial_id: int, request: dict[str, Any]) -> None:
-        self._refs[self._remote.remote(self.fn, request)] = trial_id
+    def submit(self, trial_id: int, request: TrialRequest) -> None:
+        self._refs[self._remote.remote(self.fn, request.to_dict())] = trial_id
 
     def running(self) -> int:
         return len(self._refs)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mixopt.errors import RunsTableError
+from mixopt.core.errors import RunsTableError
 
 WEIGHT_PREFIX = "w."
 SUM_TOL = 1e-3
@@ -47,7 +47,7 @@ class RunsTable:
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, source: str = "<dataframe>",
-                   objective: str | None = None) -> "RunsTable":
+                   objective: str | None = None) -> RunsTable:
         """Validate an in-memory table (a copy is kept); errors name ``source``."""
         return _validate(Path(source) if source != "<dataframe>" else source, df.copy(), objective)
 

@@ -2,7 +2,7 @@
 
 Each searcher is replayed against the table as a **pool**: the space is the table's ``w.``
 domains (no floors or caps, prior = the mean of the pool's weights); at each step the searcher
-picks one row not yet evaluated (:func:`search.pool.select_from_pool`: a model-based searcher
+picks one row not yet evaluated (:func:`mixopt.search.pool.select_from_pool`: a model-based searcher
 scores the remaining rows, a proposal-only one has its proposal snapped to the nearest
 remaining row) and then sees that row's objective as a COMPLETE observation (a row whose
 objective is nan/inf is seen as FAILED). The objective is negated with ``maximize`` so every
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.errors import UserError
+from mixopt.core.errors import UserError
 
 TOPS = (("top1", 0.01), ("top5", 0.05))
 
@@ -91,7 +91,7 @@ def parse_searchers(text: str) -> list[tuple[str, str, dict]]:
 
 
 def _build_searchers(specs: list[tuple[str, str, dict]]) -> dict[str, Any]:
-    from search import get_searcher
+    from mixopt.search import get_searcher
 
     built = {}
     for label, name, opts in specs:
@@ -117,8 +117,8 @@ def _top_sets(v: np.ndarray) -> dict[str, np.ndarray]:
 def _run_one(searcher: Any, space: Any, mixtures: list, W: np.ndarray, v: np.ndarray,
              budget: int, seed: int, init_rows: np.ndarray) -> list[int]:
     """The rows evaluated by ``searcher`` in order, length ``budget``."""
-    from search import Observation, SearchContext
-    from search.pool import select_from_pool
+    from mixopt.search import Observation, SearchContext
+    from mixopt.search.pool import select_from_pool
 
     order: list[int] = []
     obs: list = []
@@ -147,7 +147,7 @@ def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], sea
                 budget: int, seeds: int, init: int = 0) -> dict[str, dict]:
     """Replay ``searchers`` on a pool: weights W (N, k) aligned to ``domains``, ``values`` (N,) to
     minimize (nan = failed run). Returns ``{label: figures}`` (see the module docstring)."""
-    from mixopt.mixture import Mixture, MixtureSpace
+    from mixopt.core.mixture import Mixture, MixtureSpace
 
     W = np.asarray(W, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -203,7 +203,7 @@ def replay_table(runs: str, objective: str, searchers: str | list, budget: int, 
                  init: int = 0, maximize: bool = False) -> dict[str, dict]:
     """Read the runs table ``runs`` and replay on it; ``objective`` negated when ``maximize``.
     Regret curves are in objective units either way (>= 0)."""
-    from mixopt.runs_table import read_runs_table
+    from mixopt.core.runs_table import read_runs_table
 
     table = read_runs_table(runs, objective=objective)
     v = table.metric(objective)
@@ -243,7 +243,7 @@ def format_table(results: dict[str, dict], budget: int) -> str:
         for key in ("top1", "top5"):
             med = r[f"evals_to_{key}_median"]
             ref = base.get(f"evals_to_{key}_median")
-            miss = f"*" if r[f"missed_{key}"] else ""
+            miss = "*" if r[f"missed_{key}"] else ""
             cells.append(f"{med:>6g}{miss:<1}" + (f"{med / ref:>8.2f}" if ref else f"{'':>8}"))
         lines.append(f"{label:<34}{cells[0]}{cells[1]}{r['curve'][-1]:>14.4g}{r['wall_s']:>8.1f}")
     lines.append(f"(median evaluations, init included, to reach the top 1% / 5% of the pool; "

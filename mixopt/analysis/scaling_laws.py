@@ -12,7 +12,7 @@
    extrapolated linearly in log-compute to the target scale, and the law minimized there.
 
 Everything here is numpy/scipy; reading runs and logging fits to MLflow is in
-:func:`run_fit`, through the study API and :mod:`mixopt.tracking`.
+:func:`run_fit`, through the study API and :mod:`mixopt.study.mlflow_storage`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-from mixopt.errors import UserError
+from mixopt.core.errors import UserError
+from mixopt.search.mixing_law import MixingLaw, fit_mixing_law
 
 
 @dataclass
@@ -145,7 +146,6 @@ class LawAcrossScale:
 
     def at(self, compute: float):
         """The law extrapolated to ``compute`` (linear in log-compute; constant with one rung)."""
-        from search.mixing_law import MixingLaw
 
         x = np.log(self.computes)
         z = math.log(compute)
@@ -162,7 +162,6 @@ class LawAcrossScale:
 
 def fit_law_across_scale(rungs: list[tuple[float, np.ndarray, np.ndarray]], seed: int = 0) -> LawAcrossScale:
     """``rungs``: (compute, X (n, k), y (n,)) per ladder rung -> per-rung mixing laws + trend."""
-    from search.mixing_law import fit_mixing_law
 
     laws = []
     for compute, X, y in rungs:

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mixopt.mixture import Mixture
-from mixopt.spec import ProxySpec
+from mixopt.core.mixture import Mixture
+from mixopt.core.spec import ProxySpec
 
 
 class TrialState(str, enum.Enum):
@@ -47,7 +47,7 @@ class Trial:
     run_id: str | None = None
     label: str = ""  # a name for an enqueued mixture ("uniform", "recommended", ...), else ""
 
-    def with_(self, **kw: Any) -> "Trial":
+    def with_(self, **kw: Any) -> Trial:
         return replace(self, **kw)
 
     @property

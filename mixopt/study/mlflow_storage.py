@@ -1,6 +1,6 @@
 """MLflow as the store of record (the only module that imports mlflow).
 
-Schema (DESIGN.md): experiment per study; one parent run per study (tag ``mixopt.role=study``,
+Schema (docs/architecture.md, "MLflow schema"): experiment per study; one parent run per study (tag ``mixopt.role=study``,
 the study metadata as JSON in tag ``mixopt.meta`` and artifact ``study.json``); one nested
 child run per trial with params ``w.<domain>`` and ``proxy.<field>``, metrics
 ``loss.<domain>`` (with step), ``objective``, throughput, and tags ``mixopt.study``,
@@ -15,26 +15,22 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from mixopt.errors import UserError
-from mixopt.mixture import Mixture
-from mixopt.spec import ProxySpec
-from mixopt.storage import Storage
-from mixopt.trial import Trial, TrialState
+from mixopt.core.errors import UserError
+from mixopt.core.loader import from_dict
+from mixopt.core.mixture import Mixture
+from mixopt.core.spec import ProxySpec
+from mixopt.core.trial import Trial, TrialState
+from mixopt.study.storage import Storage, default_tracking_uri
 
 _STATUS = {TrialState.WAITING: "SCHEDULED", TrialState.PENDING: "SCHEDULED", TrialState.RUNNING: "RUNNING",
            TrialState.COMPLETE: "FINISHED", TrialState.FAILED: "FAILED"}
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(ProxySpec)}
 _TAG_LIMIT = 7500  # MLflow caps tag values at 8000 characters
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 def _client(uri: str):
@@ -138,6 +134,10 @@ class MlflowStorage(Storage):
         found = self._find_parent(name)
         if found:
             self.client.update_run(found[1], status=status)
+
+    def study_status(self, name: str) -> str | None:
+        found = self._find_parent(name)
+        return None if found is None else self.client.get_run(found[1]).info.status
 
     # --- trials -------------------------------------------------------------------------
     def trials(self, name: str) -> list[Trial]:
@@ -252,6 +252,14 @@ class MlflowStorage(Storage):
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
+    def runs(self, name: str, role: str) -> list[dict[str, Any]]:
+        found = self._find_parent(name)
+        if found is None:
+            return []
+        found_runs = self.client.search_runs([found[0]], f"tags.`mixopt.role` = '{role}'", order_by=["start_time ASC"])
+        return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "params": dict(r.data.params),
+                 "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in found_runs]
+
     def run_url(self, name: str) -> str | None:
         found = self._find_parent(name)
         if found is None or not self.uri.startswith("http"):
@@ -261,8 +269,6 @@ class MlflowStorage(Storage):
 
 def _spec_from_params(params: dict[str, str]) -> ProxySpec | None:
     import yaml
-
-    from mixopt.config import from_dict
 
     raw = {k[6:]: yaml.safe_load(v) for k, v in params.items() if k.startswith("proxy.") and k[6:] in _SPEC_FIELDS}
     return from_dict(ProxySpec, raw, "proxy") if raw else None

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mixopt.errors import ConfigError
+from mixopt.core.errors import ConfigError
 
 # name -> (n_layer, n_head, d_model). Non-embedding params ~ 12 * n_layer * d_model**2.
 DENSE_PRESETS: dict[str, tuple[int, int, int]] = {
@@ -233,7 +233,7 @@ class ProxySpec:
         s = int(self.shared_expert)
         return (self.top_k + s) / (self.n_experts + s)
 
-    def with_preset(self, preset: str, **changes: Any) -> "ProxySpec":
+    def with_preset(self, preset: str, **changes: Any) -> ProxySpec:
         """A copy on another preset (either arch); fields the old preset decided are re-derived."""
         d = merge_overrides(self.to_dict(), {"preset": preset, **changes})
         return ProxySpec(**d)
@@ -292,7 +292,7 @@ class ProxySpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "proxy") -> "ProxySpec":
+    def from_dict(cls, d: dict[str, Any], where: str = "proxy") -> ProxySpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         for k in d:
             if k not in fields:

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from dashboards import data as D
+from mixopt.analysis.fits import fit_loss_vs_scale
+from mixopt.dashboards import data as D
+from mixopt.dashboards import figures as F
 
 log = logging.getLogger(__name__)
 _PHASE_COLORS = {"enqueued": "#7f7f7f", "warm_start": "#9467bd", "init": "#1f77b4", "model": "#ff7f0e"}
@@ -146,7 +148,6 @@ def _scaling_fit(study, out: Path) -> str | None:
     pts = D.scaling_points(study)
     if pts is None:
         return None
-    from mixopt.fitting import fit_loss_vs_scale
 
     target = (4 * float(pts["N"].max()), 4 * float(pts["D"].max()))
     fit_loss_vs_scale(study, target, reps=20, out=out)
@@ -204,7 +205,6 @@ def study_plots(study, recommendation: Any, out_dir: str | Path) -> dict[str, st
 
 def study_figures(study, v: D.StudyView, cv, losses, mix, routing) -> list:
     """The plotly figures of a study, in report order (None where there is no data)."""
-    from dashboards import figures as F
 
     return [F.fig_mixture(v, mix), F.fig_objective(v), F.fig_weights(v), F.fig_surrogate(cv), F.fig_losses(losses),
             F.fig_scaling(D.scaling_points(study)), F.fig_routing(routing)]

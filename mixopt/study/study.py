@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -21,22 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mixopt.errors import ConfigError, MixtureError, RunsTableError, UserError
-from mixopt.mixture import Mixture, MixtureSpace
-from mixopt.objective import Objective
-from mixopt.spec import ProxySpec
-from mixopt.storage import InMemoryStorage, Storage
-from mixopt.trial import Trial, TrialState
+from mixopt import search
+from mixopt.core.errors import ConfigError, RunsTableError, UserError
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.core.objective import Objective
+from mixopt.core.runs_table import RunsTable, read_runs_table
+from mixopt.core.spec import ProxySpec
+from mixopt.core.trial import Trial, TrialState
+from mixopt.core.worker import TrialResult
+from mixopt.search import Observation, Recommendation, SearchContext
+from mixopt.study.storage import Storage
+from mixopt.study.stores import get_storage
 
 if TYPE_CHECKING:
     import pandas as pd
 
 _ACTIVE = (TrialState.PENDING, TrialState.RUNNING)
-
-
-def _search():
-    """The searcher package, imported lazily (mixopt never imports it at load time)."""
-    return importlib.import_module("search")
 
 
 class Study:
@@ -54,11 +53,16 @@ class Study:
         self.spec = ProxySpec.from_dict(meta["spec"]) if meta.get("spec") else None
         self.fidelities: list[ProxySpec] = [ProxySpec.from_dict(d) for d in meta.get("fidelities") or []]
         self.meta = meta
-        self._searcher = _search().get_searcher(self.searcher_name, self.searcher_options)
-        self._init = _search().get_searcher("random", {})
+        self._searcher = search.get_searcher(self.searcher_name, self.searcher_options)
+        self._init = search.get_searcher("random", {})
         self._trials: list[Trial] = storage.trials(self.name)
 
     # --- reading ------------------------------------------------------------------------
+    @property
+    def storage(self) -> Storage:
+        """The store this study lives in."""
+        return self._storage
+
     @property
     def trials(self) -> list[Trial]:
         return list(self._trials)
@@ -102,16 +106,15 @@ class Study:
         rate = float(np.mean([np.mean(v) / est[i] for i, v in secs.items()]))
         return [float(np.mean(secs[i])) if i in secs else est[i] * rate for i in range(len(est))]
 
-    def _context(self):
-        s = _search()
+    def _context(self) -> SearchContext:
         obs = tuple(
-            s.Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
+            Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
                           t.value if t.state is TrialState.COMPLETE else None, self.fidelity_of(t),
                           dict(t.losses) if t.state is TrialState.COMPLETE and t.losses else None)
             for t in self._trials)
-        fids = tuple(s.Fidelity(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.fidelities,
+        fids = tuple(search.Fidelity(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.fidelities,
                                                                                    self.fidelity_costs())))
-        return s.SearchContext(self.space, obs, self.seed, fids, dict(self.objective.weights))
+        return SearchContext(self.space, obs, self.seed, fids, dict(self.objective.weights))
 
     # --- asking -------------------------------------------------------------------------
     def ask(self, n: int = 1, spec: ProxySpec | None = None) -> list[Trial]:
@@ -138,7 +141,7 @@ class Study:
             if not proposals:  # e.g. a concurrency limit: fewer trials now, more once some finish
                 break
             for p in proposals:
-                m, fid = (p.mixture, p.fidelity) if hasattr(p, "fidelity") else (p, None)
+                m, fid = p.mixture, p.fidelity
                 m = self.space.validate(Mixture(m.to_dict(), self.space.domains))
                 t_spec = self.fidelities[fid] if fid is not None else (spec or self.spec)
                 t = Trial(len(self._trials), m, t_spec, TrialState.PENDING,
@@ -182,7 +185,11 @@ class Study:
             raise UserError(f"trial {trial_id} was never handed out by ask()")
         if error is not None or result is None:
             return self._save(t.with_(state=TrialState.FAILED, error=error or "no result reported"))
-        losses, metrics, history = _unpack_result(result)
+        if isinstance(result, (int, float)):
+            losses, metrics, history = {}, {}, []
+        else:
+            r = TrialResult.from_dict(result)
+            losses, metrics, history = r.losses, r.metrics, r.history
         value = float(result) if isinstance(result, (int, float)) else self.objective.value(losses)
         if not math.isfinite(value):
             bad = {d: losses.get(d) for d in self.objective.domains}
@@ -191,7 +198,7 @@ class Study:
         return self._save(t.with_(state=TrialState.COMPLETE, value=value, losses=losses, metrics=metrics,
                                   history=history, error=None))
 
-    def add_completed(self, table: "pd.DataFrame | str | os.PathLike", objective: str | None = None) -> list[Trial]:
+    def add_completed(self, table: pd.DataFrame | str | os.PathLike, objective: str | None = None) -> list[Trial]:
         """Warm start from a runs table (DataFrame or CSV/Parquet path): one COMPLETE trial per row.
 
         Rows' ``w.<domain>`` columns must name the study's training domains (each row is
@@ -200,8 +207,6 @@ class Study:
         cover the study's objective, else read from a column named ``objective``. The whole
         table is checked before anything is stored.
         """
-        from mixopt.runs_table import RunsTable, read_runs_table
-
         if isinstance(table, RunsTable):
             rt = table
         elif isinstance(table, (str, os.PathLike)):
@@ -252,14 +257,14 @@ class Study:
         return t
 
     # --- results ------------------------------------------------------------------------
-    def recommend(self):
-        """The searcher's recommended mixture with its predicted objective (``search.Recommendation``)."""
+    def recommend(self) -> Recommendation:
+        """The searcher's recommended mixture with its predicted objective."""
         ctx = self._context()
         if not ctx.completed_xy()[1].size:
             raise UserError(f"study {self.name!r}: no COMPLETE trial yet, nothing to recommend from")
         return self._searcher.recommend(ctx)
 
-    def to_dataframe(self) -> "pd.DataFrame":
+    def to_dataframe(self) -> pd.DataFrame:
         """Runs table: one row per trial (``run``, ``state``, ``w.*``, ``loss.*``, ``objective``, ...)."""
         import pandas as pd
 
@@ -290,34 +295,6 @@ def pd_numeric(col) -> bool:
     return bool(pd.api.types.is_numeric_dtype(col))
 
 
-def _unpack_result(result: Mapping[str, Any] | float) -> tuple[dict[str, float], dict[str, float], list]:
-    if isinstance(result, (int, float)):
-        return {}, {}, []
-    if not isinstance(result, Mapping):
-        raise UserError(f"tell: result must be a mapping or a number, got {type(result).__name__}")
-    if "losses" in result:
-        losses = {str(k): float(v) for k, v in dict(result["losses"]).items()}
-        metrics = {k: float(v) for k, v in result.items()
-                   if k not in ("losses", "history", "trial_id") and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return losses, metrics, list(result.get("history") or [])
-    try:
-        return {str(k): float(v) for k, v in result.items()}, {}, []
-    except (TypeError, ValueError):
-        raise UserError("tell: result must map domain -> loss, or hold 'losses'") from None
-
-
-def _storage_for(storage: Storage | str | None, create: bool = True) -> Storage:
-    if storage is None:
-        return InMemoryStorage()
-    if isinstance(storage, Storage):
-        return storage
-    if isinstance(storage, str):
-        from mixopt.tracking import MlflowStorage
-
-        return MlflowStorage(storage, create=create)
-    raise ConfigError(f"storage: {storage!r}; allowed: None (in memory), an MLflow tracking URI, or a Storage")
-
-
 def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = None,
                  domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
                  searcher: str = "random", searcher_options: Mapping[str, Any] | None = None,
@@ -336,7 +313,7 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
     fidelities = list(fidelities)
     if fidelities and spec is None:
         spec = fidelities[-1]
-    store = _storage_for(storage)
+    store = get_storage(storage)
     if store.load_meta(name) is not None:
         if load_if_exists:
             return Study(store, store.load_meta(name))
@@ -351,7 +328,7 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
         space = MixtureSpace(tuple(train), (0.0,) * len(train), (1.0,) * len(train))
     if not isinstance(objective, Objective):
         objective = Objective.from_config(objective, list(space.domains))
-    _search().get_searcher(searcher, dict(searcher_options or {}))  # validate name and options now
+    search.get_searcher(searcher, dict(searcher_options or {}))  # validate name and options now
     meta = {
         "name": name, "domains": list(space.domains), "lower": list(space.lower), "upper": list(space.upper),
         "prior": list(space.prior),
@@ -367,7 +344,7 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
 
 def load_study(name: str, storage: Storage | str) -> Study:
     """Open an existing study from its store (e.g. after the driver died)."""
-    store = _storage_for(storage, create=False)
+    store = get_storage(storage, create=False)
     meta = store.load_meta(name)
     if meta is None:
         names = store.study_names()

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mixopt.config import BudgetConfig, SearchConfig, StudyConfig, SweepConfig
-from mixopt.errors import MixtureError, UserError
-from mixopt.mixture import Mixture
-from mixopt.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec
-from mixopt.study import create_study, load_study
+from mixopt.core.errors import MixtureError, UserError
+from mixopt.core.mixture import Mixture
+from mixopt.core.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec
+from mixopt.run.config import BudgetConfig, SearchConfig, StudyConfig, SweepConfig
+from mixopt.run.loop import execute
+from mixopt.run.plan import StudyPlan
+from mixopt.study import Storage, Study, create_study, get_storage, load_study
 
 
 def larger_spec(spec: ProxySpec, scale: float, preset: str | None = None, tokens: int | None = None) -> ProxySpec:
@@ -61,13 +63,11 @@ def read_mixture(path: str, domains) -> Mixture:
 def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset: str | None = None,
                  tokens: int | None = None, mixture_files: tuple[str, ...] = (), resume: bool = False,
                  executor=None, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    from mixopt.runner import build_space, check_corpus_fits, execute, open_corpus
-    from mixopt.tracking import MlflowStorage
-
     if seeds < 1 or scale <= 0:
         raise UserError("transfer: --seeds must be >= 1 and --scale > 0")
     uri = cfg.resolved_tracking_uri()
-    src = load_study(cfg.study, uri)
+    store = get_storage(uri, create=False)
+    src = load_study(cfg.study, store)
     spec = larger_spec(src.spec or cfg.proxy, scale, preset, tokens)
     mixtures = {"recommended": src.recommend().mixture}
     space0 = src.space
@@ -78,16 +78,16 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
     tname = f"{cfg.study}-transfer"
     tcfg = replace(cfg, study=tname, proxy=spec, ladder=[], sweep=SweepConfig(), search=SearchConfig("random", {}, 0),
                    budget=BudgetConfig(trials=len(mixtures) * seeds))
-    corpus = open_corpus(tcfg)
-    check_corpus_fits(tcfg, corpus)
-    space, _ = build_space(tcfg, corpus.domains, corpus.token_counts("train"))
+    plan = StudyPlan.build(tcfg, storage=store, check_exists=False)
+    corpus = plan.open_corpus(progress)
+    space = plan.build_space(corpus.token_counts("train"))
     for label, m in mixtures.items():  # the repetition cap at the larger token budget
         try:
             space.validate(m, f"transfer mixture {label!r}")
         except MixtureError as e:
             raise UserError(f"{e} (at {spec.tokens:,} tokens the repetition cap is tighter; lower --scale/--tokens)") \
                 from None
-    storage = MlflowStorage(uri)
+    storage = plan.storage()
     if storage.load_meta(tname) is not None:
         if not resume:
             raise UserError(f"transfer study {tname!r} exists in {uri}; pass --resume to continue it")
@@ -102,10 +102,13 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
              f"({spec.non_embedding_params():,} non-embedding params, {spec.tokens:,} tokens) vs proxies at "
              f"{(src.spec or cfg.proxy).preset} ({(src.spec or cfg.proxy).tokens:,} tokens)")
     execute(tcfg, study, corpus, executor, progress)
-    return report(study, storage, Path(cfg.output_dir) / tname, list(mixtures), progress)
+    return transfer_table(study, storage, Path(cfg.output_dir) / tname, list(mixtures), progress)
 
 
-def report(study, storage, out: Path, labels: list[str], progress) -> dict[str, Any]:
+def transfer_table(study: Study, storage: Storage, out: Path, labels: list[str],
+                   progress: Callable[[str], None]) -> dict[str, Any]:
+    """Per mixture label: mean, std and s.e. over seeds; differences of ``recommended`` against
+    uniform and natural; printed, written to ``transfer.json`` + a plot, and logged as a run."""
     rows: dict[str, list[float]] = {lab: [] for lab in labels}
     for t in study.trials:
         if t.ok and t.label in rows:
@@ -138,9 +141,8 @@ def report(study, storage, out: Path, labels: list[str], progress) -> dict[str, 
     metrics = {f"{lab}.mean": st["mean"] for lab, st in stats.items()}
     metrics.update({f"{lab}.std": st["std"] for lab, st in stats.items()})
     metrics.update({f"{k}.diff": d["diff"] for k, d in diffs.items()})
-    if hasattr(storage, "log_run"):
-        storage.log_run(study.name, "transfer-report", "transfer", {"preset": study.spec.preset,
-                        "tokens": study.spec.tokens, "mixtures": ",".join(stats)}, metrics, {}, files)
+    storage.log_run(study.name, "transfer-report", "transfer", {"preset": study.spec.preset,
+                    "tokens": study.spec.tokens, "mixtures": ",".join(stats)}, metrics, {}, files)
     return doc
 
 

@@ -1,0 +1,92 @@
+"""``mixopt predict | replay | fit``: the analysis layer's subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from mixopt.analysis.fits import run_fit
+from mixopt.analysis.predict import predict
+from mixopt.analysis.replay import add_replay_parser, cmd_replay
+from mixopt.core.errors import UserError
+from mixopt.run.cli import no_extra, open_study_from_args
+
+
+def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
+    """Add this layer's subcommands; returns {command: handler(args, extra)}."""
+    pr = sub.add_parser("predict", help="fit a surrogate on a runs table, report rank correlation on another")
+    pr.add_argument("--train", required=True)
+    pr.add_argument("--test", required=True)
+    pr.add_argument("--objective", required=True, help="metric column, e.g. loss.pile_cc")
+    pr.add_argument("--surrogate", default="lightgbm")
+    pr.add_argument("--n-train", type=int)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--json", action="store_true")
+
+    fit = sub.add_parser("fit", help="scaling-law fits on a study's runs; logged to MLflow")
+    fit.add_argument("config", nargs="?", help="study YAML (names the study and store)")
+    fit.add_argument("--study")
+    fit.add_argument("--tracking-uri")
+    fit.add_argument("--kind", default="loss_scale,mixing_law",
+                     help="comma-separated: loss_scale (L = E + A/N^a + B/D^b per mixture), mixing_law (across scale), "
+                     "moe_el (MoE efficiency leverage vs dense; needs dense and MoE rungs)")
+    fit.add_argument("--target-params", type=float, help="N of the target scale (default 4x the largest rung)")
+    fit.add_argument("--target-tokens", type=float, help="D of the target scale (default 4x the largest rung)")
+    fit.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for intervals")
+    fit.add_argument("--json", action="store_true")
+
+    add_replay_parser(sub)
+    return {"predict": _cmd_predict, "fit": _cmd_fit, "replay": cmd_replay}
+
+
+def _cmd_predict(args, extra) -> int:
+    no_extra(extra)
+    res = predict(args.train, args.test, args.objective, args.surrogate, n_train=args.n_train, seed=args.seed)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"surrogate {res['surrogate']} on {res['n_train']} training runs -> {res['n_test']} test runs "
+              f"({res['objective']}): spearman {res['spearman']:.4f}  pearson {res['pearson']:.4f}")
+    return 0
+
+
+def _cmd_fit(args, extra) -> int:
+    args.trials = None
+    cfg, study = open_study_from_args(args, extra)
+    if args.bootstrap < 0:
+        raise UserError("fit --bootstrap: must be >= 0")
+    target = None
+    if args.target_params or args.target_tokens:
+        if not (args.target_params and args.target_tokens):
+            raise UserError("fit: give both --target-params and --target-tokens (or neither)")
+        target = (args.target_params, args.target_tokens)
+    res = run_fit(study, study.storage,
+                  [k.strip() for k in args.kind.split(",") if k.strip()], target, args.bootstrap, cfg.output_dir,
+                  progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for kind, r in res.items():
+        if "skipped" in r:
+            continue  # said on stderr already
+        if kind == "loss_scale":
+            held = ("n/a (too few runs to hold one out per mixture)" if r["heldout_rel_error_mean"] is None else
+                    f"mean {r['heldout_rel_error_mean']:.2%}, max {r['heldout_rel_error_max']:.2%}")
+            print(f"loss vs scale: L = E + A/N^{r['alpha']:.3f} + B/D^{r['beta']:.3f}; held-out relative error {held}")
+            print(f"  {'mixture':<14}{'E':>9}{'held-out err':>14}  predicted at N={r['target_params']:.3g}, "
+                  f"D={r['target_tokens']:.3g} (90% CI)")
+            for m in r["mixtures"]:
+                lo, hi = m["pred_target_90ci"]
+                err = "n/a" if m["heldout_rel_error"] is None else f"{m['heldout_rel_error']:.2%}"
+                print(f"  {m['label']:<14}{m['E']:>9.4f}{err:>14}  {m['pred_target']:.4f} "
+                      f"[{lo:.4f}, {hi:.4f}]")
+        elif kind == "moe_el":
+            print(f"MoE efficiency leverage: {r['form']}; a={r['a']:.3f} d={r['d']:.3f} beta={r['beta']:.3f} "
+                  f"gamma={r['gamma']:.3f}; mean relative error {r['rel_error_mean']:.2%} over {len(r['runs'])} runs")
+        else:
+            best = ", ".join(f"{d}={w:.3f}" for d, w in r["best_mixture_at_target"].items())
+            print(f"mixing law across {len(r['rungs'])} scales -> best mixture at the target: {best} "
+                  f"(predicted {r['predicted_at_target']:.4f})")
+    return 0

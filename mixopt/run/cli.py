@@ -1,0 +1,176 @@
+"""``mixopt data prepare | run | recommend | runs export | transfer``: the run layer's subcommands.
+
+Config overrides (``--a.b=c``) are pulled out of the arguments first (:func:`split_overrides`);
+user mistakes raise :class:`~mixopt.core.errors.UserError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mixopt.core.errors import UserError
+from mixopt.core.runs_table import write_runs_table
+from mixopt.run.config import load_config, to_yaml
+from mixopt.run.loop import run
+from mixopt.run.outputs import Plotter, summary_table
+from mixopt.run.plan import StudyPlan
+from mixopt.run.transfer import run_transfer
+from mixopt.study import load_study
+
+#: subcommands whose arguments may carry ``--a.b=c`` config overrides
+OVERRIDABLE = ("run", "data", "recommend", "runs", "fit", "transfer")
+
+
+def add_parsers(sub, plotters: Sequence[Plotter] = ()) -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
+    """Add this layer's subcommands; returns {command: handler(args, overrides)}."""
+    data = sub.add_parser("data", help="corpus commands")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)  # nested parsers are of the CLI's class
+    prep = dsub.add_parser("prepare", help="build (or reuse) the cached token corpus")
+    prep.add_argument("config", nargs="?", help="study YAML (its data: section is used)")
+    prep.add_argument("--recipe", help="pip (default), debian, or a folder with one subfolder per domain")
+    prep.add_argument("--tokenizer", choices=["bpe", "bytes"])
+    prep.add_argument("--vocab-size", type=int)
+    prep.add_argument("--max-mb-per-domain", type=float)
+    prep.add_argument("--cache-dir")
+
+    r = sub.add_parser("run", help="run a study: proxies on Ray, tracked in MLflow, then recommend")
+    r.add_argument("config", nargs="?", help="study YAML (default: embedded defaults)")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved config and space; run nothing")
+    r.add_argument("--resume", action="store_true", help="continue the study of this name from its store")
+    r.add_argument("--trials", type=int, help="shorthand for --budget.trials=N")
+    r.add_argument("--study", help="study name (overrides the config's)")
+    r.add_argument("--tracking-uri", help="MLflow URI (default: the config's, $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+    rc = sub.add_parser("recommend", help="recommend a mixture from a study in the store")
+    rc.add_argument("config", nargs="?", help="study YAML (names the study and store)")
+    rc.add_argument("--study", help="study name (overrides the config's)")
+    rc.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    rc.add_argument("--json", action="store_true")
+
+    tr = sub.add_parser("transfer", help="train the recommendation and baselines at a larger scale, several seeds")
+    tr.add_argument("config", nargs="?", help="study YAML of the finished study")
+    tr.add_argument("--study")
+    tr.add_argument("--tracking-uri")
+    tr.add_argument("--seeds", type=int, default=3)
+    tr.add_argument("--scale", type=float, default=4.0, help="x params and x tokens of the proxies")
+    tr.add_argument("--preset", help="explicit larger preset")
+    tr.add_argument("--tokens", type=int, help="explicit token budget")
+    tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
+    tr.add_argument("--resume", action="store_true")
+
+    runs = sub.add_parser("runs", help="runs-table commands")
+    rsub = runs.add_subparsers(dest="runs_cmd", required=True)  # nested parsers are of the CLI's class
+    ex = rsub.add_parser("export", help="write a study's trials as a runs table (CSV or Parquet)")
+    ex.add_argument("config", nargs="?")
+    ex.add_argument("--study")
+    ex.add_argument("--tracking-uri")
+    ex.add_argument("--out", required=True, help="file.csv or file.parquet")
+    return {"data": _cmd_prepare, "run": lambda a, e: _cmd_run(a, e, plotters), "recommend": _cmd_recommend,
+            "runs": _cmd_export, "transfer": _cmd_transfer}
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str]):
+    overrides = list(extra)
+    if getattr(args, "trials", None) is not None:
+        overrides.append(f"--budget.trials={args.trials}")
+    if getattr(args, "study", None):
+        overrides.append(f"--study={args.study}")
+    if getattr(args, "tracking_uri", None):
+        overrides.append(f"--tracking_uri={args.tracking_uri}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_prepare(args, extra) -> int:
+    for flag, key in (("recipe", "recipe"), ("tokenizer", "tokenizer"), ("vocab_size", "vocab_size"),
+                      ("max_mb_per_domain", "max_mb_per_domain"), ("cache_dir", "cache_dir")):
+        v = getattr(args, flag)
+        if v is not None:
+            extra.append(f"--data.{key}={v}")
+    args.trials = None
+    cfg = config_from_args(args, extra)
+    corpus = StudyPlan.build(cfg, check_exists=False).open_corpus()
+    counts = corpus.token_counts("train")
+    val = corpus.token_counts("val")
+    print(f"corpus: {corpus.path}")
+    print(f"{'domain':<14}{'train tokens':>14}{'val tokens':>12}")
+    for d in corpus.domains:
+        print(f"{d:<14}{counts[d]:>14,}{val[d]:>12,}")
+    return 0
+
+
+def _cmd_run(args, extra, plotters: Sequence[Plotter] = ()) -> int:
+    cfg = config_from_args(args, extra)
+    if args.dry_run:
+        domains = StudyPlan.build(cfg, check_exists=False).domains
+        print(to_yaml(cfg), end="")
+        print(f"# corpus domains: {', '.join(domains)}")
+        print(f"# tracking: {cfg.resolved_tracking_uri()}\n# outputs: {cfg.output_dir}/{cfg.study}/")
+        return 0
+    run(cfg, resume=args.resume, plotters=plotters)
+    return 0
+
+
+def open_study_from_args(args, extra):
+    cfg = config_from_args(args, extra)
+    return cfg, load_study(cfg.study, cfg.resolved_tracking_uri())
+
+
+def _cmd_recommend(args, extra) -> int:
+    args.trials = None
+    cfg, study = open_study_from_args(args, extra)
+    rec = study.recommend()
+    doc: dict[str, Any] = {"study": study.name, "mixture": rec.mixture.to_dict(), "predicted_objective": rec.predicted}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(summary_table(study, rec))
+    return 0
+
+
+def _cmd_export(args, extra) -> int:
+    args.trials = None
+    _, study = open_study_from_args(args, extra)
+    df = study.to_dataframe()
+    write_runs_table(df, args.out)
+    print(f"wrote {len(df)} runs to {args.out}")
+    return 0
+
+
+def _cmd_transfer(args, extra) -> int:
+    args.trials = None
+    cfg = config_from_args(args, extra)
+    run_transfer(cfg, seeds=args.seeds, scale=args.scale, preset=args.preset, tokens=args.tokens,
+                 mixture_files=tuple(args.mixture), resume=args.resume)
+    return 0
+
+
+def no_extra(extra: list[str]) -> None:
+    if extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+
+
+_TOP_KEYS = {"seed", "tracking_uri", "output_dir", "ladder", "objective"}
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``--a.b=c`` / ``--a.b c`` config overrides out before argparse sees them (argparse
+    would take a value with spaces, or the word after ``--a.b``, for the config path)."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        key = a[2:].split("=", 1)[0] if a.startswith("--") else ""
+        if key and ("." in key or key in _TOP_KEYS):
+            if "=" in a or i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                overrides.append(a)
+            else:
+                overrides.append(f"{a}={argv[i + 1]}")
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return rest, overrides
+
+

@@ -1,0 +1,153 @@
+"""The main job: ``mixopt run study.yaml``.
+
+config -> :class:`~mixopt.run.plan.StudyPlan` (every check, once) -> corpus (cached) -> space ->
+study in the store -> ask / run on the executor / tell until the budget is spent ->
+recommendation (YAML + JSON), runs table, plots -> summary table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mixopt.core.trial import Trial, TrialState
+from mixopt.core.worker import TrialRequest
+from mixopt.run.config import StudyConfig
+from mixopt.run.executors import make_executor
+from mixopt.run.outputs import Plotter, finish
+from mixopt.run.plan import StudyPlan, log
+from mixopt.search import Recommendation
+from mixopt.study import Storage, Study
+
+
+def _driver_threads(cfg: StudyConfig) -> None:
+    """Leave the cores the local workers use to them: the driver's own math (GP fits in bo/mfbo,
+    LightGBM) gets the rest, at least one thread. Oversubscribed cores make a GP fit 10x slower."""
+    if cfg.executor.kind == "ray" and (cfg.executor.address or os.environ.get("RAY_ADDRESS")):
+        return  # a cluster: the workers are elsewhere
+    free = max(1, (os.cpu_count() or 1) - (cfg.executor.workers * cfg.executor.threads_per_worker
+                                           if cfg.executor.kind == "ray" else 0))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(free)
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", str(free))
+
+
+@dataclass
+class RunOutcome:
+    study: Study
+    recommendation: Recommendation
+    files: dict[str, str]
+    seconds: float
+    train_seconds: float
+
+
+def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Storage | None = None,
+        progress: Callable[[str], None] = log, plotters: Sequence[Plotter] = ()) -> RunOutcome:
+    """Run a study to its budget and write the recommendation.
+
+    Args:
+        cfg: the validated study config.
+        resume: continue the study of this name from its store.
+        executor: default: the config's (Ray, or in-process for ``executor.kind: local``).
+        storage: default: MLflow at the config's resolved tracking URI.
+        progress: where progress lines go (default: stderr).
+        plotters: extra outputs drawn at the end (the CLI passes the study plots).
+    Raises:
+        UserError: a config, data or store mistake (before anything is written), or no trial completed.
+    """
+    t_start = time.time()
+    plan = StudyPlan.build(cfg, resume=resume, storage=storage)
+    _driver_threads(cfg)
+    corpus = plan.open_corpus(progress)  # a cache: reused by every study on the same data settings
+    space = plan.build_space(corpus.token_counts("train"))
+    study = plan.open_study(space)  # the store is created only once the config is known to run
+    progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: "
+             f"{study.objective.description}; searcher {study.searcher_name} after {study.n_init} random; "
+             f"budget {cfg.budget.trials} trials; tracking {plan.storage().uri}")
+    train_seconds = execute(cfg, study, corpus, executor, progress, t_start)
+    rec, files = finish(cfg, study, plan.storage(), progress, plotters)
+    return RunOutcome(study, rec, files, time.time() - t_start, train_seconds)
+
+
+def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Callable[[str], None] = log,
+            t_start: float | None = None) -> float:
+    """Run the study's trials on the executor until the budget is spent; returns the summed
+    in-trial training seconds."""
+    executor = executor or make_executor(cfg.executor)
+
+    def request(t: Trial) -> TrialRequest:
+        return TrialRequest(t.trial_id, t.mixture.to_dict(), (t.spec or cfg.proxy).to_dict(), str(corpus.path),
+                            tuple(corpus.domains), cfg.executor.threads_per_worker,
+                            "auto" if cfg.executor.num_gpus > 0 else "cpu")
+
+    try:
+        return _loop(cfg, study, executor, request, progress, time.time() if t_start is None else t_start)
+    except KeyboardInterrupt:
+        progress("interrupted; finished trials are in the store. Continue with the same command and --resume")
+        raise
+    finally:
+        executor.shutdown()
+
+
+def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], TrialRequest], progress,
+          t_start: float) -> float:
+    # trials a dead driver left PENDING/RUNNING are run again: they never completed
+    todo = [t for t in study.trials if t.state in (TrialState.PENDING, TrialState.RUNNING)]
+    if todo:
+        progress(f"resuming: re-running {len(todo)} unfinished trial(s) {[t.trial_id for t in todo]}")
+    budget = cfg.budget
+    train_seconds = 0.0
+
+    def started() -> int:
+        return sum(1 for t in study.trials if t.phase != "warm_start" and t.state is not TrialState.WAITING)
+
+    def flops_spent() -> float:
+        return sum(t.metrics.get("flops_per_token", 0.0) * t.metrics.get("tokens", 0.0) for t in study.trials)
+
+    def can_start() -> bool:
+        if budget.wall_seconds and time.time() - t_start > budget.wall_seconds:
+            return False
+        if budget.flops and flops_spent() >= budget.flops:
+            return False
+        return started() < budget.trials
+
+    while True:
+        free = executor.capacity - executor.running()
+        while free > 0 and (todo or can_start()):
+            if todo:
+                trials = [todo.pop(0)]
+            else:
+                trials = study.ask(min(free, budget.trials - started()))
+                if not trials:  # the searcher holds back until running trials finish
+                    break
+            for t in trials:
+                if t.state is not TrialState.RUNNING:
+                    study.mark_running(t.trial_id)
+                executor.submit(t.trial_id, request(t))
+                free -= 1
+        if executor.running() == 0:
+            break
+        for f in executor.wait(timeout=None):
+            if f.error is not None:
+                t = study.tell(f.trial_id, error=f.error)
+            else:
+                train_seconds += float(f.result.get("train_seconds", 0.0))
+                t = study.tell(f.trial_id, f.result)
+            _progress_line(study, t, executor.running(), budget.trials, progress, t_start)
+    return train_seconds
+
+
+def _progress_line(study: Study, t, running: int, total: int, progress, t_start: float) -> None:
+    c = study.counts()
+    best = study.best()
+    what = f"objective {t.value:.4f}" if t.ok else f"FAILED: {t.error}"
+    tps = t.metrics.get("tokens_per_s")
+    progress(f"[{c['COMPLETE'] + c['FAILED']:>3}/{total}] trial {t.trial_id:>3} ({t.phase}) {what}"
+             + (f", {tps:,.0f} tok/s" if tps else "")
+             + f" | running {running}, failed {c['FAILED']}"
+             + (f" | best {best.value:.4f} (trial {best.trial_id})" if best else "")
+             + f" | {time.time() - t_start:,.0f}s")

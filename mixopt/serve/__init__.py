@@ -1,0 +1,1 @@
+"""mixopt serve: ask/tell over HTTP (see mixopt.serve.app)."""

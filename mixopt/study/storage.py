@@ -1,0 +1,158 @@
+"""Where a study lives: the whole persistence contract of a study, and one factory.
+
+:class:`InMemoryStorage` serves tests and notebooks; the MLflow store of record is
+:class:`mixopt.study.mlflow_storage.MlflowStorage`. Both hold the same things: the study's
+metadata (a JSON-able dict), its trials, its outputs and the runs of its own that analyses log
+(fits, transfer reports), so any process can resume a study from the store. Every storage passes
+the conformance suite in ``tests/study/test_storage_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+from typing import Any
+
+from mixopt.core.errors import UserError
+from mixopt.core.trial import Trial
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else a SQLite database ``mlflow.db`` in the working folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+class Storage(abc.ABC):
+    """The persistence contract of a study.
+
+    Trial ids are dense (0, 1, 2, ... in the order trials were added); ``add_trial`` stores a
+    trial whose id the caller assigned as ``len(trials(name))``.
+    """
+
+    #: where the store is, for messages ("memory" for the in-memory store)
+    uri: str = "memory"
+
+    @abc.abstractmethod
+    def create_study(self, meta: dict[str, Any]) -> None:
+        """Record a new study.
+
+        Args:
+            meta: JSON-able study metadata; ``meta["name"]`` names the study.
+        Raises:
+            UserError: a study of that name exists.
+        """
+
+    @abc.abstractmethod
+    def load_meta(self, name: str) -> dict[str, Any] | None:
+        """The study's metadata, or None when there is no such study."""
+
+    @abc.abstractmethod
+    def study_names(self) -> list[str]:
+        """The names of the studies in the store, sorted."""
+
+    @abc.abstractmethod
+    def trials(self, name: str) -> list[Trial]:
+        """All trials of study ``name`` in trial-id order (empty for an unknown study)."""
+
+    @abc.abstractmethod
+    def add_trial(self, name: str, trial: Trial) -> Trial:
+        """Persist a new trial (its id already assigned); returns it with its run id, if any."""
+
+    @abc.abstractmethod
+    def update_trial(self, name: str, trial: Trial) -> Trial:
+        """Persist a state change or result of an existing trial; returns it as stored."""
+
+    @abc.abstractmethod
+    def log_study_outputs(self, name: str, files: dict[str, str], metrics: dict[str, float],
+                          tags: dict[str, str]) -> None:
+        """Attach outputs (the recommendation's files, metrics and tags) to the study."""
+
+    @abc.abstractmethod
+    def set_study_status(self, name: str, status: str) -> None:
+        """Mark the study ``RUNNING``, ``FINISHED``, ``KILLED`` or ``FAILED``."""
+
+    @abc.abstractmethod
+    def study_status(self, name: str) -> str | None:
+        """The status last set (None for an unknown study)."""
+
+    @abc.abstractmethod
+    def log_run(self, name: str, run_name: str, role: str, params: dict[str, Any], metrics: dict[str, float],
+                tags: dict[str, str], files: list[str]) -> str:
+        """A finished run of its own under the study (a fit, a transfer report); returns its id."""
+
+    @abc.abstractmethod
+    def runs(self, name: str, role: str) -> list[dict[str, Any]]:
+        """The runs logged with ``log_run`` under ``role``, oldest first: dicts with ``run_id``,
+        ``run_name``, ``params``, ``metrics``, ``tags``."""
+
+    def run_url(self, name: str) -> str | None:
+        """A browser URL of the study's run, where the store has one."""
+        return None
+
+
+_STATUSES = ("RUNNING", "FINISHED", "KILLED", "FAILED")
+
+
+class InMemoryStorage(Storage):
+    """A store in this process's memory (tests, notebooks): lost when the process ends."""
+
+    def __init__(self) -> None:
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._trials: dict[str, list[Trial]] = {}
+        self._status: dict[str, str] = {}
+        self._runs: dict[str, list[dict[str, Any]]] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+
+    def create_study(self, meta: dict[str, Any]) -> None:
+        if meta["name"] in self._meta:
+            raise UserError(f"study {meta['name']!r} already exists; use load_study or load_if_exists=True")
+        self._meta[meta["name"]] = dict(meta)
+        self._trials[meta["name"]] = []
+        self._status[meta["name"]] = "RUNNING"
+        self._runs[meta["name"]] = []
+
+    def load_meta(self, name: str) -> dict[str, Any] | None:
+        return self._meta.get(name)
+
+    def study_names(self) -> list[str]:
+        return sorted(self._meta)
+
+    def trials(self, name: str) -> list[Trial]:
+        return list(self._trials.get(name, []))
+
+    def add_trial(self, name: str, trial: Trial) -> Trial:
+        if trial.trial_id != len(self._trials[name]):
+            raise UserError(f"study {name!r}: trial id {trial.trial_id} is taken or skips ids "
+                            f"(next free id: {len(self._trials[name])})")
+        self._trials[name].append(trial)
+        return trial
+
+    def update_trial(self, name: str, trial: Trial) -> Trial:
+        self._trials[name][trial.trial_id] = trial
+        return trial
+
+    def log_study_outputs(self, name, files, metrics, tags) -> None:
+        out = self.outputs.setdefault(name, {"files": {}, "metrics": {}, "tags": {}})
+        out["files"].update(files)
+        out["metrics"].update(metrics)
+        out["tags"].update(tags)
+
+    def set_study_status(self, name: str, status: str) -> None:
+        if status not in _STATUSES:
+            raise ValueError(f"status {status!r}; allowed: {', '.join(_STATUSES)}")
+        if name in self._meta:
+            self._status[name] = status
+
+    def study_status(self, name: str) -> str | None:
+        return self._status.get(name)
+
+    def log_run(self, name, run_name, role, params, metrics, tags, files) -> str:
+        run_id = f"{name}-{role}-{len(self._runs[name])}"
+        self._runs[name].append({"run_id": run_id, "run_name": run_name, "params": {k: str(v) for k, v in params.items()},
+                                 "metrics": dict(metrics), "tags": {**tags, "mixopt.role": role},
+                                 "files": list(files)})
+        return run_id
+
+    def runs(self, name: str, role: str) -> list[dict[str, Any]]:
+        return [r for r in self._runs.get(name, []) if r["tags"]["mixopt.role"] == role]
