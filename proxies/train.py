@@ -210,6 +210,9 @@ def run_trial(request: dict[str, Any] | TrialRequest) -> dict[str, Any]:
     final = history[-1]
     if not all(math.isfinite(v) for v in final["losses"].values()):
         raise TrialError(f"diverged at step {steps}: non-finite validation loss {final['losses']}")
+    if final["train_loss"] > math.log(corpus.vocab_size):
+        raise TrialError(f"diverged: final train loss {final['train_loss']:.4f} is above ln(vocab) = "
+                         f"{math.log(corpus.vocab_size):.4f}, the loss of a uniform guess (trial {req.trial_id})")
     tokens, fpt = steps * B * T, model.flops_per_token()
     metrics = {
         "train_loss": final["train_loss"], "tokens": tokens, "steps": steps,

@@ -76,6 +76,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: {value!r} must be a finite number")
         if isinstance(value, str):  # YAML 1.1 reads "1e9" as a string
             try:
                 x = float(value)
@@ -128,7 +130,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     while i < len(args):
         a = args[i]
         if not a.startswith("--") or len(a) <= 2:
-            raise ConfigError(f"override {a!r}: expected --key.sub=value")
+            raise ConfigError(f"override {a}: expected --key.sub=value")
         body = a[2:]
         if "=" in body:
             key, raw = body.split("=", 1)
@@ -136,7 +138,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             key, raw = body, args[i + 1]
             i += 1
         else:
-            raise ConfigError(f"override {a!r}: missing value; write --{body}=VALUE")
+            raise ConfigError(f"override {a}: missing value; write --{body}=VALUE")
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

@@ -46,7 +46,7 @@ class Mixture(Mapping[str, float]):
             except (TypeError, ValueError):
                 raise MixtureError(f"{where}.{k}: weight {v!r} is not a number") from None
             if not math.isfinite(x):
-                raise MixtureError(f"{where}.{k}: weight {v!r} is not finite; weights must be finite and >= 0")
+                raise MixtureError(f"{where}.{k}: weight {x} is not finite; weights must be finite and >= 0")
             if x < 0:
                 raise MixtureError(f"{where}.{k}: weight {x} is negative; weights must be >= 0")
             w[k] = x

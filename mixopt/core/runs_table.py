@@ -85,6 +85,13 @@ def _metric_columns(df: pd.DataFrame) -> list[str]:
             and c not in INFO_COLUMNS and pd.api.types.is_numeric_dtype(df[c])]
 
 
+def _show(v: object) -> str:
+    """A cell as a user wrote it: ``nan``, ``-0.5``, ``'abc'`` (not ``np.float64(nan)``)."""
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    return repr(v) if isinstance(v, str) else str(v)
+
+
 def _row_name(df: pd.DataFrame, i: int) -> str:
     if "run" in df.columns:
         return f"row {i} (run {df['run'].iloc[i]!r})"
@@ -97,11 +104,28 @@ def _load(path: Path) -> pd.DataFrame:
     if path.is_dir():
         raise RunsTableError(f"{path}: is a folder; expected a runs-table file (.csv or .parquet)")
     fmt = _format(path)
+    if fmt == "csv":
+        _check_header(path)
     try:
         return pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except Exception as e:  # pandas/pyarrow raise many types for a bad file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RunsTableError(f"{path}: cannot read as {fmt}: {msg}") from None
+
+
+def _check_header(path: Path) -> None:
+    """pandas renames a repeated column ``w.a`` to ``w.a.1``: refuse repeated names first."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # pandas reports an unreadable file below
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise RunsTableError(f"{path}: column(s) {', '.join(repr(c) for c in dup)} appear more than once in the "
+                             "header; each column name must be unique")
 
 
 def _validate_weights(path: Path | str, df: pd.DataFrame, wcols: list[str]) -> None:
@@ -110,12 +134,12 @@ def _validate_weights(path: Path | str, df: pd.DataFrame, wcols: list[str]) -> N
         bad = col.isna() | ~np.isfinite(col.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise RunsTableError(f"{path}: {_row_name(df, i)}, column {c!r}: weight {df[c].iloc[i]!r} "
+            raise RunsTableError(f"{path}: {_row_name(df, i)}, column {c!r}: weight {_show(df[c].iloc[i])} "
                                  "is not a finite number; weights must be numbers >= 0")
         neg = (col < 0).to_numpy()
         if neg.any():
             i = int(np.flatnonzero(neg)[0])
-            raise RunsTableError(f"{path}: {_row_name(df, i)}, column {c!r}: weight {col.iloc[i]!r} "
+            raise RunsTableError(f"{path}: {_row_name(df, i)}, column {c!r}: weight {_show(col.iloc[i])} "
                                  "is negative; weights must be >= 0")
     sums = df[wcols].to_numpy(dtype=float).sum(axis=1)
     off = np.abs(sums - 1.0) > SUM_TOL

@@ -15,6 +15,7 @@ tokenizer) still matches and whose files have the recorded sizes; everything els
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -358,6 +359,32 @@ class Corpus:
                 if shards.file_sha256(path) != self.manifest["domains"][d]["sha256"][split]:
                     raise DataError(f"{path}: sha256 differs from the manifest (corrupted or "
                                     f"modified); delete {self.path} and prepare again")
+
+    def verify_once(self) -> bool:
+        """:meth:`verify` the shards unless they are unchanged (size and mtime) since the last
+        verification recorded in ``verified.json``; also checks every token id is < vocab_size.
+        Returns True when the shards were read (False: unchanged since they were verified)."""
+        stamp = {f"{d}/{s}": list(self._stat(d, s)) for d in self.domains for s in SPLITS}
+        marker = self.path / "verified.json"
+        try:
+            if json.loads(marker.read_text()) == stamp:
+                return False
+        except (OSError, ValueError):
+            pass
+        self.verify()
+        for d in self.domains:
+            for split in SPLITS:
+                t = self.tokens(d, split)
+                if len(t) and int(t.max()) >= self.vocab_size:
+                    raise DataError(f"{self.path / d / split}.bin: token id {int(t.max())} >= vocab_size "
+                                    f"{self.vocab_size}; delete {self.path} and prepare again")
+        with contextlib.suppress(OSError):  # a read-only cache is verified again next time
+            shards.write_json(marker, stamp)
+        return True
+
+    def _stat(self, domain: str, split: str) -> tuple[int, int]:
+        st = (self.path / domain / f"{split}.bin").stat()
+        return st.st_size, st.st_mtime_ns
 
     def __repr__(self) -> str:
         return f"Corpus({str(self.path)!r}, domains={self.domains}, vocab_size={self.vocab_size})"

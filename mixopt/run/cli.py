@@ -91,7 +91,7 @@ def _cmd_prepare(args, extra) -> int:
             extra.append(f"--data.{key}={v}")
     args.trials = None
     cfg = config_from_args(args, extra)
-    corpus = StudyPlan.build(cfg, check_exists=False).open_corpus()
+    corpus = StudyPlan.build(cfg, check_exists=False, source=args.config).open_corpus()
     counts = corpus.token_counts("train")
     val = corpus.token_counts("val")
     print(f"corpus: {corpus.path}")
@@ -104,13 +104,13 @@ def _cmd_prepare(args, extra) -> int:
 def _cmd_run(args, extra, plotters: Sequence[Plotter] = ()) -> int:
     cfg = config_from_args(args, extra)
     if args.dry_run:
-        domains = StudyPlan.build(cfg, check_exists=False).domains
+        domains = StudyPlan.build(cfg, check_exists=False, source=args.config).domains
         print(to_yaml(cfg), end="")
         print(f"# corpus domains: {', '.join(domains)}")
         print(f"# tracking: {cfg.resolved_tracking_uri()}\n# outputs: {cfg.output_dir}/{cfg.study}/")
         return 0
-    run(cfg, resume=args.resume, plotters=plotters)
-    return 0
+    out = run(cfg, resume=args.resume, plotters=plotters, source=args.config)
+    return 130 if out.interrupted else 0
 
 
 def open_study_from_args(args, extra):

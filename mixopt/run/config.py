@@ -149,13 +149,26 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{label}: cannot read ({e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{label}: top level must be a mapping of study settings")
+    over = parse_overrides(overrides or [])  # its errors name the override
     try:
-        merged = merge(raw, parse_overrides(overrides or []))
-        cfg = from_dict(StudyConfig, merged)
+        cfg = from_dict(StudyConfig, merge(raw, over))
         validate(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{label}: {e}") from None
+        raise ConfigError(f"{_blame(str(e), overrides or [], label)}: {e}") from None
     return cfg
+
+
+def _blame(msg: str, overrides: list[str], label: str) -> str:
+    """Where a config error comes from: the override that set the key, else the file."""
+    key = msg.split(":", 1)[0].strip()
+    for i, a in enumerate(overrides):
+        if not a.startswith("--"):
+            continue
+        okey = a[2:].split("=", 1)[0]
+        if key == okey or key.startswith(okey + ".") or key.startswith(okey + "[") or okey.startswith(key + "."):
+            value = a.split("=", 1)[1] if "=" in a else (overrides[i + 1] if i + 1 < len(overrides) else "")
+            return f"override --{okey}={value}"
+    return label
 
 
 def validate(cfg: StudyConfig) -> None:

@@ -65,6 +65,10 @@ class LocalExecutor:
         out, self._done = self._done, []
         return out
 
+    def cancel(self) -> list[int]:
+        """Nothing runs between calls here (a trial runs inside ``submit``)."""
+        return []
+
     def shutdown(self) -> None:
         pass
 
@@ -124,10 +128,16 @@ class RayExecutor:
                 out.append(Finished(tid, None, f"system failure after {self.cfg.max_retries} retries: {_reason(e)}"))
         return out
 
-    def shutdown(self) -> None:
+    def cancel(self) -> list[int]:
+        """Stop every running trial (force-kills its worker); returns their trial ids."""
+        ids = sorted(self._refs.values())
         for ref in list(self._refs):
             self.ray.cancel(ref, force=True)
         self._refs.clear()
+        return ids
+
+    def shutdown(self) -> None:
+        self.cancel()
         if self._owns:
             self.ray.shutdown()
 

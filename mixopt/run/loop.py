@@ -8,7 +8,9 @@ recommendation (YAML + JSON), runs table, plots -> summary table.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,10 +45,12 @@ class RunOutcome:
     files: dict[str, str]
     seconds: float
     train_seconds: float
+    interrupted: bool = False  # Ctrl-C: the study is resumable with --resume
 
 
 def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Storage | None = None,
-        progress: Callable[[str], None] = log, plotters: Sequence[Plotter] = ()) -> RunOutcome:
+        progress: Callable[[str], None] = log, plotters: Sequence[Plotter] = (),
+        source: str | None = None) -> RunOutcome:
     """Run a study to its budget and write the recommendation.
 
     Args:
@@ -56,11 +60,12 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
         storage: default: MLflow at the config's resolved tracking URI.
         progress: where progress lines go (default: stderr).
         plotters: extra outputs drawn at the end (the CLI passes the study plots).
+        source: the config file's name, named in config errors.
     Raises:
         UserError: a config, data or store mistake (before anything is written), or no trial completed.
     """
     t_start = time.time()
-    plan = StudyPlan.build(cfg, resume=resume, storage=storage)
+    plan = StudyPlan.build(cfg, resume=resume, storage=storage, source=source)
     _driver_threads(cfg)
     corpus = plan.open_corpus(progress)  # a cache: reused by every study on the same data settings
     space = plan.build_space(corpus.token_counts("train"))
@@ -68,15 +73,16 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
     progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: "
              f"{study.objective.description}; searcher {study.searcher_name} after {study.n_init} random; "
              f"budget {cfg.budget.trials} trials; tracking {plan.storage().uri}")
-    train_seconds = execute(cfg, study, corpus, executor, progress, t_start)
-    rec, files = finish(cfg, study, plan.storage(), progress, plotters)
-    return RunOutcome(study, rec, files, time.time() - t_start, train_seconds)
+    stop = Interrupt(progress)
+    train_seconds = execute(cfg, study, corpus, executor, progress, t_start, stop)
+    rec, files = finish(cfg, study, plan.storage(), progress, plotters, interrupted=stop.requested)
+    return RunOutcome(study, rec, files, time.time() - t_start, train_seconds, stop.requested)
 
 
 def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Callable[[str], None] = log,
-            t_start: float | None = None) -> float:
-    """Run the study's trials on the executor until the budget is spent; returns the summed
-    in-trial training seconds."""
+            t_start: float | None = None, stop: Interrupt | None = None) -> float:
+    """Run the study's trials on the executor until the budget is spent (or Ctrl-C); returns the
+    summed in-trial training seconds. ``stop`` tells the caller whether Ctrl-C ended it."""
     executor = executor or make_executor(cfg.executor)
 
     def request(t: Trial) -> TrialRequest:
@@ -84,17 +90,43 @@ def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Cal
                             tuple(corpus.domains), cfg.executor.threads_per_worker,
                             "auto" if cfg.executor.num_gpus > 0 else "cpu")
 
+    stop = stop or Interrupt(progress)
     try:
-        return _loop(cfg, study, executor, request, progress, time.time() if t_start is None else t_start)
-    except KeyboardInterrupt:
-        progress("interrupted; finished trials are in the store. Continue with the same command and --resume")
-        raise
+        with stop:
+            return _loop(cfg, study, executor, request, progress, time.time() if t_start is None else t_start, stop)
     finally:
         executor.shutdown()
 
 
+class Interrupt:
+    """Ctrl-C during a study: the first stops asking, cancels the running trials (they stay
+    unfinished in the store, so ``--resume`` re-runs them) and lets the outputs be written; a
+    second one exits at once (exit code 130)."""
+
+    def __init__(self, progress: Callable[[str], None]) -> None:
+        self.progress = progress
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            os._exit(130)
+        self.requested = True
+        self.progress("Ctrl-C: no new trials; stopping the running ones and writing the outputs "
+                      "(Ctrl-C again exits at once)")
+
+
 def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], TrialRequest], progress,
-          t_start: float) -> float:
+          t_start: float, stop: Interrupt) -> float:
     # trials a dead driver left PENDING/RUNNING are run again: they never completed
     todo = [t for t in study.trials if t.state in (TrialState.PENDING, TrialState.RUNNING)]
     if todo:
@@ -109,6 +141,8 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
         return sum(t.metrics.get("flops_per_token", 0.0) * t.metrics.get("tokens", 0.0) for t in study.trials)
 
     def can_start() -> bool:
+        if stop.requested:
+            return False
         if budget.wall_seconds and time.time() - t_start > budget.wall_seconds:
             return False
         if budget.flops and flops_spent() >= budget.flops:
@@ -117,7 +151,7 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
 
     while True:
         free = executor.capacity - executor.running()
-        while free > 0 and (todo or can_start()):
+        while free > 0 and not stop.requested and (todo or can_start()):
             if todo:
                 trials = [todo.pop(0)]
             else:
@@ -129,9 +163,12 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
                     study.mark_running(t.trial_id)
                 executor.submit(t.trial_id, request(t))
                 free -= 1
+        if stop.requested and executor.running():
+            cancelled = executor.cancel()
+            progress(f"cancelled running trial(s) {cancelled}: unfinished in the store, re-run by --resume")
         if executor.running() == 0:
             break
-        for f in executor.wait(timeout=None):
+        for f in executor.wait(timeout=0.5):  # returns often, so Ctrl-C is seen
             if f.error is not None:
                 t = study.tell(f.trial_id, error=f.error)
             else:

@@ -42,9 +42,12 @@ def summary_table(study, rec: Any, top: int = 5) -> str:
 
 
 def finish(cfg: StudyConfig, study: Study, storage: Storage, progress: Callable[[str], None],
-           plotters: Sequence[Plotter] = ()) -> tuple[Recommendation, dict[str, str]]:
+           plotters: Sequence[Plotter] = (), interrupted: bool = False) -> tuple[Recommendation | None, dict[str, str]]:
     """Recommend, write ``recommendation.{yaml,json}`` and ``runs.csv`` (and what each plotter
     draws, under ``plots/``), log them to the store, mark the study FINISHED, print a summary.
+
+    After Ctrl-C (``interrupted``) the study is marked KILLED instead, and with no completed
+    trial only the runs table is written (the recommendation is None).
 
     Raises:
         UserError: no trial completed (the runs table is still written and logged).
@@ -56,7 +59,11 @@ def finish(cfg: StudyConfig, study: Study, storage: Storage, progress: Callable[
         runs = str(out / "runs.csv")
         write_runs_table(study.to_dataframe(), runs)
         storage.log_study_outputs(study.name, {"runs": runs}, {}, {})
-        storage.set_study_status(study.name, "FAILED")
+        storage.set_study_status(study.name, "KILLED" if interrupted else "FAILED")
+        if interrupted:
+            progress(f"interrupted before any trial completed; wrote {runs}. Continue with the same command and "
+                     "--resume")
+            return None, {"runs": runs}
         failed = [t for t in study.trials if t.state is TrialState.FAILED]
         first = failed[0].error if failed else "no trial ran"
         raise UserError(f"study {study.name!r}: no trial completed ({len(failed)} failed; first: {first}); "
@@ -86,10 +93,13 @@ def finish(cfg: StudyConfig, study: Study, storage: Storage, progress: Callable[
     for plot in plotters:
         files.update(plot(study, rec, out / "plots"))
     storage.log_study_outputs(study.name, files, metrics, {"mixopt.recommendation": json.dumps(doc["mixture"])})
-    storage.set_study_status(study.name, "FINISHED")
+    storage.set_study_status(study.name, "KILLED" if interrupted else "FINISHED")
     print(summary_table(study, rec))
     for path in files.values():
         progress(f"wrote {path}")
+    if interrupted:
+        progress(f"interrupted: the outputs above are from {study.counts()['COMPLETE']} completed trial(s). "
+                 "Continue with the same command and --resume")
     return rec, files
 
 

@@ -10,7 +10,6 @@ floors and caps, the ladder, the sweep's custom mixtures, whether the study exis
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 from mixopt import search
 from mixopt.core.errors import BudgetError, DataError, SpaceError, UserError
 from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.core.names import DOMAIN_NAME
 from mixopt.core.objective import Objective
 from mixopt.core.spec import ProxySpec
 from mixopt.data import Corpus, default_cache_dir, prepare_corpus, resolve_recipe
@@ -29,7 +29,6 @@ from mixopt.run.config import StudyConfig
 from mixopt.search.dirichlet import sample
 from mixopt.study import Storage, Study, create_study, get_storage, load_study
 
-_DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # what MLflow accepts in param/metric names, minus spaces
 RESUMABLE = ("budget", "executor", "tracking_uri", "output_dir")
 
 
@@ -61,13 +60,27 @@ class StudyPlan:
     # --- checks before anything is written -------------------------------------------------
     @classmethod
     def build(cls, cfg: StudyConfig, *, resume: bool = False, storage: Storage | None = None,
-              check_exists: bool = True) -> StudyPlan:
+              check_exists: bool = True, source: str | None = None) -> StudyPlan:
         """Check the config against the recipe and the store; nothing is prepared or written.
 
+        Args:
+            source: the config file's name, to prefix the errors found in the config with.
         Raises:
             ConfigError, DataError, SpaceError, MixtureError, UserError: one line saying what is
             wrong, where, and what is allowed.
         """
+        try:
+            plan = cls._checked(cfg, resume, storage)
+        except UserError as e:
+            if source and not str(e).startswith(str(source)):
+                raise type(e)(f"{source}: {e}") from None
+            raise
+        if check_exists:
+            plan._check_exists()
+        return plan
+
+    @classmethod
+    def _checked(cls, cfg: StudyConfig, resume: bool, storage: Storage | None) -> StudyPlan:
         search.get_searcher(cfg.search.searcher, cfg.search.options)
         cache = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
         _, key, sources = resolve_recipe(cfg.data.recipe, cache)
@@ -76,7 +89,7 @@ class StudyPlan:
                 src.fingerprint()  # lists the folder: a missing or empty domain fails here, not mid-way
         names = sorted(s.name for s in sources)
         for n in names:
-            if not _DOMAIN_NAME.fullmatch(n):
+            if not DOMAIN_NAME.fullmatch(n):
                 raise DataError(f"data.recipe: domain name {n!r} (a folder name) may only use letters, digits, "
                                 "'_', '.' and '-' (it names MLflow params and metrics); rename the folder")
         objective = Objective.from_config(cfg.objective, names)
@@ -85,10 +98,7 @@ class StudyPlan:
         for i, m in enumerate(cfg.sweep.custom):
             where = f"sweep.custom[{i}]"
             Mixture(m, train, where=where)  # finite, >= 0, sums to 1, names training domains
-        plan = cls(cfg, names, objective, cfg.ladder_specs(), resume, storage)
-        if check_exists:
-            plan._check_exists()
-        return plan
+        return cls(cfg, names, objective, cfg.ladder_specs(), resume, storage)
 
     def _check_exists(self) -> None:
         cfg = self.cfg
@@ -141,6 +151,8 @@ class StudyPlan:
                                 max_bytes_per_domain=int(d.max_mb_per_domain * 1_000_000),
                                 val_fraction=d.val_fraction, cache_dir=d.cache_dir, seed=self.cfg.seed,
                                 progress=progress)
+        if corpus.verify_once():  # sha256 of every shard, once per corpus (again if a shard changes)
+            progress(f"corpus {corpus.path}: shards verified against their sha256")
         need = max([self.cfg.proxy.seq_len] + [s.seq_len for s in self.ladder]) + 1
         for split in ("train", "val"):
             for dom, n in corpus.token_counts(split).items():

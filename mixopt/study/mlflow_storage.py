@@ -11,12 +11,19 @@ SCHEDULED, RUNNING -> RUNNING, COMPLETE -> FINISHED, FAILED -> FAILED.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import math
+import os
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ _TAG_LIMIT = 7500  # MLflow caps tag values at 8000 characters
 
 
 def _client(uri: str):
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per trial
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -41,6 +49,56 @@ def _client(uri: str):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def _probe_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds when nothing answers at ``uri`` (MLflow's client retries for minutes)."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answers (a server without /health, or behind auth): let MLflow speak for it
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"MLflow tracking URI {uri!r}: no server answers there ({reason}); start it or fix "
+                        "--tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
+_LEASE_S = 60.0   # a lock older than this was left by a dead process: ignored and removed
+_SETTLE_S = 0.15  # wait between claiming and checking, longer than clock skew and request latency
+
+
+@contextlib.contextmanager
+def _server_lock(store: MlflowStorage, name: str) -> Iterator[None]:
+    """A mutex for study ``name`` kept as runs in the study's experiment (tracking servers have no
+    locks or transactions): claim by creating a ``mixopt.role=lock`` run, wait ``_SETTLE_S``, and
+    hold it when it is the oldest live claim (start time, then run id); otherwise withdraw and retry."""
+    found = store._find_parent(name)
+    if found is None:  # nothing to guard before the study exists
+        yield
+        return
+    exp_id = found[0]
+    client = store.client
+    while True:
+        run = client.create_run(exp_id, run_name="lock", tags={"mixopt.role": "lock", "mixopt.study": name})
+        time.sleep(_SETTLE_S)
+        now = time.time() * 1000
+        claims = client.search_runs([exp_id], "tags.`mixopt.role` = 'lock'", max_results=1000)
+        live = []
+        for c in claims:
+            if now - c.info.start_time > _LEASE_S * 1000:
+                with contextlib.suppress(Exception):
+                    client.delete_run(c.info.run_id)
+            else:
+                live.append(c)
+        first = min(live, key=lambda c: (c.info.start_time, c.info.run_id), default=None)
+        if first is not None and first.info.run_id == run.info.run_id:
+            break
+        client.delete_run(run.info.run_id)
+        time.sleep(0.05 + 0.1 * (hash(run.info.run_id) % 7) / 7)
+    try:
+        yield
+    finally:
+        client.delete_run(run.info.run_id)
 
 
 def _artifact_location(uri: str, name: str) -> str | None:
@@ -59,18 +117,55 @@ class MlflowStorage(Storage):
 
     def __init__(self, uri: str | None = None, create: bool = True) -> None:
         self.uri = uri or default_tracking_uri()
-        if not create and self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).is_file():
+        self._db = Path(self.uri[len("sqlite:///"):]) if self.uri.startswith("sqlite:///") else None
+        if not create and self._db is not None and not self._db.is_file():
             raise UserError(f"MLflow tracking URI {self.uri!r}: no such database (run a study first, or set "
                             "--tracking-uri / MLFLOW_TRACKING_URI)")
+        if self.uri.startswith(("http://", "https://")):
+            _probe_server(self.uri)  # an unreachable server fails here, in seconds, not after minutes of retries
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # no INFO lines on first use
+        self._local = threading.RLock()
         try:
-            self.client = _client(self.uri)
-            self.client.search_experiments(max_results=1)  # creates/migrates a SQLite store once, here
+            with self._file_lock():  # concurrent first use of a SQLite file races its migration
+                self.client = _client(self.uri)
+                self.client.search_experiments(max_results=1)  # creates/migrates a SQLite store once, here
         except Exception as e:  # a wrong URI or an unreachable server is the user's to fix
             raise UserError(f"MLflow tracking URI {self.uri!r}: cannot open the store ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
         self._parents: dict[str, tuple[str, str]] = {}  # study -> (experiment id, parent run id)
         self._run_ids: dict[tuple[str, int], str] = {}
+        self._domains: dict[str, list[str]] = {}
+
+    # --- one writer at a time per study --------------------------------------------------------
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """An exclusive lock on ``<database>.mixopt-lock`` (SQLite stores); nothing for servers."""
+        if self._db is None:
+            yield
+            return
+        self._db.parent.mkdir(parents=True, exist_ok=True)
+        with open(str(self._db) + ".mixopt-lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Exclusive access to study ``name`` across threads and processes.
+
+        SQLite: an OS file lock next to the database (every process on the machine that holds it).
+        A tracking server: a lease lock kept in the store itself (:func:`_server_lock`), safe while
+        clocks and request latency differ by less than its settle time (0.15 s).
+        """
+        with self._local:
+            if self._db is not None:
+                with self._file_lock():
+                    yield
+            else:
+                with _server_lock(self, name):
+                    yield
 
     # --- study --------------------------------------------------------------------------
     def _find_parent(self, name: str) -> tuple[str, str] | None:
@@ -144,8 +239,9 @@ class MlflowStorage(Storage):
         found = self._find_parent(name)
         if found is None:
             return []
-        meta = self.load_meta(name) or {}
-        domains = meta.get("domains", [])
+        if name not in self._domains:
+            self._domains[name] = list((self.load_meta(name) or {}).get("domains", []))
+        domains = self._domains[name]
         runs, token = [], None
         while True:
             page = self.client.search_runs([found[0]], "tags.`mixopt.role` = 'trial'", max_results=1000,

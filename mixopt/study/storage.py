@@ -10,7 +10,10 @@ the conformance suite in ``tests/study/test_storage_conformance.py``.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,12 @@ class Storage(abc.ABC):
         """The runs logged with ``log_run`` under ``role``, oldest first: dicts with ``run_id``,
         ``run_name``, ``params``, ``metrics``, ``tags``."""
 
+    @abc.abstractmethod
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Exclusive access to study ``name`` across threads and processes: a Study reads the
+        trials, assigns the next id (or claims a waiting trial, or checks a trial is unfinished)
+        and writes, all inside it, so many processes can ask/tell one study."""
+
     def run_url(self, name: str) -> str | None:
         """A browser URL of the study's run, where the store has one."""
         return None
@@ -103,6 +112,7 @@ class InMemoryStorage(Storage):
         self._status: dict[str, str] = {}
         self._runs: dict[str, list[dict[str, Any]]] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()
 
     def create_study(self, meta: dict[str, Any]) -> None:
         if meta["name"] in self._meta:
@@ -146,6 +156,11 @@ class InMemoryStorage(Storage):
 
     def study_status(self, name: str) -> str | None:
         return self._status.get(name)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        with self._lock:
+            yield
 
     def log_run(self, name, run_name, role, params, metrics, tags, files) -> str:
         run_id = f"{name}-{role}-{len(self._runs[name])}"

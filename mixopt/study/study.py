@@ -23,6 +23,7 @@ import numpy as np
 from mixopt import search
 from mixopt.core.errors import ConfigError, RunsTableError, UserError
 from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.core.names import check_domain_names, check_study_name
 from mixopt.core.objective import Objective
 from mixopt.core.runs_table import RunsTable, read_runs_table
 from mixopt.core.spec import ProxySpec
@@ -68,7 +69,9 @@ class Study:
         return list(self._trials)
 
     def trial(self, trial_id: int) -> Trial:
-        if not isinstance(trial_id, int) or not (0 <= trial_id < len(self._trials)):
+        if isinstance(trial_id, int) and not isinstance(trial_id, bool) and trial_id >= len(self._trials):
+            self.refresh()  # another process may have added it
+        if not isinstance(trial_id, int) or isinstance(trial_id, bool) or not (0 <= trial_id < len(self._trials)):
             raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{len(self._trials) - 1})")
         return self._trials[trial_id]
 
@@ -121,15 +124,24 @@ class Study:
         """Hand out up to ``n`` trials: enqueued ones first, then the initial design, then the
         searcher. Trials already handed out and not finished count as pending for the searcher;
         a searcher may return fewer (a concurrency limit), so fewer than ``n`` may come back.
+        Safe to call from many processes at once: ids are assigned and waiting trials claimed
+        under the store's lock.
+
+        Args:
+            n: how many trials (>= 1).
+            spec: the proxy spec for new trials (default: the study's; a multi-fidelity searcher
+                picks a rung of the ladder itself).
+        Returns:
+            the PENDING trials, in id order.
+        Raises:
+            UserError: ``n`` is not a positive integer.
         """
         if not isinstance(n, int) or n < 1:
             raise UserError(f"ask: n={n!r} must be a positive integer")
-        out: list[Trial] = []
-        for t in self._trials:
-            if len(out) == n:
-                break
-            if t.state is TrialState.WAITING:
-                out.append(self._save(t.with_(state=TrialState.PENDING)))
+        with self._storage.lock(self.name):  # another process may claim the same waiting trial
+            self.refresh()
+            waiting = [t for t in self._trials if t.state is TrialState.WAITING][:n]
+            out = [self._save(t.with_(state=TrialState.PENDING)) for t in waiting]
         while len(out) < n:
             k = n - len(out)
             n_model_done = sum(1 for t in self._trials if t.phase in ("init", "model", "warm_start", "enqueued"))
@@ -140,63 +152,100 @@ class Study:
             proposals = searcher.suggest(self._context(), k)
             if not proposals:  # e.g. a concurrency limit: fewer trials now, more once some finish
                 break
-            for p in proposals:
-                m, fid = p.mixture, p.fidelity
-                m = self.space.validate(Mixture(m.to_dict(), self.space.domains))
-                t_spec = self.fidelities[fid] if fid is not None else (spec or self.spec)
-                t = Trial(len(self._trials), m, t_spec, TrialState.PENDING,
-                          searcher=searcher.name, phase="init" if in_init else "model")
-                t = self._storage.add_trial(self.name, t)
-                self._trials.append(t)
-                out.append(t)
+            new = [(self.space.validate(Mixture(p.mixture.to_dict(), self.space.domains)),
+                    self.fidelities[p.fidelity] if p.fidelity is not None else (spec or self.spec)) for p in proposals]
+            out += self._add([Trial(-1, m, t_spec, TrialState.PENDING, searcher=searcher.name,
+                                    phase="init" if in_init else "model") for m, t_spec in new])
         return out
+
+    def _add(self, trials: Sequence[Trial]) -> list[Trial]:
+        """Store new trials under the next free ids, atomically with respect to other processes."""
+        added = []
+        with self._storage.lock(self.name):
+            self.refresh()
+            for t in trials:
+                t = self._storage.add_trial(self.name, t.with_(trial_id=len(self._trials)))
+                self._trials.append(t)
+                added.append(t)
+        return added
+
+    def refresh(self) -> None:
+        """Re-read the trials from the store (other processes may have asked or told)."""
+        self._trials = self._storage.trials(self.name)
 
     def enqueue(self, mixture: Mapping[str, float], spec: ProxySpec | None = None, label: str = "") -> Trial:
         """Queue a user-chosen mixture (optionally at another proxy spec, with a name); the next
         ``ask`` hands it out before any proposal."""
         m = self.space.validate(mixture if isinstance(mixture, Mixture) else Mixture(mixture, where="enqueue"),
                                 "enqueue")
-        t = Trial(len(self._trials), m, spec or self.spec, TrialState.WAITING, searcher="user", phase="enqueued",
-                  label=label)
-        t = self._storage.add_trial(self.name, t)
-        self._trials.append(t)
+        [t] = self._add([Trial(-1, m, spec or self.spec, TrialState.WAITING, searcher="user", phase="enqueued",
+                               label=label)])
         return t
 
     def mark_running(self, trial_id: int) -> Trial:
-        t = self.trial(trial_id)
-        if t.state is not TrialState.PENDING:
-            raise UserError(f"trial {trial_id} is {t.state.value}; only PENDING trials can start")
-        return self._save(t.with_(state=TrialState.RUNNING))
+        with self._storage.lock(self.name):
+            self.refresh()
+            t = self.trial(trial_id)
+            if t.state is not TrialState.PENDING:
+                raise UserError(f"trial {trial_id} is {t.state.value}; only PENDING trials can start")
+            return self._save(t.with_(state=TrialState.RUNNING))
 
     # --- telling ------------------------------------------------------------------------
     def tell(self, trial_id: int, result: Mapping[str, Any] | float | None = None, *,
              error: str | None = None) -> Trial:
         """Report a trial's outcome.
 
-        ``result`` is a proxy result dict (with ``losses``: {domain: loss}, plus optional
-        ``history`` and other numeric metrics), a plain ``{domain: loss}`` mapping, or a float
-        objective value. ``error=...`` marks it FAILED with that reason. Non-finite objectives
-        mark it FAILED too: the searcher never sees a made-up value.
+        Args:
+            trial_id: a trial handed out by :meth:`ask`.
+            result: a proxy result (``TrialResult.to_dict()``: ``losses`` {domain: loss}, plus optional
+                ``history`` and numeric metrics), a plain ``{domain: loss}`` mapping, or a float
+                objective value. Non-finite objectives mark the trial FAILED: the searcher never sees
+                a made-up value.
+            error: marks the trial FAILED with this reason instead.
+        Returns:
+            the trial as stored (COMPLETE or FAILED).
+        Raises:
+            UserError: unknown trial, a trial already told or never handed out, losses for unknown
+                domains or lacking an objective domain (nothing is written then).
         """
-        t = self.trial(trial_id)
-        if t.state.finished:
-            raise UserError(f"trial {trial_id} is already {t.state.value}")
-        if t.state is TrialState.WAITING:
-            raise UserError(f"trial {trial_id} was never handed out by ask()")
         if error is not None or result is None:
-            return self._save(t.with_(state=TrialState.FAILED, error=error or "no result reported"))
+            done = {"state": TrialState.FAILED, "error": error or "no result reported"}
+        else:
+            done = self._outcome(result)
+        with self._storage.lock(self.name):  # checked and written at once: a trial is told once
+            self.refresh()
+            t = self.trial(trial_id)
+            if t.state.finished:
+                raise UserError(f"trial {trial_id} is already {t.state.value}")
+            if t.state is TrialState.WAITING:
+                raise UserError(f"trial {trial_id} was never handed out by ask()")
+            return self._save(t.with_(**done))
+
+    def _outcome(self, result: Mapping[str, Any] | float) -> dict[str, Any]:
+        """The trial fields a reported result sets (checked before anything is written)."""
+        if isinstance(result, bool) or not isinstance(result, (int, float, Mapping)):
+            raise UserError(f"tell: result must be a mapping domain -> loss, a result dict or a number, "
+                            f"got {type(result).__name__}")
         if isinstance(result, (int, float)):
-            losses, metrics, history = {}, {}, []
+            value, losses, metrics, history = float(result), {}, {}, []
         else:
             r = TrialResult.from_dict(result)
             losses, metrics, history = r.losses, r.metrics, r.history
-        value = float(result) if isinstance(result, (int, float)) else self.objective.value(losses)
+            known = set(self.space.domains) | set(self.objective.domains)
+            unknown = sorted(set(losses) - known)
+            if unknown:
+                raise UserError(f"tell: losses for unknown domain(s) {unknown}; allowed: {', '.join(sorted(known))}")
+            missing = [d for d in self.objective.domains if d not in losses]
+            if missing:
+                raise UserError(f"tell: losses lack the objective's domain(s) {missing} (objective: "
+                                f"{self.objective.description}); report them, or tell(id, error=...)")
+            value = self.objective.value(losses)
         if not math.isfinite(value):
-            bad = {d: losses.get(d) for d in self.objective.domains}
-            return self._save(t.with_(state=TrialState.FAILED, losses=losses, metrics=metrics, history=history,
-                                      error=f"objective is not finite (losses {bad})"))
-        return self._save(t.with_(state=TrialState.COMPLETE, value=value, losses=losses, metrics=metrics,
-                                  history=history, error=None))
+            bad = {d: losses.get(d) for d in self.objective.domains} if losses else value
+            return {"state": TrialState.FAILED, "losses": losses, "metrics": metrics, "history": history,
+                    "error": f"objective is not finite (losses {bad})"}
+        return {"state": TrialState.COMPLETE, "value": value, "losses": losses, "metrics": metrics,
+                "history": history, "error": None}
 
     def add_completed(self, table: pd.DataFrame | str | os.PathLike, objective: str | None = None) -> list[Trial]:
         """Warm start from a runs table (DataFrame or CSV/Parquet path): one COMPLETE trial per row.
@@ -240,16 +289,10 @@ class Study:
             m = Mixture.from_array(x, self.space.domains)  # renormalizes the table's rounding
             losses = {c[5:]: float(rt.df[c].iloc[i]) for c in loss_cols}
             rows.append((m, float(values[i]), losses))
-        added = []
-        for m, value, losses in rows:
-            ok = math.isfinite(value)
-            t = Trial(len(self._trials), m, None, TrialState.COMPLETE if ok else TrialState.FAILED,
-                      value if ok else None, losses, searcher="warm_start", phase="warm_start",
-                      error=None if ok else "non-finite objective in runs table")
-            t = self._storage.add_trial(self.name, t)
-            self._trials.append(t)
-            added.append(t)
-        return added
+        return self._add([Trial(-1, m, None, TrialState.COMPLETE if math.isfinite(v) else TrialState.FAILED,
+                                v if math.isfinite(v) else None, losses, searcher="warm_start", phase="warm_start",
+                                error=None if math.isfinite(v) else "non-finite objective in runs table")
+                          for m, v, losses in rows])
 
     def _save(self, t: Trial) -> Trial:
         t = self._storage.update_trial(self.name, t)
@@ -309,7 +352,19 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
     MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``) or a Storage.
     ``fidelities`` is the scale ladder (cheapest first, the last is the target) for
     multi-fidelity searchers; ``spec`` defaults to its last rung.
+
+    Returns:
+        the new (or, with ``load_if_exists``, the existing) :class:`Study`.
+    Raises:
+        ConfigError: a bad name (empty, slashes), domain name, ``n_init``, objective, searcher
+            or searcher option.
+        UserError: the study exists (without ``load_if_exists``) or the store cannot be opened.
     """
+    check_study_name(name, "create_study: name")
+    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 0:
+        raise ConfigError(f"create_study: n_init={n_init!r} must be an integer >= 0")
+    if domains is not None:
+        check_domain_names(domains, "create_study: domains")
     fidelities = list(fidelities)
     if fidelities and spec is None:
         spec = fidelities[-1]
@@ -343,7 +398,13 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
 
 
 def load_study(name: str, storage: Storage | str) -> Study:
-    """Open an existing study from its store (e.g. after the driver died)."""
+    """Open an existing study from its store (e.g. after the driver died, or in another process).
+
+    Returns:
+        the :class:`Study`, with every trial read back from the store.
+    Raises:
+        UserError: no such study (the message lists the studies there) or the store cannot be opened.
+    """
     store = get_storage(storage, create=False)
     meta = store.load_meta(name)
     if meta is None:
