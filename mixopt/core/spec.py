@@ -68,6 +68,10 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return merged
 
 
+#: ProxySpec fields that may differ between the members of one pack (each member has its own)
+PER_MEMBER = ("seed", "lr", "warmup_frac", "min_lr_frac", "weight_decay", "aux_loss_coef", "z_loss_coef")
+
+
 @dataclass(frozen=True)
 class ProxySpec:
     """A proxy model and its training budget (the fidelity of a trial).
@@ -287,6 +291,11 @@ class ProxySpec:
         """
         n = self.active_non_embedding_params() + vocab_size * self.d_model
         return 6 * n + 12 * self.n_layer * self.d_model * self.seq_len
+
+    def pack_key(self) -> tuple[tuple[str, Any], ...]:
+        """The fields the members of a pack share (all but :data:`PER_MEMBER`): trials whose
+        specs have equal keys can be trained as one batched pack (``mixopt.proxies.pack_train``)."""
+        return tuple((k, v) for k, v in self.to_dict().items() if k not in PER_MEMBER)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -69,7 +69,13 @@ class BudgetConfig:
 @dataclass(frozen=True)
 class ExecutorConfig:
     """How trials run. ``ray``: Ray tasks (local Ray unless ``address`` / ``RAY_ADDRESS``);
-    ``local``: in this process, one at a time."""
+    ``local``: in this process, one at a time.
+
+    ``pack_size``: trials of one architecture trained together as one batched pack per task
+    (``mixopt.proxies.pack_train``; each trial keeps its own mixture, seed, data, optimizer and
+    losses): 1 trains one proxy per task; 0 (default) picks by device and size
+    (:func:`mixopt.run.loop.auto_pack_size`). It decides how trials are scheduled, not what is
+    trained, so it is not part of the proxy spec and may change on ``--resume``."""
 
     kind: str = "ray"
     workers: int = 2
@@ -78,6 +84,7 @@ class ExecutorConfig:
     threads_per_worker: int = 1
     max_retries: int = 2
     address: str | None = None
+    pack_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,8 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"executor.kind: {e.kind!r}; allowed: ray, local")
     if e.workers < 1 or e.threads_per_worker < 1 or e.max_retries < 0:
         raise ConfigError("executor: workers and threads_per_worker must be >= 1, max_retries >= 0")
+    if e.pack_size < 0 or e.pack_size > 1024:
+        raise ConfigError(f"executor.pack_size: {e.pack_size} must be in [0, 1024] (0: chosen by device and size)")
     if e.num_cpus < 0 or e.num_gpus < 0:
         raise ConfigError("executor: num_cpus and num_gpus must be >= 0")
 

@@ -19,6 +19,7 @@ from mixopt.core.worker import TrialRequest
 from mixopt.run.config import ExecutorConfig
 
 TRIAL_FN = "mixopt.proxies.train:run_trial"
+PACK_FN = "mixopt.proxies.pack_train:run_pack"
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,31 @@ def _call(fn_path: str, request: dict[str, Any]) -> dict[str, Any]:
     return resolve(fn_path)(request)
 
 
+def _finished_pack(trial_ids: list[int], results: list[dict[str, Any]]) -> list[Finished]:
+    """One Finished per member: a member's own failure (``{"error": ...}``) is its FAILED reason."""
+    out = []
+    for tid, r in zip(trial_ids, results):
+        err = r.get("error") if isinstance(r, dict) else "no result"
+        out.append(Finished(tid, None, str(err)) if err else Finished(tid, r, None))
+    return out
+
+
 class LocalExecutor:
     """Runs each trial in this process at submit time; ``wait`` returns what has finished."""
 
-    def __init__(self, fn: str | Callable = TRIAL_FN, capacity: int = 1) -> None:
+    def __init__(self, fn: str | Callable = TRIAL_FN, capacity: int = 1, pack_fn: str | Callable = PACK_FN) -> None:
         self.fn = resolve(fn)
+        self.pack_fn = pack_fn
         self.capacity = capacity
         self._done: list[Finished] = []
+
+    def submit_pack(self, trial_ids: list[int], requests: list[TrialRequest]) -> None:
+        """Train the requests as one pack, here and now."""
+        try:
+            results = resolve(self.pack_fn)([r.to_dict() for r in requests])
+            self._done += _finished_pack(trial_ids, results)
+        except Exception as e:  # the whole pack failed (e.g. an eval domain missing from the corpus)
+            self._done += [Finished(tid, None, _reason(e)) for tid in trial_ids]
 
     def submit(self, trial_id: int, request: TrialRequest) -> None:
         try:
@@ -101,10 +120,15 @@ class RayExecutor:
                 self._owns = True
         self._remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=cfg.max_retries,
                                   retry_exceptions=False)(_call)
-        self._refs: dict[Any, int] = {}
+        self._refs: dict[Any, int | list[int]] = {}  # task -> trial id, or the trial ids of a pack
+        self.pack_fn = PACK_FN
 
     def submit(self, trial_id: int, request: TrialRequest) -> None:
         self._refs[self._remote.remote(self.fn, request.to_dict())] = trial_id
+
+    def submit_pack(self, trial_ids: list[int], requests: list[TrialRequest]) -> None:
+        """One Ray task trains the pack (a lost worker retries the whole pack)."""
+        self._refs[self._remote.remote(self.pack_fn, [r.to_dict() for r in requests])] = list(trial_ids)
 
     def running(self) -> int:
         return len(self._refs)
@@ -119,18 +143,21 @@ class RayExecutor:
         out = []
         for ref in list(ready) + list(more):
             tid = self._refs.pop(ref)
+            ids = tid if isinstance(tid, list) else [tid]
             try:
-                out.append(Finished(tid, self.ray.get(ref), None))
-            except self.ray.exceptions.RayTaskError as e:  # the trial function raised
+                res = self.ray.get(ref)
+                out += _finished_pack(ids, res) if isinstance(tid, list) else [Finished(tid, res, None)]
+            except self.ray.exceptions.RayTaskError as e:  # the trial (or pack) function raised
                 cause = getattr(e, "cause", None) or e
-                out.append(Finished(tid, None, _reason(cause)))
+                out += [Finished(i, None, _reason(cause)) for i in ids]
             except self.ray.exceptions.RayError as e:  # worker/node lost after retries
-                out.append(Finished(tid, None, f"system failure after {self.cfg.max_retries} retries: {_reason(e)}"))
+                out += [Finished(i, None, f"system failure after {self.cfg.max_retries} retries: {_reason(e)}")
+                        for i in ids]
         return out
 
     def cancel(self) -> list[int]:
         """Stop every running trial (force-kills its worker); returns their trial ids."""
-        ids = sorted(self._refs.values())
+        ids = sorted(i for v in self._refs.values() for i in (v if isinstance(v, list) else [v]))
         for ref in list(self._refs):
             self.ray.cancel(ref, force=True)
         self._refs.clear()

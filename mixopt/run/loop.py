@@ -149,19 +149,24 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
             return False
         return started() < budget.trials
 
+    K = cfg.executor.pack_size or auto_pack_size(cfg)
     while True:
         free = executor.capacity - executor.running()
         while free > 0 and not stop.requested and (todo or can_start()):
             if todo:
-                trials = [todo.pop(0)]
-            else:
-                trials = study.ask(min(free, budget.trials - started()))
+                trials, todo = todo[:K * free], todo[K * free:]
+            else:  # K proposals per free worker at once; pending trials count for the searcher
+                trials = study.ask(min(K * free, budget.trials - started()))
                 if not trials:  # the searcher holds back until running trials finish
                     break
             for t in trials:
                 if t.state is not TrialState.RUNNING:
                     study.mark_running(t.trial_id)
-                executor.submit(t.trial_id, request(t))
+            for pack in packs(trials, K, cfg):
+                if len(pack) == 1:
+                    executor.submit(pack[0].trial_id, request(pack[0]))
+                else:
+                    executor.submit_pack([t.trial_id for t in pack], [request(t) for t in pack])
                 free -= 1
         if stop.requested and executor.running():
             cancelled = executor.cancel()
@@ -176,6 +181,21 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
                 t = study.tell(f.trial_id, f.result)
             _progress_line(study, t, executor.running(), budget.trials, progress, t_start)
     return train_seconds
+
+
+def packs(trials: Sequence[Trial], k: int, cfg: StudyConfig) -> list[list[Trial]]:
+    """Trials grouped into packs of at most ``k`` whose specs share everything but the per-member
+    fields (``ProxySpec.pack_key``), in trial order."""
+    groups: dict[tuple, list[Trial]] = {}
+    for t in trials:
+        groups.setdefault((t.spec or cfg.proxy).pack_key(), []).append(t)
+    return [g[i:i + k] for g in groups.values() for i in range(0, len(g), k)]
+
+
+def auto_pack_size(cfg: StudyConfig) -> int:
+    """``executor.pack_size: 0``: on a GPU, 32 proxies per pack; on CPU, 1 (one proxy per task:
+    on CPU a pack gains little over the solo path, see bench/bench_engine.py)."""
+    return 32 if cfg.executor.num_gpus > 0 else 1
 
 
 def _progress_line(study: Study, t, running: int, total: int, progress, t_start: float) -> None:

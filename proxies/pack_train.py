@@ -1,0 +1,332 @@
+"""Train K proxy trials of one architecture as one pack (``run_pack``), each as if trained alone.
+
+``run_pack(requests)`` takes K ``TrialRequest``s whose specs agree on everything but the
+per-member fields (``PER_MEMBER``: seed, lr, warmup/min-lr fractions, weight decay, MoE loss
+coefficients) and whose mixtures may all differ. Each member:
+
+* starts from its solo initial weights (``PackGPT.from_specs``),
+* draws its own batches with its own ``MixtureSampler(corpus, mixture, B, T, seed=spec.seed)``,
+  exactly the sequences its solo ``run_trial`` sees,
+* has its gradient clipped to norm 1 on its own (norm over all but the K axis) and its own
+  AdamW step (``PackAdamW``: per-element state, per-member lr schedule and weight decay),
+* is evaluated on the same fixed held-out batches: one (K, domains) loss matrix per evaluation.
+
+No host sync per step: training losses stay on the device in a (steps, K) tensor and are read
+at evaluation points, where a member with a non-finite loss is reported failed and masked
+(weights and optimizer state zeroed, left out of the optimizer) while the others go on; a
+member whose final training loss is above ln(vocab_size) (worse than uniform) fails too. The result has one
+entry per request: ``TrialResult.to_dict()`` like ``run_trial`` (plus pack_size and
+pack_tokens_per_s), or ``{"trial_id": ..., "error": "reason"}``.
+
+On CUDA the forward runs under bf16 autocast and, unless ``compile=False``, through
+``torch.compile`` (falling back to eager if compiling fails); MoE dispatch is a grouped
+matmul with static shapes (or dense-masked where ``F.grouped_mm`` is unavailable).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixopt.core.errors import MixtureError, TrialError
+from mixopt.core.mixture import Mixture
+from mixopt.core.spec import PER_MEMBER, ProxySpec
+from mixopt.core.worker import TrialRequest, TrialResult
+from mixopt.data.corpus import Corpus
+from mixopt.proxies.pack import PackGPT, resolve_dispatch, set_dispatch
+from mixopt.proxies.train import ROUTING_KEYS, MixtureSampler, build_model, eval_batches, lr_at, resolve_device
+
+BETAS, EPS, CLIP = (0.9, 0.95), 1e-8, 1.0  # as make_optimizer / train_step
+
+
+def _per_k(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K,) -> (K, 1, ..., 1) broadcastable against ``like`` (K, ...)."""
+    return t.view(-1, *([1] * (like.dim() - 1)))
+
+
+@torch.no_grad()
+def clip_per_member(grads: Sequence[torch.Tensor], max_norm: float = CLIP) -> torch.Tensor:
+    """``clip_grad_norm_`` per member: grads (K, ...) each; member k's norm over all its grads.
+
+    Scales member k by min(1, max_norm / (norm_k + 1e-6)) in place -> pre-clip norms (K,).
+    """
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1).float(), dim=1) for g in grads])  # (P, K)
+    total = torch.linalg.vector_norm(norms, dim=0)  # (K,)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_per_k(coef, g).to(g.dtype))
+    return total
+
+
+class PackAdamW:
+    """AdamW over stacked (K, ...) parameters, each member with its own lr and weight decay.
+
+    Members that share (lr, weight decay) at a step get one ``torch._fused_adamw_`` call, the
+    kernel of ``torch.optim.AdamW(fused=True)`` that solo training uses: on the whole stacked
+    tensors when every member is in the group, else on the members' slices. Betas 0.9/0.95,
+    eps 1e-8; decay on parameters >= 2-D per member (matmuls, embeddings), none on LayerNorm
+    gains, like ``make_optimizer``. Members left out of ``step`` are not touched (masked).
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], weight_decay: Sequence[float]) -> None:
+        self.params = list(params)
+        self.K = self.params[0].shape[0]
+        self.decay = [p.dim() - 1 >= 2 for p in self.params]
+        self.wd = list(weight_decay)
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]  # as fused wants
+
+    @torch.no_grad()
+    def step(self, lrs: Sequence[float], members: Sequence[int]) -> None:
+        """lrs: this step's lr per member (host floats); members: the members to update."""
+        self.t += 1
+        for t in self.steps:
+            t.fill_(self.t)
+        groups: dict[tuple[float, float], list[int]] = {}
+        for k in members:
+            groups.setdefault((lrs[k], self.wd[k]), []).append(k)
+        grads = [p.grad for p in self.params]
+        for (lr, wd), ks in groups.items():
+            for decay in (True, False):
+                idx = [i for i, d in enumerate(self.decay) if d == decay]
+                whole = len(ks) == self.K  # the stacked tensors themselves, else the members' slices
+
+                def pick(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+                    return [ts[i] for i in idx] if whole else [ts[i][k] for i in idx for k in ks]  # noqa: B023
+
+                if idx:
+                    steps = [self.steps[i] for i in idx] if whole else [self.steps[i] for i in idx for _ in ks]
+                    _adamw(pick(self.params), pick(grads), pick(self.m), pick(self.v), steps, lr,
+                           wd if decay else 0.0, self.t)
+
+    @torch.no_grad()
+    def reset_member(self, k: int) -> None:
+        for m, v in zip(self.m, self.v):
+            m[k].zero_(), v[k].zero_()
+
+
+def _adamw(ps: list[torch.Tensor], gs: list[torch.Tensor], ms: list[torch.Tensor], vs: list[torch.Tensor],
+           steps: list[torch.Tensor], lr: float, wd: float, t: int) -> None:
+    """One AdamW step on tensor lists: the fused kernel, else the same arithmetic with foreach ops."""
+    b1, b2 = BETAS
+    if hasattr(torch, "_fused_adamw_"):
+        torch._fused_adamw_(ps, gs, ms, vs, [], steps, lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=EPS,
+                            amsgrad=False, maximize=False)
+        return
+    torch._foreach_mul_(ps, 1 - lr * wd)
+    torch._foreach_lerp_(ms, gs, 1 - b1)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_addcmul_(vs, gs, gs, 1 - b2)
+    denom = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(vs), math.sqrt(1 - b2**t)), EPS)
+    torch._foreach_addcdiv_(ps, ms, denom, -lr / (1 - b1**t))
+
+
+class PackTrainer:
+    """A pack, its optimizer and its training step; knows nothing of corpora (benchmarks use it).
+
+    Args:
+        specs: one per member, equal in ``ProxySpec.pack_key()``.
+        vocab_size: V.
+        device: where to train; CUDA adds bf16 autocast and (compile=None) torch.compile.
+        dispatch: MoE dispatch (see ``PackMoE``); "auto" picks grouped where it works.
+        compile: torch.compile the forward; None = on CUDA only. Falls back to eager on failure.
+    """
+
+    def __init__(self, specs: Sequence[ProxySpec], vocab_size: int, device: torch.device,
+                 dispatch: str = "auto", compile: bool | None = None) -> None:
+        self.specs, self.device, self.K = list(specs), device, len(specs)
+        steps = specs[0].steps
+        self.pack = PackGPT.from_specs(specs, vocab_size).to(device)
+        set_dispatch(self.pack, resolve_dispatch(dispatch, device))
+        self.opt = PackAdamW(list(self.pack.parameters()), [s.weight_decay for s in specs])
+        self.lr_table = [[lr_at(i, s) for s in specs] for i in range(steps)]  # (steps, K) host floats
+        self.dead: set[int] = set()
+        self.losses = torch.full((steps, self.K), float("nan"), device=device)  # training CE per step
+        self.step_idx = 0
+        self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        use_compile = device.type == "cuda" if compile is None else compile
+        self._compiled = (torch.compile(self._objective, dynamic=False)  # one static graph per pack shape
+                          if use_compile and hasattr(torch, "compile") else None)
+
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (cross-entropy (K,), cross-entropy + MoE aux loss (K,))."""
+        ce = self.pack(x, y)
+        return ce, ce if self.pack.aux_loss is None else ce + self.pack.aux_loss
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                with self.amp:
+                    ce, total = self._compiled(x, y)
+                total.sum().backward()
+                return ce
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:  # compile unavailable or failing: eager from now on
+                warnings.warn(f"torch.compile of the pack step failed ({type(e).__name__}: {e}); running eager",
+                              stacklevel=2)
+                self._compiled = None
+                self.pack.zero_grad(set_to_none=True)
+        with self.amp:
+            ce, total = self._objective(x, y)
+        total.sum().backward()  # sum of per-member losses: each member gets its solo gradient
+        return ce
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step for all members. x, y: (K, B, T) int64 on the device. No host sync."""
+        ce = self._forward_backward(x, y)
+        grads = [p.grad for p in self.pack.parameters() if p.grad is not None]
+        with torch.no_grad():
+            clip_per_member(grads)
+            self.opt.step(self.lr_table[self.step_idx], [k for k in range(self.K) if k not in self.dead])
+            self.losses[self.step_idx] = ce.detach().float()
+        self.pack.zero_grad(set_to_none=True)
+        self.step_idx += 1
+
+    @torch.no_grad()
+    def kill(self, k: int) -> None:
+        """Mask member k out: zero its weights and optimizer state; the optimizer skips it from now on."""
+        self.dead.add(k)
+        for p in self.pack.parameters():
+            p[k].zero_()
+        self.opt.reset_member(k)
+
+    @torch.no_grad()
+    def evaluate(self, batches: dict[str, torch.Tensor]) -> np.ndarray:
+        """Mean loss of every member on each domain's fixed batches (n, B, T + 1) -> (K, D) array."""
+        self.pack.eval()
+        out = []
+        for data in batches.values():
+            data = data.to(self.device)
+            per = []
+            for b in data:
+                with self.amp:
+                    per.append(self.pack(b[None, :, :-1].expand(self.K, -1, -1),
+                                         b[None, :, 1:].expand(self.K, -1, -1)).float())
+            out.append(torch.stack(per).mean(0))
+        self.pack.train()
+        return torch.stack(out, 1).cpu().numpy().astype(float)  # one sync
+
+
+def _check_pack(reqs: list[TrialRequest], specs: list[ProxySpec]) -> None:
+    first = reqs[0]
+    for r in reqs[1:]:
+        for f in ("corpus_dir", "eval_domains", "num_threads", "device"):
+            if getattr(r, f) != getattr(first, f):
+                raise ValueError(f"run_pack: trial {r.trial_id} has {f}={getattr(r, f)!r}, trial "
+                                 f"{first.trial_id} {getattr(first, f)!r}; a pack shares them")
+    key = dict(specs[0].pack_key())
+    for r, s in zip(reqs[1:], specs[1:]):
+        diff = sorted(k for k, v in s.pack_key() if key[k] != v)
+        if diff:
+            raise ValueError(f"run_pack: trial {r.trial_id} differs from trial {first.trial_id} in {diff}; "
+                             f"pack members may differ only in {', '.join(PER_MEMBER)}")
+
+
+def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str = "auto",
+             compile: bool | None = None) -> list[dict[str, Any]]:
+    """Train the requests as one pack; one result per request, in order (see the module docstring).
+
+    Raises:
+        ValueError: requests that cannot share a pack (architecture, budget, corpus, device).
+        TrialError: an eval domain missing from the corpus (common to all members).
+    A member's own problems (bad mixture, weight on an empty domain, divergence) become
+    ``{"trial_id", "error"}`` entries.
+    """
+    t_start = time.perf_counter()
+    reqs = [r if isinstance(r, TrialRequest) else TrialRequest.from_dict(r) for r in requests]
+    if not reqs:
+        return []
+    specs = [ProxySpec.from_dict(r.spec) for r in reqs]
+    _check_pack(reqs, specs)
+    torch.set_num_threads(reqs[0].num_threads)
+    device = resolve_device(reqs[0].device)
+    corpus = Corpus.open(reqs[0].corpus_dir)
+    spec0, V = specs[0], corpus.vocab_size
+    B, T, steps = spec0.batch_size, spec0.seq_len, spec0.steps
+    out: list[dict[str, Any] | None] = [None] * len(reqs)
+    samplers: dict[int, MixtureSampler] = {}
+    for i, (r, s) in enumerate(zip(reqs, specs)):
+        try:
+            samplers[i] = MixtureSampler(corpus, Mixture(r.mixture, corpus.domains), B, T, seed=s.seed)
+        except (TrialError, MixtureError) as e:
+            out[i] = {"trial_id": r.trial_id, "error": str(e)}
+    val = {d: eval_batches(corpus, d, spec0.eval_batches, B, T) for d in reqs[0].eval_domains or corpus.domains}
+    live = list(samplers)  # pack slot j trains request live[j]
+    if not live:
+        return out
+    eval_at = {max(1, round(steps * (i + 1) / spec0.evals)) for i in range(spec0.evals)}
+    trainer = PackTrainer([specs[i] for i in live], V, device, dispatch=dispatch, compile=compile)
+    ref = build_model(spec0, V)  # sizes and FLOPs are the solo model's
+    history: list[list[dict[str, Any]]] = [[] for _ in live]
+    zeros = torch.zeros(B, T + 1, dtype=torch.int64)
+    train_seconds, t0, last = 0.0, time.perf_counter(), 0
+    for step in range(steps):
+        xs, ys = [], []
+        for j, i in enumerate(live):
+            x, y = (zeros[:, :-1], zeros[:, 1:]) if j in trainer.dead else samplers[i].next()
+            xs.append(x), ys.append(y)
+        x, y = torch.stack(xs), torch.stack(ys)  # (K, B, T) each
+        if device.type == "cuda":
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        trainer.step(x, y)
+        if step + 1 not in eval_at:
+            continue
+        window = trainer.losses[last:step + 1].cpu().numpy()  # (steps since last eval, K): syncs
+        train_seconds += time.perf_counter() - t0
+        for j, i in enumerate(live):
+            bad = np.flatnonzero(~np.isfinite(window[:, j]))
+            if j not in trainer.dead and len(bad):
+                s = last + int(bad[0])
+                out[i] = {"trial_id": reqs[i].trial_id, "error": f"diverged at step {s}: loss={window[bad[0], j]} "
+                          f"(lr={lr_at(s, specs[i]):.3g}, trial {reqs[i].trial_id})"}
+                trainer.kill(j)
+        if len(trainer.dead) == len(live):
+            break
+        if trainer.pack.moe:
+            trainer.pack.reset_routing_stats()
+        lossmat = trainer.evaluate(val)  # (K, D)
+        routing = trainer.pack.routing_stats() if trainer.pack.moe else None
+        for j in range(len(live)):
+            if j in trainer.dead:
+                continue
+            history[j].append({"step": step + 1, "tokens": (step + 1) * B * T,
+                               "losses": dict(zip(val, lossmat[j].tolist())),
+                               "train_loss": float(np.mean(window[:, j]))} | (routing[j] if routing else {}))
+        last, t0 = step + 1, time.perf_counter()
+    tokens, fpt = steps * B * T, ref.flops_per_token()
+    for j, i in enumerate(live):
+        if out[i] is not None:
+            continue
+        final = history[j][-1]
+        if not all(math.isfinite(v) for v in final["losses"].values()):
+            out[i] = {"trial_id": reqs[i].trial_id,
+                      "error": f"diverged at step {steps}: non-finite validation loss {final['losses']}"}
+            continue
+        if final["train_loss"] > math.log(V):
+            out[i] = {"trial_id": reqs[i].trial_id, "error": f"diverged: final train loss {final['train_loss']:.4f} is "
+                      f"above ln(vocab) = {math.log(V):.4f}, the loss of a uniform guess (trial {reqs[i].trial_id})"}
+            continue
+        metrics = {
+            "train_loss": final["train_loss"], "tokens": tokens, "steps": steps,
+            "seconds": time.perf_counter() - t_start, "train_seconds": train_seconds,
+            "tokens_per_s": tokens / train_seconds, "flops_per_token": fpt,
+            "flops_per_s": fpt * tokens / train_seconds,
+            "params": ref.num_params(non_embedding=False),
+            "non_embedding_params": ref.num_params(non_embedding=True),
+            "active_params": ref.num_active_params(non_embedding=False),
+            "active_non_embedding_params": ref.num_active_params(non_embedding=True),
+            "pack_size": len(live), "pack_tokens_per_s": len(live) * tokens / train_seconds,
+        } | {k: final[k] for k in ROUTING_KEYS if k in final}
+        out[i] = TrialResult(final["losses"], history[j], metrics, reqs[i].trial_id).to_dict() | {"device": str(device)}
+    return out
+
