@@ -21,6 +21,15 @@ caps), then repeat with it pending for the next batch element. Initial design (f
 ``min_fit`` finite trials over all rungs): Dirichlet mixtures at the cheapest rung, every
 ``target_every``-th at the target. ``recommend``: the posterior mean at the target fidelity,
 minimized over the space. A time limit and a pool fallback as in :mod:`mixopt.search.bo`.
+
+Target-rung evidence: once the model runs, a proposal goes to the target rung whenever fewer
+than ``min_target_share`` of the study's trials (pending included) would otherwise be there, so
+the cheap rungs cannot absorb the whole budget. ``recommend`` trusts the model only with at
+least ``min_target`` finite target-rung trials; with fewer it recommends the best trial of the
+highest rung that has data (``info["reason"]`` says so), and a model optimum predicted worse
+than the best target trial gives way to that trial (:func:`mixopt.search.trust.guard`).
+Hyperparameter refits are scheduled and warm-started as in ``bo`` (``refit``); the data are
+in trial order so that a new trial extends the cached prefix.
 """
 
 from __future__ import annotations
@@ -35,10 +44,19 @@ import numpy as np
 from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import Mixture
 from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
-from mixopt.search.bo import acq_values, best_distinct, check_options, is_new, minimize_mean, optimize_point, seeded_torch
+from mixopt.search.bo import (
+    acq_values,
+    best_distinct,
+    check_options,
+    is_new,
+    minimize_mean,
+    optimize_point,
+    seeded_torch,
+)
 from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
-from mixopt.search.gp import DEFAULT_WARP, DTYPE, WARPS, fit_mf_gp, posterior_mean_std
+from mixopt.search.gp import DEFAULT_WARP, DTYPE, REFITS, WARPS, fit_mf_gp, posterior_mean_std
 from mixopt.search.pool import untried_rows
+from mixopt.search.trust import best_target_trial, guard
 
 log = logging.getLogger(__name__)
 NO_LADDER = "mfbo needs a scale ladder: set `ladder:` in the study config"
@@ -58,7 +76,9 @@ class MFBOSearcher:
     """Options: min_fit (finite trials over all rungs before the GP; default 10), target_every
     (initial design: every n-th trial at the target), warp, n_pool (mixtures scored per rung),
     n_candidates (max-value samples' candidate set), num_fantasies, num_restarts, maxiter,
-    time_limit_s, strengths, max_tries."""
+    time_limit_s, strengths, max_tries, min_target_share (least share of trials at the target
+    rung once the model runs), min_target (target-rung trials before the model's recommendation
+    is trusted), refit (schedule|always), fallback_to_best."""
 
     name: str = "mfbo"
     min_fit: int = 10
@@ -72,14 +92,27 @@ class MFBOSearcher:
     time_limit_s: float = 20.0
     strengths: tuple[float, ...] = REGMIX_STRENGTHS
     max_tries: int = 20
+    min_target_share: float = 0.15
+    min_target: int = 3
+    refit: str = "schedule"
+    fallback_to_best: bool = True
 
     def __post_init__(self) -> None:
         if self.warp not in WARPS:
             raise ConfigError(f"search.options.warp: {self.warp!r}; allowed: {', '.join(WARPS)}")
+        if self.refit not in REFITS:
+            raise ConfigError(f"search.options.refit: {self.refit!r}; allowed: {', '.join(REFITS)}")
+        if not isinstance(self.fallback_to_best, bool):
+            raise ConfigError(f"search.options.fallback_to_best: {self.fallback_to_best!r} must be true or false")
+        v = self.min_target_share
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ConfigError(f"search.options.min_target_share: {v!r} must be a number in [0, 1] "
+                              f"(searcher {self.name!r})")
         check_options(self.name, {"min_fit": self.min_fit, "target_every": self.target_every,
                                   "n_pool": self.n_pool, "n_candidates": self.n_candidates,
                                   "num_fantasies": self.num_fantasies, "num_restarts": self.num_restarts,
-                                  "maxiter": self.maxiter}, {"time_limit_s": self.time_limit_s})
+                                  "maxiter": self.maxiter, "min_target": self.min_target},
+                     {"time_limit_s": self.time_limit_s})
         if self.min_fit < 2:
             raise ConfigError(f"search.options.min_fit: {self.min_fit!r} must be >= 2 (searcher {self.name!r})")
         validate_sampling_options(self.name, self.strengths, self.max_tries)
@@ -97,13 +130,27 @@ class MFBOSearcher:
 
     @staticmethod
     def _data(ctx: SearchContext, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Finite trials of every rung: X (n, k), s (n,), y (n,); target includes fidelity None."""
+        """Finite trials of every rung in trial order: X (n, k), s (n,), y (n,); fidelity None is
+        the target."""
         T = len(s) - 1
-        parts = [(ctx.completed_xy("target" if i == T else i), s[i]) for i in range(len(s))]
-        X = np.vstack([p[0][0] for p in parts])
-        y = np.concatenate([p[0][1] for p in parts])
-        sv = np.concatenate([np.full(len(p[0][1]), p[1]) for p in parts])
-        return X, sv, y
+        rows = [(o.mixture.as_array(ctx.space.domains), s[T if o.fidelity is None else o.fidelity], float(o.value))
+                for o in ctx.observations
+                if o.is_finite and (o.fidelity is None or 0 <= o.fidelity <= T)]  # type: ignore[arg-type]
+        X = np.array([r[0] for r in rows], dtype=float).reshape(-1, ctx.space.dim)
+        return X, np.array([r[1] for r in rows], dtype=float), np.array([r[2] for r in rows], dtype=float)
+
+    def _target_counts(self, ctx: SearchContext) -> tuple[int, int]:
+        """(trials at the target rung, all trials): COMPLETE finite or PENDING/RUNNING ones."""
+        T = len(ctx.fidelities) - 1
+        live = [o for o in ctx.observations if o.is_finite or o.state in ("PENDING", "RUNNING")]
+        return sum(1 for o in live if o.fidelity is None or o.fidelity == T), len(live)
+
+    def _needs_target(self, n_target: int, n_all: int) -> bool:
+        """True when one more trial off the target rung would leave it below min_target_share."""
+        return n_target < float(self.min_target_share) * (n_all + 1)
+
+    def _fit(self, ctx: SearchContext, X: np.ndarray, sv: np.ndarray, y: np.ndarray):
+        return fit_mf_gp(X, sv, -y, self.warp, ctx.seed, 0.5 * float(self.time_limit_s), self.refit)
 
     def _pending(self, ctx: SearchContext, s: np.ndarray) -> np.ndarray:
         """PENDING/RUNNING trials as [mixture, s] rows, (m, k + 1)."""
@@ -150,6 +197,11 @@ class MFBOSearcher:
                     for p, f in zip(P, fids)]
         with seeded_torch(ctx.rng(f"{self.name}.torch")):
             out = self._propose(ctx, X, sv, y, s, rel_cost, n)
+        n_t, n_all = self._target_counts(ctx)
+        for j, (p, f) in enumerate(out):     # the fallback paths too keep the target rung's share
+            if f != T and self._needs_target(n_t, n_all):
+                out[j] = (p, T)
+            n_t, n_all = n_t + int(out[j][1] == T), n_all + 1
         return [Proposal(Mixture.from_array(ctx.space.project(p), ctx.space.domains), int(f)) for p, f in out]
 
     def _propose(self, ctx, X, sv, y, s, rel_cost, n) -> list[tuple[np.ndarray, int]]:
@@ -160,8 +212,10 @@ class MFBOSearcher:
         taken = [ctx.all_x()]
         out: list[tuple[np.ndarray, int]] = []
         model = acq = None
+        n_t, n_all = self._target_counts(ctx)
+        T = len(s) - 1
         try:
-            model = fit_mf_gp(X, sv, -y, self.warp)
+            model = self._fit(ctx, X, sv, y)
             acq = self._acquisition(ctx, model, s, rel_cost, pending, rng)
             while len(out) < n:
                 if out:
@@ -171,6 +225,8 @@ class MFBOSearcher:
                 if not np.all(np.isfinite(vals)):
                     raise FloatingPointError("non-finite acquisition values")
                 i, j = np.unravel_index(int(np.argmax(vals)), vals.shape)
+                if self._needs_target(n_t + sum(f == T for _, f in out), n_all + len(out)):
+                    i = T
                 x = optimize_point(acq, ctx.space, pool[np.argsort(-vals[i])], self.num_restarts, deadline,
                                    fixed={ctx.space.dim: float(s[i])}, maxiter=self.maxiter)
                 if not is_new(x, ref):
@@ -218,7 +274,7 @@ class MFBOSearcher:
             return [int(i) for i in rng.choice(cand, size=n, replace=False)]
         left, out = list(cand), []
         with seeded_torch(ctx.rng(f"{self.name}.torch")):
-            model = fit_mf_gp(X, sv, -y, self.warp)
+            model = self._fit(ctx, X, sv, y)
             try:
                 pending = self._pending(ctx, s)
                 acq = self._acquisition(ctx, model, s, rel_cost, pending, rng)
@@ -242,17 +298,27 @@ class MFBOSearcher:
             rec = best_completed(ctx, self.name)
             rec.info.update(reason=f"fewer than {self.min_fit} finite trials; no GP")
             return rec
-        k = ctx.space.dim
+        k, T = ctx.space.dim, len(s) - 1
+        per_rung = [int(np.sum(sv == v)) for v in s]
+        if per_rung[T] < self.min_target:
+            top = max(r for r in range(T + 1) if per_rung[r] > 0)
+            best = best_target_trial(ctx, "target" if top == T else top)
+            return Recommendation(best.mixture, float(best.value), info={  # type: ignore[union-attr, arg-type]
+                "searcher": self.name, "source": "best_trial", "trial_id": best.trial_id,  # type: ignore[union-attr]
+                "fidelity": top, "n_fit": int(len(y)), "n_fit_per_rung": per_rung,
+                "reason": f"{per_rung[T]} finite target-rung trial(s), fewer than min_target={self.min_target}: "
+                          f"the best measured trial of rung {top}, the highest with data"})
         with seeded_torch(ctx.rng(f"{self.name}.torch")):
-            model = fit_mf_gp(X, sv, -y, self.warp)
+            model = self._fit(ctx, X, sv, y)
             pool = np.vstack([X, self._sample(ctx, 5000, ctx.rng(f"{self.name}.recommend"))])
             x = minimize_mean(model, ctx.space, pool, self.num_restarts,
                               time.monotonic() + float(self.time_limit_s), fixed={k: 1.0})
             mean, std = posterior_mean_std(model, _col(x[None, :], 1.0))
-        return Recommendation(Mixture.from_array(x, ctx.space.domains), float(-mean[0]), float(std[0]),
-                              info={"searcher": self.name, "n_fit": int(len(y)), "fidelity": len(s) - 1,
-                                    "n_fit_per_rung": [int(np.sum(sv == v)) for v in s],
-                                    "source": "mf_gp_posterior_mean_at_target"})
+        rec = Recommendation(Mixture.from_array(x, ctx.space.domains), float(-mean[0]), float(std[0]),
+                             info={"searcher": self.name, "n_fit": int(len(y)), "fidelity": T,
+                                   "n_fit_per_rung": per_rung, "source": "mf_gp_posterior_mean_at_target"})
+        return guard(ctx, rec, self.fallback_to_best,
+                     lambda z: float(posterior_mean_std(model, _col(z[None, :], 1.0))[1][0]))
 
 
 def _col(P: np.ndarray, s: float) -> np.ndarray:

@@ -14,7 +14,7 @@ Fit: :func:`scipy.optimize.least_squares` with a robust ``soft_l1`` loss over
 ``(c, log k, t)``, started from the best profile fits (for a grid of ``c`` below ``min(y)``,
 ``log(y - c)`` is linear in p: an ordinary least-squares start) plus seeded perturbations;
 the fit with the lowest robust cost is kept. A small ridge on ``t`` keeps fits with few
-points (n close to k + 2) from running off.
+points (n close to, or below, k + 2: the default ``min_fit`` is 4) from running off.
 
 Propose: minimize ``law(p) + kl_weight * KL(p || prior)`` (prior = ``space.prior_array()``)
 under the floors, caps and sum-to-one with SLSQP from several Dirichlet starts; a batch is the
@@ -22,6 +22,18 @@ minimum followed by the best-scored Dirichlet candidates at L1 distance >= ``min
 from every earlier trial (pending included) and each other (RegMix's rule). Without the KL
 term a single convex law is minimized on a vertex of the capped simplex; the KL pull is what
 keeps the recommendation near the data.
+
+Refits (``refit="schedule"``, default): a full multi-start fit happens only at the row counts
+of :func:`mixopt.search.refit.refit_points`, warm-started from an earlier point's law
+(:func:`mixopt.search.refit.warm_start_from`) and cached per process; in between, the law is the
+last point's law refined by one local least-squares run on all rows. Deterministic in the
+trials, seed and options (``"always"``: a full fit every call).
+
+Explore/exploit (``acquisition``): ``"mean"`` ranks by the fitted law; ``"thompson"`` by a law
+whose parameters are drawn from the fit's Laplace approximation (one draw per proposal / pool
+pick; ``recommend`` always uses the fitted law). A recommendation the law predicts worse than the
+best measured trial gives way to that trial
+(:func:`mixopt.search.trust.guard`).
 """
 
 from __future__ import annotations
@@ -36,19 +48,52 @@ from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
 from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample
-from mixopt.search.pool import fresh_rows, random_rows, spread
+from mixopt.search.pool import fresh_rows, project_rows, random_rows, spread
+from mixopt.search.refit import FitCache, digest, last_refit_point, warm_start_from
+from mixopt.search.trust import guard
+
+ACQUISITIONS = ("mean", "thompson")
+REFITS = ("schedule", "always")
+CACHE = FitCache(512)
 
 _EPS = 1e-12
 
 
 @dataclass(frozen=True)
 class MixingLaw:
-    """A fitted law ``y = c + k * exp(t . p)``; ``t`` in the gauge sum(t) = 0, shape (k,)."""
+    """A fitted law ``y = c + k * exp(t . p)``; ``t`` in the gauge sum(t) = 0, shape (k,).
+
+    ``cov`` (optional, (k + 2, k + 2)): a Laplace approximation of the covariance of
+    ``(c, log k, t)``, in objective units, from the fit's Jacobian and robust residual scale.
+    """
 
     c: float
     k: float
     t: np.ndarray
     cost: float = 0.0
+    cov: np.ndarray | None = None
+
+    def predict_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction and its delta-method std from ``cov`` (zeros without it): (n,), (n,)."""
+        X = np.asarray(X, dtype=float)
+        e = self.k * np.exp(X @ self.t)
+        if self.cov is None:
+            return self.c + e, np.zeros(len(X))
+        G = np.hstack([np.ones((len(X), 1)), e[:, None], e[:, None] * X])        # d f / d (c, log k, t)
+        var = np.einsum("ij,jk,ik->i", G, self.cov, G)
+        return self.c + e, np.sqrt(np.clip(var, 0.0, None))
+
+    def theta(self) -> np.ndarray:
+        """The parameters as ``(c, log k, t)``, (k + 2,)."""
+        return np.concatenate([[self.c, math.log(max(self.k, 1e-300))], self.t])
+
+    def draw(self, rng: np.random.Generator) -> MixingLaw:
+        """A law with parameters drawn from N(theta, cov) (Thompson sampling); itself without cov."""
+        if self.cov is None:
+            return self
+        w, V = np.linalg.eigh(0.5 * (self.cov + self.cov.T))
+        th = self.theta() + V @ (np.sqrt(np.clip(w, 0.0, None)) * rng.standard_normal(len(w)))
+        return _gauge(th[0], th[1], th[2:])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted objective for mixtures X (n, k) -> (n,)."""
@@ -71,6 +116,10 @@ class LawSum:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return sum(w * law.predict(X) for w, law in zip(self.weights, self.laws))
 
+    def draw(self, rng: np.random.Generator) -> LawSum:
+        """Each law's parameters drawn from its Laplace approximation (Thompson sampling)."""
+        return LawSum(self.weights, tuple(law.draw(rng) for law in self.laws), self.domains)
+
     def value_grad(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         val, grad = 0.0, np.zeros_like(p, dtype=float)
         for w, law in zip(self.weights, self.laws):
@@ -85,12 +134,18 @@ def _gauge(c: float, logk: float, t: np.ndarray) -> MixingLaw:
 
 
 def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int = 5,
-                   ridge: float = 1e-6, f_scale: float | None = None) -> MixingLaw:
+                   ridge: float = 1e-6, f_scale: float | None = None, init: MixingLaw | None = None,
+                   max_nfev: int | None = None) -> MixingLaw:
     """Robust least-squares fit of ``y = c + k exp(t . X)`` to X (n, k), y (n,); best of restarts.
 
     ``f_scale`` is the soft_l1 inlier scale in objective units (default: 1.4826 * MAD of the
     best starting fit's residuals). ``ridge`` penalizes ``n * ||t||^2`` against residuals
-    measured in units of ``ptp(y)``.
+    measured in units of ``ptp(y)``. ``init`` (a law fitted before, e.g. on fewer rows) is the
+    first start (a warm start; ``restarts=1`` refines it alone). The profile starts (for five
+    values of ``c`` below ``min(y)``, ``log(y - c)`` is linear in p) are solved as one
+    least-squares problem with five right-hand sides. ``max_nfev`` caps the function
+    evaluations of each restart (default ``40 * (k + 2)``: a fit that has not converged by then
+    is crawling along the law's flat valley ``k -> inf, t -> 0``, where the fits barely differ).
 
     Example:
         >>> X = np.random.default_rng(0).dirichlet(np.ones(3), 40)
@@ -103,14 +158,12 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
     n, dim = X.shape
     spread = float(np.ptp(y)) or max(abs(float(y.mean())), 1.0) * 1e-3
     A = np.hstack([np.ones((n, 1)), X])
-    starts: list[tuple[float, np.ndarray]] = []
-    for frac in (0.02, 0.1, 0.3, 1.0, 3.0):           # profile starts: c below min(y)
-        c0 = float(y.min()) - frac * spread
-        coef = np.linalg.lstsq(A, np.log(y - c0), rcond=None)[0]
-        r = c0 + np.exp(A @ coef) - y
-        starts.append((float(np.sum(r ** 2)), np.concatenate([[c0], coef])))
-    starts.sort(key=lambda s: s[0])
-    theta0 = starts[0][1]
+    c0 = float(y.min()) - np.array([0.02, 0.1, 0.3, 1.0, 3.0]) * spread       # profile starts, (5,)
+    coef = np.linalg.lstsq(A, np.log(y[:, None] - c0[None, :]), rcond=None)[0]  # (k + 1, 5): one solve
+    sse = np.sum((c0[None, :] + np.exp(A @ coef) - y[:, None]) ** 2, axis=0)
+    order = np.argsort(sse, kind="stable")
+    starts = [np.concatenate([[c0[j]], coef[:, j]]) for j in order]
+    theta0 = starts[0]
     if f_scale is None:
         res = theta0[0] + np.exp(A @ theta0[1:]) - y
         f_scale = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), 1e-6 * spread)
@@ -126,7 +179,7 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
         e = np.exp(np.clip(th[1] + X @ th[2:], -700, 700))[:, None] / spread
         return np.vstack([np.hstack([np.full((n, 1), 1.0 / spread), e, e * X]), ridge_rows])
 
-    inits = [s[1] for s in starts[:2]]
+    inits = ([init.theta()] if init is not None else []) + starts[:2]
     scale = max(float(np.std(theta0[2:])), 0.5)
     while len(inits) < max(restarts, 1):
         th = theta0.copy()
@@ -137,7 +190,7 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inside SciPy's trust region
                 sol = least_squares(resid, th, jac=jac, loss="soft_l1", f_scale=f_scale / spread,
-                                    method="trf", max_nfev=200 * (dim + 2))
+                                    method="trf", max_nfev=int(max_nfev or 40 * (dim + 2)))
         except (ValueError, FloatingPointError):
             continue
         if np.all(np.isfinite(sol.x)) and (best is None or sol.cost < best.cost):
@@ -145,7 +198,20 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
     if best is None:   # every restart failed: the best profile fit
         return _gauge(theta0[0], theta0[1], theta0[2:])
     law = _gauge(best.x[0], best.x[1], best.x[2:])
-    return MixingLaw(law.c, law.k, law.t, float(best.cost))
+    r = resid(best.x)[:n]
+    sigma = max(1.4826 * float(np.median(np.abs(r - np.median(r)))), 1e-3)     # robust residual scale
+    J = jac(best.x)
+    cov = sigma ** 2 * np.linalg.pinv(J.T @ J, hermitian=True)     # resid and J are in units of ptp(y)
+    return MixingLaw(law.c, law.k, law.t, float(best.cost), _to_gauge_cov(cov, best.x))
+
+
+def _to_gauge_cov(cov: np.ndarray, th: np.ndarray) -> np.ndarray:
+    """Covariance of (c, log k, t) at ``th`` carried to the gauge sum(t) = 0 (a linear map)."""
+    d = len(th) - 2
+    G = np.eye(d + 2)
+    G[1, 2:] += 1.0 / d                    # log k' = log k + mean(t)
+    G[2:, 2:] -= 1.0 / d                   # t' = t - mean(t)
+    return G @ cov @ G.T
 
 
 def kl(p: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -182,19 +248,29 @@ def minimize_law(law: MixingLaw, space: MixtureSpace, starts: np.ndarray, kl_wei
 @dataclass(frozen=True)
 class MixingLawSearcher:
     """Options: kl_weight (lambda >= 0), restarts (fit), n_starts (SLSQP), n_candidates (batch
-    fill), min_fit (default k + 2), min_distance (L1, [0, 2]), ridge, f_scale (None = auto)."""
+    fill), min_fit (default 4, chosen by replay on other tables; None = k + 2), min_distance (L1,
+    [0, 2]), ridge, f_scale (None = auto),
+    acquisition (mean|thompson), refit (schedule|always), fallback_to_best."""
 
     name: str = "mixing_law"
     kl_weight: float = 0.01
     restarts: int = 5
     n_starts: int = 4
     n_candidates: int = 2000
-    min_fit: int | None = None
+    min_fit: int | None = 4
     min_distance: float = 0.05
     ridge: float = 1e-6
     f_scale: float | None = None
+    acquisition: str = "mean"
+    refit: str = "schedule"
+    fallback_to_best: bool = True
 
     def __post_init__(self) -> None:
+        for key, allowed in (("acquisition", ACQUISITIONS), ("refit", REFITS)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"search.options.{key}: {getattr(self, key)!r}; allowed: {', '.join(allowed)}")
+        if not isinstance(self.fallback_to_best, bool):
+            raise ConfigError(f"search.options.fallback_to_best: {self.fallback_to_best!r} must be true or false")
         for key in ("restarts", "n_starts", "n_candidates"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -222,15 +298,38 @@ class MixingLawSearcher:
         X, y = ctx.completed_xy()
         if len(y) < self._min_fit(ctx.space.dim):
             return None
-        rng = ctx.rng(f"{self.name}.fit")
         doms = tuple(ctx.objective_weights)
         per = ctx.completed_losses(doms) if doms else None
         if per is not None and len(per[1]) == len(y):
             Xd, Ld = per
-            laws = tuple(fit_mixing_law(Xd, Ld[:, j], rng, self.restarts, self.ridge, self.f_scale)
-                         for j in range(len(doms)))
+            laws = tuple(self._fit_rows(Xd, Ld[:, j], ctx.seed, d) for j, d in enumerate(doms))
             return LawSum(tuple(float(ctx.objective_weights[d]) for d in doms), laws, doms)
-        return fit_mixing_law(X, y, rng, self.restarts, self.ridge, self.f_scale)
+        return self._fit_rows(X, y, ctx.seed, "")
+
+    def _fit_rows(self, X: np.ndarray, y: np.ndarray, seed: int, col: str) -> MixingLaw:
+        """The law on rows (X, y) in trial order per ``refit`` (see the module docstring)."""
+        n = len(y)
+        if self.refit == "always":
+            return fit_mixing_law(X, y, np.random.default_rng([int(seed) & 0xFFFFFFFF, n]), self.restarts,
+                                  self.ridge, self.f_scale)
+        p = max(last_refit_point(n), min(n, 3))
+        base = self._scheduled(X, y, p, seed, col)
+        if p == n:
+            return base
+        # two local runs: from the last point's law (warm start) and from the best profile start
+        return fit_mixing_law(X, y, np.random.default_rng(0), 2, self.ridge, self.f_scale, init=base)
+
+    def _scheduled(self, X: np.ndarray, y: np.ndarray, p: int, seed: int, col: str) -> MixingLaw:
+        key = (self.restarts, self.ridge, self.f_scale, int(seed), col, p, digest(X[:p], y[:p]))
+        law = CACHE.get(key)
+        if law is not None:
+            return law  # type: ignore[return-value]
+        prev = warm_start_from(p)
+        init = None if prev is None or prev < 3 else self._scheduled(X, y, prev, seed, col)
+        CACHE.stats["fits"] += 1
+        law = fit_mixing_law(X[:p], y[:p], np.random.default_rng([int(seed) & 0xFFFFFFFF, p]), self.restarts,
+                             self.ridge, self.f_scale, init=init)
+        return CACHE.put(key, law)  # type: ignore[return-value]
 
     def _optimum(self, ctx: SearchContext, law: MixingLaw, salt: str) -> np.ndarray:
         starts = sample(ctx.space, self.n_starts, ctx.rng(salt), REGMIX_STRENGTHS)
@@ -248,12 +347,16 @@ class MixingLawSearcher:
         if law is None:
             return Proposal.from_array(self._explore(ctx, n), ctx.space.domains)
         minima = self._optimum(ctx, law, f"{self.name}.starts")
+        if self.acquisition == "thompson":      # one drawn law's minimum per proposal, then the fitted law's
+            rng = ctx.rng(f"{self.name}.thompson")
+            minima = np.vstack([self._optimum(ctx, law.draw(rng), f"{self.name}.starts.{i}")[:1]
+                                for i in range(n)] + [minima])
         pool = sample(ctx.space, self.n_candidates, ctx.rng(f"{self.name}.pool"))
         prior = ctx.space.prior_array()
         score = law.predict(pool) + self.kl_weight * kl(pool, prior)
         cands = np.vstack([minima, pool[np.argsort(score, kind="stable")]])
         chosen = spread(cands, ctx.all_x(), n, self.min_distance)
-        return Proposal.from_array([ctx.space.project(x) for x in chosen], ctx.space.domains)
+        return Proposal.from_array(project_rows(ctx.space, chosen), ctx.space.domains)
 
     def recommend(self, ctx: SearchContext) -> Recommendation:
         law = self.fit(ctx)
@@ -265,11 +368,12 @@ class MixingLawSearcher:
         m = Mixture.from_array(p, ctx.space.domains)
         x = m.as_array(ctx.space.domains)
         laws = law.laws if isinstance(law, LawSum) else (law,)
-        return Recommendation(m, float(law.predict(x[None, :])[0]), info={
-            "searcher": self.name, "n_fit": int(len(ctx.completed_xy()[1])),
+        rec = Recommendation(m, float(law.predict(x[None, :])[0]), info={
+            "searcher": self.name, "n_fit": int(len(ctx.completed_xy()[1])), "source": "mixing_law_optimum",
             "per_domain": isinstance(law, LawSum), "laws": len(laws),
             "c": [float(l.c) for l in laws], "k": [float(l.k) for l in laws], "t": [l.t.tolist() for l in laws],
             "kl_to_prior": float(kl(x, ctx.space.prior_array())), "kl_weight": float(self.kl_weight)})
+        return guard(ctx, rec, self.fallback_to_best)
 
     def select(self, ctx: SearchContext, pool: np.ndarray, n: int) -> list[int]:
         """Rows of ``pool`` (m, k) to evaluate next, best predicted objective first; rows equal to
@@ -278,5 +382,13 @@ class MixingLawSearcher:
         if law is None:
             return random_rows(ctx, pool, n, f"{self.name}.select")
         idx = fresh_rows(ctx, pool)
-        pred = law.predict(np.asarray(pool, dtype=float)[idx])
+        P = np.asarray(pool, dtype=float)[idx]
+        if self.acquisition == "thompson":      # greedy: pick i is the best row under its own drawn law
+            rng, out = ctx.rng(f"{self.name}.thompson"), []
+            for _ in range(min(n, len(idx))):
+                pred = law.draw(rng).predict(P)
+                pred[np.isin(idx, out)] = np.inf
+                out.append(int(idx[int(np.argmin(pred))]))
+            return out
+        pred = law.predict(P)
         return idx[np.argsort(pred, kind="stable")][:n].tolist()

@@ -19,9 +19,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixopt.core.mixture import MixtureSpace
 from mixopt.search.base import SearchContext, Searcher
 
 MATCH_TOL = 1e-9
+
+
+def project_rows(space: MixtureSpace, P: np.ndarray) -> np.ndarray:
+    """``space.project`` applied to each row of P (n, k) (the space projects one vector). (n, k)."""
+    P = np.asarray(P, dtype=float).reshape(-1, space.dim)
+    return np.array([space.project(p) for p in P]).reshape(-1, space.dim)
 
 
 def fresh_rows(ctx: SearchContext, pool: np.ndarray, tol: float = MATCH_TOL) -> np.ndarray:

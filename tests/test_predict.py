@@ -77,3 +77,31 @@ def test_regmix_benchdata_linear():
     out = predict(str(BENCH / "regmix_1m_train.csv"), str(BENCH / "regmix_1m_test.csv"),
                   "loss.pile_cc", "linear")
     assert out["n_train"] == 512 and out["n_test"] == 256 and out["spearman"] > 0.85
+
+
+@pytest.mark.parametrize("surrogate,opts", [("mixing_law", {"restarts": 2}), ("gp", {"warp": "clr"}),
+                                            ("auto", {"switch_at": 50, "n_estimators": 100})])
+def test_searcher_models_score_through_predict(tmp_path, surrogate, opts):
+    tr, te = make(tmp_path / "tr.csv", 60, 0), make(tmp_path / "te.csv", 40, 1)
+    out = predict(str(tr), str(te), "loss.x", surrogate, surrogate_options=opts)
+    assert out["surrogate"] == surrogate and out["spearman"] > 0.5
+
+
+def test_predict_cli_surrogate_options(tmp_path, capsys):
+    import argparse
+    import json
+
+    from mixopt.analysis.cli import add_parsers
+    from mixopt.core.errors import ConfigError, UserError
+
+    tr, te = make(tmp_path / "tr.csv", 40, 0), make(tmp_path / "te.csv", 30, 1)
+    parser = argparse.ArgumentParser()
+    handlers = add_parsers(parser.add_subparsers(dest="cmd"))
+    argv = ["predict", "--train", str(tr), "--test", str(te), "--objective", "loss.x", "--surrogate", "mixing_law",
+            "--surrogate-option", "restarts=1", "--surrogate-option", "ridge=0.001", "--json"]
+    assert handlers["predict"](parser.parse_args(argv), []) == 0
+    assert json.loads(capsys.readouterr().out)["surrogate"] == "mixing_law"
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        handlers["predict"](parser.parse_args(argv[:-1] + ["--surrogate-option", "oops"]), [])
+    with pytest.raises(ConfigError, match="bogus"):
+        handlers["predict"](parser.parse_args(argv[:-1] + ["--surrogate-option", "bogus=1"]), [])

@@ -66,7 +66,7 @@ def test_maximize_flips_the_objective(runs, capsys):
     down = json.loads(capsys.readouterr().out)
     for r in (up, down):
         for v in r.values():
-            v.pop("wall_s")
+            v.pop("wall_s"), v.pop("elapsed_s")
     assert up == down
     cmd_replay(ns(runs, objective="score", json=True, seeds=2))              # minimizing a score: other end
     wrong = json.loads(capsys.readouterr().out)
@@ -119,3 +119,19 @@ def test_bad_input_is_a_user_error(runs, kw, match):
 def test_unknown_searcher_is_a_config_error(runs):
     with pytest.raises(ConfigError):
         cmd_replay(ns(runs, searcher="random,bogus"))
+
+
+def test_workers_give_identical_figures_and_progress():
+    W, loss = pool(120)
+    lines: list[str] = []
+    one = replay_pool(W, loss, DOMAINS, "regmix:surrogate=linear,mixing_law:restarts=1,min_fit=6", budget=14,
+                      seeds=3, init=2, progress=lines.append)
+    two = replay_pool(W, loss, DOMAINS, "regmix:surrogate=linear,mixing_law:restarts=1,min_fit=6", budget=14,
+                      seeds=3, init=2, workers=2)
+    for r in (one, two):
+        for v in r.values():
+            v.pop("wall_s"), v.pop("elapsed_s")
+    assert one == two
+    assert len(lines) == 9 and sum("finished" in m for m in lines) == 3
+    with pytest.raises(UserError, match="--workers"):
+        replay_pool(W, loss, DOMAINS, "random", budget=5, seeds=1, workers=0)

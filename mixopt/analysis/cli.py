@@ -20,7 +20,11 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     pr.add_argument("--train", required=True)
     pr.add_argument("--test", required=True)
     pr.add_argument("--objective", required=True, help="metric column, e.g. loss.pile_cc")
-    pr.add_argument("--surrogate", default="lightgbm")
+    pr.add_argument("--surrogate", default="lightgbm",
+                    help="auto | bo | gp | lightgbm | linear | mixing_law (every searcher's model; "
+                         "mixopt.search.surrogates)")
+    pr.add_argument("--surrogate-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="surrogate option (value parsed as YAML), repeatable, e.g. warp=clr or restarts=2")
     pr.add_argument("--n-train", type=int)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--json", action="store_true")
@@ -43,13 +47,32 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
 
 def _cmd_predict(args, extra) -> int:
     no_extra(extra)
-    res = predict(args.train, args.test, args.objective, args.surrogate, n_train=args.n_train, seed=args.seed)
+    res = predict(args.train, args.test, args.objective, args.surrogate, n_train=args.n_train, seed=args.seed,
+                  surrogate_options=_key_values(args.surrogate_option, "--surrogate-option"))
     if args.json:
         print(json.dumps(res))
     else:
+        corr = (f"spearman {res['spearman']:.4f}  pearson {res['pearson']:.4f}" if res["spearman"] is not None
+                else res["note"])
         print(f"surrogate {res['surrogate']} on {res['n_train']} training runs -> {res['n_test']} test runs "
-              f"({res['objective']}): spearman {res['spearman']:.4f}  pearson {res['pearson']:.4f}")
+              f"({res['objective']}): {corr}")
     return 0
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML); UserError if malformed."""
+    import yaml
+
+    out: dict = {}
+    for it in items:
+        key, eq, raw = it.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"{flag}: {it!r} must be KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
 
 
 def _cmd_fit(args, extra) -> int:

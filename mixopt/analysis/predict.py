@@ -29,13 +29,18 @@ def predict(train: str, test: str, objective: str, surrogate: str, n_train: int 
             seed: int = 0, surrogate_options: dict | None = None) -> dict:
     """Fit ``surrogate`` on TRAIN and report rank/linear correlation on TEST.
 
+    ``surrogate`` is any name of :func:`mixopt.search.surrogates.available`, so every searcher's
+    model can be scored: ``lightgbm``/``linear``/``auto`` (``regmix``), ``gp``/``bo`` (``bo``'s GP),
+    ``mixing_law`` (the ``mixing_law`` searcher's law).
+
     Rows whose objective is not finite (failed runs) are dropped from both tables first. With
     ``n_train`` smaller than the remaining train rows, a seeded uniform random subset of
     ``n_train`` rows is used (``numpy.random.default_rng(seed)``, without replacement), so
     repeated seeds give independent subsets; ``None`` uses every row. ``seed`` also seeds
     the surrogate; ``surrogate_options`` go to the surrogate (e.g. ``{"warp": "clr"}`` for gp).
 
-    Returns ``{"spearman", "pearson", "n_train", "n_test", "surrogate", "objective"}``.
+    Returns ``{"spearman", "pearson", "n_train", "n_test", "surrogate", "objective"}``; with a
+    constant test objective (or constant predictions) the correlations are None and ``note`` says why.
     """
     from scipy import stats
 
@@ -63,7 +68,12 @@ def predict(train: str, test: str, objective: str, surrogate: str, n_train: int 
         raise RunsTableError(f"{test}: only {len(yte)} runs with a finite {objective!r}; need >= 3")
     model = make_surrogate(surrogate, seed=seed, **dict(surrogate_options or {})).fit(Xtr, ytr)
     pred = model.predict(Xte)
-    return {"spearman": float(stats.spearmanr(pred, yte).statistic),
-            "pearson": float(stats.pearsonr(pred, yte).statistic),
-            "n_train": int(len(ytr)), "n_test": int(len(yte)),
-            "surrogate": surrogate, "objective": objective}
+    out = {"spearman": None, "pearson": None, "n_train": int(len(ytr)), "n_test": int(len(yte)),
+           "surrogate": surrogate, "objective": objective}
+    if np.ptp(yte) == 0 or np.ptp(pred) == 0:  # a correlation with a constant is undefined, not NaN
+        out["note"] = (f"correlations undefined: {objective!r} is constant in {test}" if np.ptp(yte) == 0 else
+                       "correlations undefined: the surrogate predicts one value for every test run")
+        return out
+    out["spearman"] = float(stats.spearmanr(pred, yte).statistic)
+    out["pearson"] = float(stats.pearsonr(pred, yte).statistic)
+    return out

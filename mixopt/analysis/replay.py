@@ -19,6 +19,15 @@ Figures per searcher (medians over seeds):
   the pool's best, in objective units, >= 0 (for ``maximize``: pool best minus best seen).
   Before any finite value is seen it is the pool's range (worst case).
 
+Parallel seeds (``workers``, ``mixopt replay --workers N``): every (searcher, seed) replay is one
+task; with ``workers > 1`` they run in that many spawned processes (one torch / BLAS thread each),
+otherwise in this process, also with one thread for the duration, so the figures are identical
+for any number of workers (model fits are deterministic: :mod:`mixopt.search.refit`). Progress
+lines go to ``progress`` (the CLI: stderr). ``wall_s`` is the sum of a searcher's per-seed
+seconds (its cost, comparable across worker counts), ``elapsed_s`` the whole replay's wall time.
+A script that calls :func:`replay_pool` with ``workers > 1`` needs the usual
+``if __name__ == "__main__":`` guard (spawned processes import the main module again).
+
 Searchers are named ``NAME`` or ``NAME:key=value,key=value`` (values parsed as YAML; dotted
 keys nest: ``regmix:surrogate_options.n_estimators=200``); a comma-separated list of them
 separates searchers at any item without ``=``: ``random,regmix:surrogate=linear,top_k=50,bo``.
@@ -34,7 +43,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -143,34 +155,114 @@ def _run_one(searcher: Any, space: Any, mixtures: list, W: np.ndarray, v: np.nda
     return order
 
 
-def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], searchers: str | list,
-                budget: int, seeds: int, init: int = 0) -> dict[str, dict]:
-    """Replay ``searchers`` on a pool: weights W (N, k) aligned to ``domains``, ``values`` (N,) to
-    minimize (nan = failed run). Returns ``{label: figures}`` (see the module docstring)."""
-    from mixopt.core.mixture import Mixture, MixtureSpace
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch and the BLAS libraries on one thread for the block (restored afterwards): results
+    then do not depend on the number of worker processes."""
+    import torch
+    from threadpoolctl import threadpool_limits
 
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(n)
+
+
+class _Job:
+    """One pool replay's data, shared by its tasks (sent once to each worker process)."""
+
+    def __init__(self, specs: list[tuple[str, str, dict]], W: np.ndarray, v: np.ndarray,
+                 domains: tuple[str, ...], budget: int, inits: list[np.ndarray]) -> None:
+        from mixopt.core.mixture import Mixture, MixtureSpace
+
+        self.specs, self.W, self.v, self.budget, self.inits = specs, W, v, budget, inits
+        prior = tuple(W.mean(axis=0).tolist())
+        self.space = MixtureSpace(tuple(domains), (0.0,) * len(domains), (1.0,) * len(domains), prior)
+        self.mixtures = [Mixture.from_array(w, self.space.domains) for w in W]
+        self.built = _build_searchers(specs)
+
+    def run(self, label: str, seed: int) -> tuple[list[int], float]:
+        t0 = time.perf_counter()
+        with _one_thread():
+            order = _run_one(self.built[label], self.space, self.mixtures, self.W, self.v, self.budget, seed,
+                             self.inits[seed])
+        return order, time.perf_counter() - t0
+
+
+_WORKER_JOB: _Job | None = None
+
+
+def _worker_init(args: tuple) -> None:
+    global _WORKER_JOB
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_JOB = _Job(*args)
+
+
+def _worker_run(label: str, seed: int) -> tuple[list[int], float]:
+    assert _WORKER_JOB is not None
+    return _WORKER_JOB.run(label, seed)
+
+
+def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], searchers: str | list,
+                budget: int, seeds: int, init: int = 0, workers: int = 1,
+                progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Replay ``searchers`` on a pool: weights W (N, k) aligned to ``domains``, ``values`` (N,) to
+    minimize (nan = failed run), ``workers`` processes. Returns ``{label: figures}`` (see the
+    module docstring)."""
     W = np.asarray(W, dtype=float)
     v = np.asarray(values, dtype=float)
     specs = parse_searchers(searchers) if isinstance(searchers, str) else list(searchers)
     _check(len(W), budget, seeds, init)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise UserError(f"replay --workers: {workers!r} must be an integer >= 1")
     fin = np.isfinite(v)
     if not fin.any():
         raise UserError("replay: the objective has no finite value in the table")
-    built = _build_searchers(specs)
+    _build_searchers(specs)                       # option errors surface here, before any process starts
     W = W / W.sum(axis=1, keepdims=True)
-    prior = tuple(W.mean(axis=0).tolist())
-    space = MixtureSpace(tuple(domains), (0.0,) * len(domains), (1.0,) * len(domains), prior)
-    mixtures = [Mixture.from_array(w, space.domains) for w in W]
     tops = _top_sets(v)
     best, worst = float(v[fin].min()), float(v[fin].max())
     inits = [np.random.default_rng([seed, 0x5EED]).permutation(len(W))[:init] for seed in range(seeds)]
+    labels = [lab for lab, _, _ in specs]
+    tasks = [(label, seed) for label in labels for seed in range(seeds)]
+    orders: dict[tuple[str, int], list[int]] = {}
+    secs: dict[tuple[str, int], float] = {}
+    t_start = time.perf_counter()
+
+    def done(label: str, seed: int, order: list[int], dt: float) -> None:
+        orders[(label, seed)], secs[(label, seed)] = order, dt
+        n = sum(1 for (lab, _) in orders if lab == label)
+        if progress is not None:
+            total = sum(secs[(label, s)] for s in range(seeds) if (label, s) in secs)
+            progress(f"replay: {label}: seed {seed} done in {dt:.1f} s ({n}/{seeds} seeds, {total:.1f} s)"
+                     + (" - finished" if n == seeds else ""))
+
+    args = (specs, W, v, tuple(domains), budget, inits)
+    if workers == 1 or len(tasks) == 1:
+        job = _Job(*args)
+        for label, seed in tasks:
+            done(label, seed, *job.run(label, seed))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=min(int(workers), len(tasks)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(args,)) as ex:
+            futs = {ex.submit(_worker_run, label, seed): (label, seed) for label, seed in tasks}
+            for f in as_completed(futs):
+                done(*futs[f], *f.result())
+    elapsed = time.perf_counter() - t_start
     results: dict[str, dict] = {}
-    for label, s in built.items():
-        t0 = time.perf_counter()
-        firsts = {key: [] for key, _ in TOPS}
+    for label in labels:
+        firsts: dict[str, list[int]] = {key: [] for key, _ in TOPS}
         curves = []
         for seed in range(seeds):
-            order = np.array(_run_one(s, space, mixtures, W, v, budget, seed, inits[seed]))
+            order = np.array(orders[(label, seed)])
             for key, _ in TOPS:
                 hit = np.flatnonzero(tops[key][order])
                 firsts[key].append(int(hit[0]) + 1 if len(hit) else budget + 1)
@@ -184,7 +276,8 @@ def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], sea
         for key, _ in TOPS:
             res[f"evals_to_{key}"] = firsts[key]
             res[f"missed_{key}"] = int(sum(f > budget for f in firsts[key]))
-        res["wall_s"] = round(time.perf_counter() - t0, 3)
+        res["wall_s"] = round(sum(secs[(label, s)] for s in range(seeds)), 3)
+        res["elapsed_s"] = round(elapsed, 3)
         results[label] = res
     return results
 
@@ -200,14 +293,16 @@ def _check(n_rows: int, budget: int, seeds: int, init: int) -> None:
 
 
 def replay_table(runs: str, objective: str, searchers: str | list, budget: int, seeds: int,
-                 init: int = 0, maximize: bool = False) -> dict[str, dict]:
+                 init: int = 0, maximize: bool = False, workers: int = 1,
+                 progress: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Read the runs table ``runs`` and replay on it; ``objective`` negated when ``maximize``.
     Regret curves are in objective units either way (>= 0)."""
     from mixopt.core.runs_table import read_runs_table
 
     table = read_runs_table(runs, objective=objective)
     v = table.metric(objective)
-    return replay_pool(table.weights(), -v if maximize else v, table.domains, searchers, budget, seeds, init)
+    return replay_pool(table.weights(), -v if maximize else v, table.domains, searchers, budget, seeds, init,
+                       workers, progress)
 
 
 def plot_curves(results: dict[str, dict], path: str, title: str = "") -> None:
@@ -264,6 +359,9 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     rp.add_argument("--budget", type=int, required=True, help="rows evaluated per seed, init included")
     rp.add_argument("--seeds", type=int, required=True, help="replays per searcher")
     rp.add_argument("--init", type=int, default=0, help="seeded random rows first (same for every searcher)")
+    rp.add_argument("--workers", type=int, default=1,
+                    help="processes replaying seeds in parallel (one thread each); same figures for any N")
+    rp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--plot", help="write the regret curves to this PNG file")
     return rp
@@ -274,7 +372,8 @@ def cmd_replay(args: argparse.Namespace, extra: list[str] | None = None) -> int:
     if extra:
         raise UserError(f"unrecognized arguments: {' '.join(extra)}")
     res = replay_table(args.runs, args.objective, args.searcher, args.budget, args.seeds,
-                       args.init, args.maximize)
+                       args.init, args.maximize, args.workers,
+                       None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
     if args.plot:
         plot_curves(res, args.plot, f"{args.objective} ({'max' if args.maximize else 'min'}), "
                                     f"{args.seeds} seeds")

@@ -95,3 +95,25 @@ def test_select_at_target(space, caplog):
     idx = mfbo().select(ctx_from(space, history(space)), pool, 3)
     assert len(set(idx)) == 3 and all(isinstance(i, int) and 0 <= i < 30 for i in idx)
     assert "failed" not in caplog.text
+
+
+def test_target_rung_keeps_its_share(space):
+    """Once the model runs, proposals go to the target rung whenever it would fall below min_target_share."""
+    rows = history(space, n_cheap=16, n_target=2)                 # 2 / 18 = 11% at the target
+    out = mfbo(min_target_share=0.3).suggest(ctx_from(space, rows, seed=2), 3)
+    assert [p.fidelity for p in out] == [2, 2, 2]                  # 2/19, 3/20, 4/21 are all below 0.3
+    free = mfbo(min_target_share=0.0).suggest(ctx_from(space, rows, seed=2), 1)
+    assert free[0].fidelity in (0, 1, 2)
+
+
+def test_recommend_needs_target_evidence(space):
+    rows = history(space, n_cheap=14, n_target=2)
+    rec = mfbo().recommend(ctx_from(space, rows))                 # min_target = 3 > 2
+    assert rec.info["source"] == "best_trial" and rec.info["fidelity"] == 2 and "min_target" in rec.info["reason"]
+    best = min((r for r in rows if r[1] == 2), key=lambda r: r[2])
+    assert rec.predicted == best[2]
+    cheap_only = history(space, n_cheap=14, n_target=0)
+    rec = mfbo().recommend(ctx_from(space, cheap_only))
+    assert rec.info["fidelity"] == 0 and rec.info["n_fit_per_rung"] == [14, 0, 0]
+    with pytest.raises(ConfigError, match="min_target_share"):
+        get_searcher("mfbo", {"min_target_share": 2})

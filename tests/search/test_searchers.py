@@ -100,7 +100,7 @@ def test_regmix_batch_is_spread(space):
 
 
 def test_regmix_falls_back_to_dirichlet_with_few_points(space):
-    X, y = history(space, 5)
+    X, y = history(space, 3)                        # the default (auto: GP) fits from 4 trials
     ctx = ctx_from(space, X, y)
     s = make("regmix")
     ms = _mix(s.suggest(ctx, 4))
@@ -155,7 +155,7 @@ def test_registry_errors():
         get_searcher("nope")
     with pytest.raises(ConfigError, match="search.options.bogus.*allowed:.*top_k"):
         get_searcher("regmix", {"bogus": 1})
-    with pytest.raises(ConfigError, match="surrogate.*allowed: gp, lightgbm, linear"):
+    with pytest.raises(ConfigError, match="surrogate.*allowed: auto, bo, gp, lightgbm, linear, mixing_law"):
         get_searcher("regmix", {"surrogate": "xgb"})
     with pytest.raises(ConfigError, match="top_k"):
         get_searcher("regmix", {"top_k": 0})

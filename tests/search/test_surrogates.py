@@ -61,9 +61,38 @@ def test_tiny_and_bad_inputs(name):
 
 
 def test_unknown_name_and_options():
-    with pytest.raises(ConfigError, match="allowed: gp, lightgbm, linear"):
+    with pytest.raises(ConfigError, match="allowed: auto, bo, gp, lightgbm, linear, mixing_law"):
         make_surrogate("xgb")
     with pytest.raises(ConfigError, match="linear"):
         make_surrogate("linear", bogus=1)
     with pytest.raises(ConfigError, match="min_child_samples"):
         make_surrogate("lightgbm", min_child_samples=0)
+
+
+@pytest.mark.parametrize("name", ["mixing_law", "auto", "bo"])
+def test_searcher_models_as_surrogates(name):
+    """Every searcher's model can be scored by ``mixopt predict``: mixing_law, auto (regmix's default), bo."""
+    X, y = data(60)
+    Xt, yt = data(80, seed=1)
+    s = make_surrogate(name, seed=0).fit(X, y)
+    p = s.predict(Xt)
+    assert p.shape == (80,) and np.all(np.isfinite(p)) and spearmanr(p, yt).statistic > 0.5
+    mean, std = s.predict_std(Xt[:5])
+    assert np.allclose(mean, p[:5]) and np.all(std >= 0) and s.has_std
+    draw = s.sample(Xt[:5], np.random.default_rng(0))
+    assert draw.shape == (5,) and np.all(np.isfinite(draw))
+
+
+def test_auto_switches_to_lightgbm():
+    X, y = data(40)
+    s = make_surrogate("auto", switch_at=30, n_estimators=50).fit(X, y)
+    assert s.chosen == "lightgbm" and not s.has_std
+    assert make_surrogate("auto", switch_at=50).fit(X, y).chosen == "gp"
+    with pytest.raises(ConfigError, match="switch_at"):
+        make_surrogate("auto", switch_at=1)
+    with pytest.raises(ConfigError, match="warp"):
+        make_surrogate("auto", warp="tan")
+    with pytest.raises(ConfigError, match="restarts"):
+        make_surrogate("mixing_law", restarts=0)
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_surrogate("mixing_law", bogus=1)
