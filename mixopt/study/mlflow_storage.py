@@ -258,6 +258,34 @@ class MlflowStorage(Storage):
                             "the store was edited by hand")
         return trials
 
+    def _trial_runs(self, name: str, where: str) -> list[Trial]:
+        found = self._find_parent(name)
+        if found is None:
+            return []
+        if name not in self._domains:
+            self._domains[name] = list((self.load_meta(name) or {}).get("domains", []))
+        runs = self.client.search_runs([found[0]], f"tags.`mixopt.role` = 'trial' and {where}", max_results=1000)
+        return sorted((_trial_from_run(r, self._domains[name]) for r in runs), key=lambda t: t.trial_id)
+
+    def get_trial(self, name: str, trial_id: int) -> Trial | None:
+        found = self._trial_runs(name, f"tags.`mixopt.trial` = '{int(trial_id)}'")
+        if found:
+            self._run_ids[(name, trial_id)] = found[0].run_id
+        return found[0] if found else None
+
+    def waiting_trials(self, name: str) -> list[Trial]:
+        return self._trial_runs(name, "tags.`mixopt.state` = 'WAITING'")
+
+    def next_trial_id(self, name: str) -> int:
+        """A counter on the study's run (``mixopt.n_trials``), checked against the trial runs
+        (a process that died between creating a trial and counting it left it there)."""
+        _, parent = self._find_parent(name)
+        tag = self.client.get_run(parent).data.tags.get("mixopt.n_trials")
+        n = int(tag) if tag is not None else len(self.trials(name))
+        while self.get_trial(name, n) is not None:
+            n += 1
+        return n
+
     def add_trial(self, name: str, trial: Trial) -> Trial:
         from mlflow.entities import Param
 
@@ -275,6 +303,7 @@ class MlflowStorage(Storage):
         self.client.log_batch(run.info.run_id, params=params, tags=[RunTag("mixopt.role", "trial")])
         trial = trial.with_(run_id=run.info.run_id)
         self._run_ids[(name, trial.trial_id)] = run.info.run_id
+        self.client.set_tag(parent, "mixopt.n_trials", str(trial.trial_id + 1))
         return self.update_trial(name, trial) if trial.state is not TrialState.RUNNING else trial
 
     def update_trial(self, name: str, trial: Trial) -> Trial:

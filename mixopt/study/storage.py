@@ -89,6 +89,20 @@ class Storage(abc.ABC):
         """The runs logged with ``log_run`` under ``role``, oldest first: dicts with ``run_id``,
         ``run_name``, ``params``, ``metrics``, ``tags``."""
 
+    def next_trial_id(self, name: str) -> int:
+        """The id the next new trial gets (call under :meth:`lock`). Stores override this with
+        something cheaper than reading every trial."""
+        return len(self.trials(name))
+
+    def get_trial(self, name: str, trial_id: int) -> Trial | None:
+        """One trial as stored now (None if there is no such trial)."""
+        ts = self.trials(name)
+        return ts[trial_id] if 0 <= trial_id < len(ts) else None
+
+    def waiting_trials(self, name: str) -> list[Trial]:
+        """Enqueued trials not yet handed out (WAITING), in id order."""
+        return [t for t in self.trials(name) if t.state.value == "WAITING"]
+
     @abc.abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Exclusive access to study ``name`` across threads and processes: a Study reads the

@@ -57,6 +57,7 @@ class Study:
         self._searcher = search.get_searcher(self.searcher_name, self.searcher_options)
         self._init = search.get_searcher("random", {})
         self._trials: list[Trial] = storage.trials(self.name)
+        self._stale = False  # another process wrote trials this process has not read yet
 
     # --- reading ------------------------------------------------------------------------
     @property
@@ -66,9 +67,13 @@ class Study:
 
     @property
     def trials(self) -> list[Trial]:
+        if self._stale:
+            self.refresh()
         return list(self._trials)
 
     def trial(self, trial_id: int) -> Trial:
+        if self._stale:
+            self.refresh()
         if isinstance(trial_id, int) and not isinstance(trial_id, bool) and trial_id >= len(self._trials):
             self.refresh()  # another process may have added it
         if not isinstance(trial_id, int) or isinstance(trial_id, bool) or not (0 <= trial_id < len(self._trials)):
@@ -77,13 +82,13 @@ class Study:
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in TrialState}
-        for t in self._trials:
+        for t in self.trials:
             out[t.state.value] += 1
         return out
 
     def best(self) -> Trial | None:
         """The COMPLETE trial with the lowest objective (None before any)."""
-        done = [t for t in self._trials if t.ok]
+        done = [t for t in self.trials if t.ok]
         return min(done, key=lambda t: t.value) if done else None
 
     def fidelity_of(self, t: Trial) -> int | None:
@@ -100,7 +105,7 @@ class Study:
         unmeasured rungs are estimated from 6 * N_active_non_embedding * tokens at the measured s/FLOP."""
         est = [6.0 * f.active_non_embedding_params() * f.tokens for f in self.fidelities]
         secs: dict[int, list[float]] = {}
-        for t in self._trials:
+        for t in self.trials:
             i = self.fidelity_of(t)
             if i is not None and t.state is TrialState.COMPLETE and t.metrics.get("train_seconds"):
                 secs.setdefault(i, []).append(t.metrics["train_seconds"])
@@ -114,7 +119,7 @@ class Study:
             Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
                           t.value if t.state is TrialState.COMPLETE else None, self.fidelity_of(t),
                           dict(t.losses) if t.state is TrialState.COMPLETE and t.losses else None)
-            for t in self._trials)
+            for t in self.trials)
         fids = tuple(search.Fidelity(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.fidelities,
                                                                                    self.fidelity_costs())))
         return SearchContext(self.space, obs, self.seed, fids, dict(self.objective.weights))
@@ -139,12 +144,13 @@ class Study:
         if not isinstance(n, int) or n < 1:
             raise UserError(f"ask: n={n!r} must be a positive integer")
         with self._storage.lock(self.name):  # another process may claim the same waiting trial
-            self.refresh()
-            waiting = [t for t in self._trials if t.state is TrialState.WAITING][:n]
+            waiting = self._storage.waiting_trials(self.name)[:n]
             out = [self._save(t.with_(state=TrialState.PENDING)) for t in waiting]
+        if len(out) < n:
+            self.refresh()  # the searcher sees every trial, other processes' included (read outside the lock)
         while len(out) < n:
             k = n - len(out)
-            n_model_done = sum(1 for t in self._trials if t.phase in ("init", "model", "warm_start", "enqueued"))
+            n_model_done = sum(1 for t in self.trials if t.phase in ("init", "model", "warm_start", "enqueued"))
             in_init = n_model_done < self.n_init
             if in_init:
                 k = min(k, self.n_init - n_model_done)
@@ -162,16 +168,35 @@ class Study:
         """Store new trials under the next free ids, atomically with respect to other processes."""
         added = []
         with self._storage.lock(self.name):
-            self.refresh()
-            for t in trials:
-                t = self._storage.add_trial(self.name, t.with_(trial_id=len(self._trials)))
-                self._trials.append(t)
-                added.append(t)
+            start = self._storage.next_trial_id(self.name)
+            for i, t in enumerate(trials):
+                added.append(self._remember(self._storage.add_trial(self.name, t.with_(trial_id=start + i))))
         return added
 
     def refresh(self) -> None:
         """Re-read the trials from the store (other processes may have asked or told)."""
         self._trials = self._storage.trials(self.name)
+        self._stale = False
+
+    def _remember(self, t: Trial) -> Trial:
+        """Keep the cached trials in step with a trial just written (stale if others wrote between)."""
+        if t.trial_id < len(self._trials):
+            self._trials[t.trial_id] = t
+        elif t.trial_id == len(self._trials):
+            self._trials.append(t)
+        else:
+            self._stale = True
+        return t
+
+    def _current(self, trial_id: int) -> Trial:
+        """The trial as stored now (under the lock: tell and mark_running check its state)."""
+        if isinstance(trial_id, bool) or not isinstance(trial_id, int):
+            raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trial ids are integers)")
+        t = self._storage.get_trial(self.name, trial_id)
+        if t is None:
+            n = self._storage.next_trial_id(self.name)
+            raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{n - 1})")
+        return t
 
     def enqueue(self, mixture: Mapping[str, float], spec: ProxySpec | None = None, label: str = "") -> Trial:
         """Queue a user-chosen mixture (optionally at another proxy spec, with a name); the next
@@ -184,8 +209,7 @@ class Study:
 
     def mark_running(self, trial_id: int) -> Trial:
         with self._storage.lock(self.name):
-            self.refresh()
-            t = self.trial(trial_id)
+            t = self._current(trial_id)
             if t.state is not TrialState.PENDING:
                 raise UserError(f"trial {trial_id} is {t.state.value}; only PENDING trials can start")
             return self._save(t.with_(state=TrialState.RUNNING))
@@ -213,8 +237,7 @@ class Study:
         else:
             done = self._outcome(result)
         with self._storage.lock(self.name):  # checked and written at once: a trial is told once
-            self.refresh()
-            t = self.trial(trial_id)
+            t = self._current(trial_id)
             if t.state.finished:
                 raise UserError(f"trial {trial_id} is already {t.state.value}")
             if t.state is TrialState.WAITING:
@@ -295,9 +318,7 @@ class Study:
                           for m, v, losses in rows])
 
     def _save(self, t: Trial) -> Trial:
-        t = self._storage.update_trial(self.name, t)
-        self._trials[t.trial_id] = t
-        return t
+        return self._remember(self._storage.update_trial(self.name, t))
 
     # --- results ------------------------------------------------------------------------
     def recommend(self) -> Recommendation:
@@ -312,7 +333,7 @@ class Study:
         import pandas as pd
 
         rows = []
-        for t in self._trials:
+        for t in self.trials:
             r: dict[str, Any] = {"run": t.trial_id, "state": t.state.value, "searcher": t.searcher, "phase": t.phase,
                                  "label": t.label}
             r.update({f"w.{d}": t.mixture.get(d, 0.0) for d in self.space.domains})

@@ -200,3 +200,16 @@ def test_python_api_rules():
         s.tell(t.trial_id, {"a": 1.0, "b": 1.0, "c": 1.0, "zzz": 2.0})
     assert s.trial(t.trial_id).state.value == "PENDING"  # nothing written
     assert s.tell(t.trial_id, {"a": 1.0, "b": 1.0, "c": 1.0}).state.value == "COMPLETE"
+
+
+def test_predict_json_with_a_constant_objective_is_valid_json(tmp_path):
+    rng = np.random.default_rng(0)
+    W = rng.dirichlet(np.ones(3), 20)
+    table = pd.DataFrame({"w.a": W[:, 0], "w.b": W[:, 1], "w.c": W[:, 2], "loss.a": 2.0})
+    table.to_csv(tmp_path / "const.csv", index=False)
+    res = _mixopt(["predict", "--train", str(tmp_path / "const.csv"), "--test", str(tmp_path / "const.csv"),
+                   "--objective", "loss.a", "--surrogate", "linear", "--json"], tmp_path)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    out = json.loads(res.stdout)  # strict JSON: no NaN
+    assert out["spearman"] is None and "constant" in out["note"]
+
