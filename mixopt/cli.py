@@ -18,6 +18,7 @@ from mixopt.dashboards.plots import study_plots
 from mixopt.run import cli as run_cli
 from mixopt.run.config import StudyConfig
 from mixopt.run.loop import RunOutcome, run
+from mixopt.serve import cli as serve_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +33,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     handlers.update(run_cli.add_parsers(sub, plotters=[study_plots]))
     handlers.update(analysis_cli.add_parsers(sub))
     handlers.update(dashboards_cli.add_parsers(sub))
+    handlers.update(serve_cli.add_parsers(sub))
     return p, handlers
 
 
