@@ -18,11 +18,13 @@ import json
 import logging
 import math
 import os
+import random
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,42 +65,41 @@ def _probe_server(uri: str, timeout: float = 5.0) -> None:
                         "--tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
-_LEASE_S = 60.0   # a lock older than this was left by a dead process: ignored and removed
-_SETTLE_S = 0.15  # wait between claiming and checking, longer than clock skew and request latency
+_LEASE_S = 60.0  # a lock held longer than this was left by a dead process: it is broken
 
 
 @contextlib.contextmanager
 def _server_lock(store: MlflowStorage, name: str) -> Iterator[None]:
-    """A mutex for study ``name`` kept as runs in the study's experiment (tracking servers have no
-    locks or transactions): claim by creating a ``mixopt.role=lock`` run, wait ``_SETTLE_S``, and
-    hold it when it is the oldest live claim (start time, then run id); otherwise withdraw and retry."""
-    found = store._find_parent(name)
-    if found is None:  # nothing to guard before the study exists
-        yield
-        return
-    exp_id = found[0]
-    client = store.client
+    """A mutex for study ``name`` on a tracking server, which has no locks or transactions of its
+    own: the registered model ``mixopt-lock.<study>`` exists while the lock is held. Creating a
+    registered model whose name exists fails atomically in the server's database, which makes
+    creation a test-and-set; release deletes it (registered models are deleted for good). A lock
+    older than ``_LEASE_S`` is from a dead process and is broken."""
+    from mlflow.exceptions import MlflowException
+
+    client, key = store.client, f"mixopt-lock.{name}"
+    me = f"mixopt study lock {uuid.uuid4().hex} (pid {os.getpid()})"  # MLflow's client retries requests:
+    rng = random.Random()                                              # a retried create may find our own
     while True:
-        run = client.create_run(exp_id, run_name="lock", tags={"mixopt.role": "lock", "mixopt.study": name})
-        time.sleep(_SETTLE_S)
-        now = time.time() * 1000
-        claims = client.search_runs([exp_id], "tags.`mixopt.role` = 'lock'", max_results=1000)
-        live = []
-        for c in claims:
-            if now - c.info.start_time > _LEASE_S * 1000:
-                with contextlib.suppress(Exception):
-                    client.delete_run(c.info.run_id)
-            else:
-                live.append(c)
-        first = min(live, key=lambda c: (c.info.start_time, c.info.run_id), default=None)
-        if first is not None and first.info.run_id == run.info.run_id:
+        try:
+            client.create_registered_model(key, description=me)
             break
-        client.delete_run(run.info.run_id)
-        time.sleep(0.05 + 0.1 * (hash(run.info.run_id) % 7) / 7)
+        except MlflowException as e:  # taken; or, under contention, gone again before the server answered
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        with contextlib.suppress(MlflowException):
+            held = client.get_registered_model(key)
+            if held.description == me:
+                break
+            if time.time() * 1000 - held.creation_timestamp > _LEASE_S * 1000:
+                client.delete_registered_model(key)
+        time.sleep(0.01 + 0.04 * rng.random())
     try:
         yield
     finally:
-        client.delete_run(run.info.run_id)
+        with contextlib.suppress(MlflowException):  # gone already (a retried request): nothing to release
+            if client.get_registered_model(key).description == me:
+                client.delete_registered_model(key)
 
 
 def _artifact_location(uri: str, name: str) -> str | None:
@@ -156,8 +157,7 @@ class MlflowStorage(Storage):
         """Exclusive access to study ``name`` across threads and processes.
 
         SQLite: an OS file lock next to the database (every process on the machine that holds it).
-        A tracking server: a lease lock kept in the store itself (:func:`_server_lock`), safe while
-        clocks and request latency differ by less than its settle time (0.15 s).
+        A tracking server: a registered model that exists while the lock is held (:func:`_server_lock`).
         """
         with self._local:
             if self._db is not None:
