@@ -31,7 +31,7 @@ from mixopt.core.errors import MixoptError, UserError
 from mixopt.core.mixture import MixtureSpace
 from mixopt.core.objective import Objective
 from mixopt.core.runs_table import RunsTable, read_runs_table
-from mixopt.core.spec import ProxySpec
+from mixopt.core.spec import ProxySpec, rung_of
 from mixopt.core.trial import Trial
 from mixopt.search.base import Recommendation
 from mixopt.serve import wire
@@ -236,12 +236,7 @@ class RemoteStudy:
 
     def fidelity_of(self, t: Trial) -> int | None:
         """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
-        if t.spec is None or not self.fidelities:
-            return None
-        try:
-            return self.fidelities.index(t.spec)
-        except ValueError:
-            return None
+        return rung_of(t.spec, self.fidelities)
 
     def fidelity_costs(self) -> list[float]:
         """Cost per trial of each rung (as :meth:`mixopt.Study.fidelity_costs`, computed on the server)."""

@@ -16,6 +16,7 @@ trips through YAML and MLflow params.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,3 +308,14 @@ class ProxySpec:
             if k not in fields:
                 raise ConfigError(f"{where}.{k}: unknown key; allowed: {', '.join(sorted(fields))}")
         return cls(**d)
+
+
+def rung_of(spec: ProxySpec | None, ladder: Sequence[ProxySpec]) -> int | None:
+    """Index of ``spec`` in a scale ladder (None: no spec, no ladder, or not on it)."""
+    if spec is None or not ladder:
+        return None
+    try:
+        return list(ladder).index(spec)
+    except ValueError:
+        return None
+

@@ -26,7 +26,7 @@ from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.names import check_domain_names, check_study_name
 from mixopt.core.objective import Objective
 from mixopt.core.runs_table import RunsTable, read_runs_table
-from mixopt.core.spec import ProxySpec
+from mixopt.core.spec import ProxySpec, rung_of
 from mixopt.core.trial import Trial, TrialState
 from mixopt.core.worker import TrialResult
 from mixopt.search import Observation, Recommendation, SearchContext
@@ -93,12 +93,7 @@ class Study:
 
     def fidelity_of(self, t: Trial) -> int | None:
         """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
-        if t.spec is None or not self.fidelities:
-            return None
-        try:
-            return self.fidelities.index(t.spec)
-        except ValueError:
-            return None
+        return rung_of(t.spec, self.fidelities)
 
     def fidelity_costs(self) -> list[float]:
         """Cost per trial of each rung, in seconds where measured (mean in-trial training time);
