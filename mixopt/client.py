@@ -31,10 +31,11 @@ from mixopt.core.errors import MixoptError, UserError
 from mixopt.core.mixture import MixtureSpace
 from mixopt.core.objective import Objective
 from mixopt.core.runs_table import RunsTable, read_runs_table
-from mixopt.core.spec import ProxySpec, rung_of
+from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial
 from mixopt.search.base import Recommendation
 from mixopt.serve import wire
+from mixopt.study.study import StudySettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -179,7 +180,7 @@ def _trials(payload: Mapping[str, Any]) -> list[Trial]:
     return [wire.trial_from_wire(t) for t in payload["trials"]]
 
 
-class RemoteStudy:
+class RemoteStudy(StudySettings):
     """A study on a ``mixopt serve`` server, with the methods of :class:`mixopt.Study`.
 
     Attributes (as on :class:`mixopt.Study`): ``name``, ``space``, ``objective``,
@@ -189,18 +190,8 @@ class RemoteStudy:
     """
 
     def __init__(self, client: Client, info: Mapping[str, Any]) -> None:
-        meta = dict(info["meta"])
         self.client = client
-        self.name: str = meta["name"]
-        self.space = wire.space_from_meta(meta)
-        self.objective = wire.objective_from_meta(meta)
-        self.searcher_name: str = meta["searcher"]
-        self.searcher_options: dict[str, Any] = dict(meta.get("searcher_options") or {})
-        self.n_init: int = int(meta.get("n_init", 0))
-        self.seed: int = int(meta.get("seed", 0))
-        self.spec = ProxySpec.from_dict(meta["spec"]) if meta.get("spec") else None
-        self.fidelities: list[ProxySpec] = [ProxySpec.from_dict(d) for d in meta.get("fidelities") or []]
-        self.meta = meta
+        self._read_meta(dict(info["meta"]))
         self._path = _study_path(self.name)
 
     def __repr__(self) -> str:
@@ -233,10 +224,6 @@ class RemoteStudy:
         """The COMPLETE trial with the lowest objective (None before any)."""
         t = self._get("/best")["trial"]
         return wire.trial_from_wire(t) if t is not None else None
-
-    def fidelity_of(self, t: Trial) -> int | None:
-        """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
-        return rung_of(t.spec, self.fidelities)
 
     def fidelity_costs(self) -> list[float]:
         """Cost per trial of each rung (as :meth:`mixopt.Study.fidelity_costs`, computed on the server)."""

@@ -100,17 +100,6 @@ def objective_to_wire(objective: Objective) -> dict[str, Any]:
             "description": objective.description}
 
 
-def space_from_meta(meta: Mapping[str, Any]) -> MixtureSpace:
-    """The study's space from its metadata (as :class:`mixopt.study.Study` builds it)."""
-    return MixtureSpace(tuple(meta["domains"]), tuple(meta["lower"]), tuple(meta["upper"]),
-                        tuple(meta.get("prior") or ()))
-
-
-def objective_from_meta(meta: Mapping[str, Any]) -> Objective:
-    obj = meta["objective"]
-    return Objective(dict(obj["weights"]), tuple(obj.get("targets", ())), obj.get("description", ""))
-
-
 # --- runs tables ---------------------------------------------------------------------------
 def frame_to_wire(df: pd.DataFrame) -> dict[str, Any]:
     """A DataFrame as ``{"columns": [...], "data": [[...], ...]}`` (row lists, column order kept)."""

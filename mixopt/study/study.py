@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 _ACTIVE = (TrialState.PENDING, TrialState.RUNNING)
 
 
-class Study:
-    def __init__(self, storage: Storage, meta: dict[str, Any]) -> None:
-        self._storage = storage
+class StudySettings:
+    """What a study's metadata says (name, space, objective, searcher, seed, proxy spec, ladder):
+    read one way by :class:`Study` and by ``mixopt.client.RemoteStudy``."""
+
+    def _read_meta(self, meta: Mapping[str, Any]) -> None:
         self.name: str = meta["name"]
         self.space = MixtureSpace(tuple(meta["domains"]), tuple(meta["lower"]), tuple(meta["upper"]),
                                   tuple(meta.get("prior") or ()))
@@ -54,6 +56,16 @@ class Study:
         self.spec = ProxySpec.from_dict(meta["spec"]) if meta.get("spec") else None
         self.fidelities: list[ProxySpec] = [ProxySpec.from_dict(d) for d in meta.get("fidelities") or []]
         self.meta = meta
+
+    def fidelity_of(self, t: Trial) -> int | None:
+        """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
+        return rung_of(t.spec, self.fidelities)
+
+
+class Study(StudySettings):
+    def __init__(self, storage: Storage, meta: dict[str, Any]) -> None:
+        self._storage = storage
+        self._read_meta(meta)
         self._searcher = search.get_searcher(self.searcher_name, self.searcher_options)
         self._init = search.get_searcher("random", {})
         self._trials: list[Trial] = storage.trials(self.name)
@@ -90,10 +102,6 @@ class Study:
         """The COMPLETE trial with the lowest objective (None before any)."""
         done = [t for t in self.trials if t.ok]
         return min(done, key=lambda t: t.value) if done else None
-
-    def fidelity_of(self, t: Trial) -> int | None:
-        """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
-        return rung_of(t.spec, self.fidelities)
 
     def fidelity_costs(self) -> list[float]:
         """Cost per trial of each rung, in seconds where measured (mean in-trial training time);
