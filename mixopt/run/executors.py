@@ -118,6 +118,7 @@ class RayExecutor:
                          runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.threads_per_worker),
                                                    "MKL_NUM_THREADS": str(cfg.threads_per_worker)}})
                 self._owns = True
+                start_reaper()
         self._remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=cfg.max_retries,
                                   retry_exceptions=False)(_call)
         self._refs: dict[Any, int | list[int]] = {}  # task -> trial id, or the trial ids of a pack
@@ -167,6 +168,68 @@ class RayExecutor:
         self.cancel()
         if self._owns:
             self.ray.shutdown()
+
+
+#: The reaper: started beside a local Ray, it watches the driver and, once the driver is gone (a
+#: clean exit, or kill -9), kills the Ray processes the driver had started that are still alive.
+#: Ray's own fate-sharing ends gcs_server and raylet with the driver, but its dashboard and
+#: runtime-env agents then wait 60 s on the dead GCS before they exit (a timeout Ray hard-codes).
+_REAPER = r"""
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+me, driver, every = os.getpid(), int(sys.argv[1]), float(sys.argv[2])
+def stat(pid):  # (state, ppid, start time) from /proc/<pid>/stat, None when gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return rest[0], int(rest[1]), rest[19]
+    except (OSError, IndexError, ValueError):
+        return None
+def is_ray(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"ray" in f.read()
+    except OSError:
+        return False
+seen = {}
+while (st := stat(driver)) is not None and st[0] != "Z":
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit() and (s := stat(int(d))) is not None:
+            kids.setdefault(s[1], []).append(int(d))
+    todo, tree = [driver], set()
+    while todo:
+        for c in kids.get(todo.pop(), ()):
+            if c not in tree:
+                tree.add(c)
+                todo.append(c)
+    for pid in tree - {me} - set(seen):
+        if is_ray(pid) and (s := stat(pid)) is not None:
+            seen[pid] = s[2]
+    time.sleep(every)
+time.sleep(1.0)  # a clean ray.shutdown() has had its chance
+for pid, started in seen.items():
+    s = stat(pid)
+    if s is not None and s[2] == started:  # the same process, not a reused pid
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+_reaper_started = False
+
+
+def start_reaper(interval: float = 1.0) -> None:
+    """Start :data:`_REAPER` for this process, once (its own session: Ctrl-C in a terminal does not reach it)."""
+    global _reaper_started
+    if _reaper_started or not os.path.isdir("/proc/self"):  # Linux /proc only
+        return
+    import subprocess
+    import sys
+
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(interval)], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    _reaper_started = True
 
 
 def make_executor(cfg: ExecutorConfig, fn: str = TRIAL_FN):

@@ -109,6 +109,65 @@ def test_ctrl_c_writes_outputs_and_resume_continues(tmp_path, tiny_domains):
     assert mixopt.load_study("tiny", f"sqlite:///{tmp_path / 'mlflow.db'}").counts()["COMPLETE"] >= done + 2
 
 
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every process below ``pid`` (Linux /proc)."""
+    kids: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            rest = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            continue
+        kids.setdefault(int(rest[1]), []).append(int(d))
+        starts[int(d)] = rest[19]
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), ()):
+            out.append((c, starts[c]))
+            todo.append(c)
+    return out
+
+
+def _alive(procs: list[tuple[int, str]]) -> list[str]:
+    names = []
+    for pid, start in procs:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        if rest[19] == start and rest[0] != "Z":
+            names.append(stat.split("(", 1)[1].rsplit(")", 1)[0])
+    return names
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_local_ray_goes_with_a_killed_driver(tmp_path):
+    """kill -9 of a driver that started local Ray: no Ray process outlives it by more than a few seconds
+    (Ray's agents alone wait 60 s on the dead GCS; the reaper in mixopt.run.executors ends them)."""
+    code = ("import time\nfrom mixopt.run.config import ExecutorConfig\nfrom mixopt.run.executors import RayExecutor\n"
+            "ex = RayExecutor(ExecutorConfig(kind='ray', workers=1))\n"
+            "ex.submit(0, __import__('mixopt.core.worker', fromlist=['x']).TrialRequest(0, {}, {}, ''))\n"
+            "ex.wait(60)\nprint('ready', flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env())
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        time.sleep(2)  # the reaper has seen the whole tree
+        procs = _descendants(proc.pid)
+        assert any(n in {"raylet", "gcs_server"} for n in _alive(procs)), _alive(procs)
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 15
+        while _alive(procs) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _alive(procs), f"outlived the driver by 15 s: {_alive(procs)}"
+    finally:
+        proc.kill()
+
+
 # --- user mistakes: exit 2, one line, nothing written ------------------------------------------
 
 def test_unreachable_tracking_server_fails_fast(tmp_path):
