@@ -1,4 +1,4 @@
-"""``mixopt predict | replay | fit``: the analysis layer's subcommands."""
+"""``mixopt predict | replay | fit | transfer``: the analysis layer's subcommands."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Callable
 from mixopt.analysis.fits import run_fit
 from mixopt.analysis.predict import predict
 from mixopt.analysis.replay import add_replay_parser, cmd_replay
+from mixopt.analysis.transfer import run_transfer
 from mixopt.core.errors import UserError
-from mixopt.run.cli import no_extra, open_study_from_args
+from mixopt.run.cli import config_from_args, no_extra, open_study_from_args
 
 
 def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
@@ -41,8 +42,36 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     fit.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for intervals")
     fit.add_argument("--json", action="store_true")
 
+    tr = sub.add_parser("transfer", help="train the recommendations and baselines at a larger scale, several seeds; "
+                        "paired comparison and a scaling-law prediction of each")
+    tr.add_argument("config", nargs="?", help="study YAML of the finished study")
+    tr.add_argument("--study")
+    tr.add_argument("--tracking-uri")
+    tr.add_argument("--seeds", type=int, default=3)
+    tr.add_argument("--scale", type=float, default=4.0, help="x params and x tokens of the proxies")
+    tr.add_argument("--preset", help="explicit larger preset")
+    tr.add_argument("--tokens", type=int, help="explicit token budget")
+    tr.add_argument("--from", dest="sources", action="append", default=[], metavar="STUDY",
+                    help="another finished study (same domains and objective) whose recommendation is an arm too "
+                    "(repeatable); arms are then named by searcher")
+    tr.add_argument("--rung", action="append", default=[], metavar="PRESET:TOKENS",
+                    help="a smaller scale every arm is also trained at once (repeatable; >= 4 for a prediction): "
+                    "L = E + A/N^a + B/D^b is fitted on the rungs and each arm's target loss predicted")
+    tr.add_argument("--no-best", action="store_true", help="leave out the best proxy trial's own mixture")
+    tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
+    tr.add_argument("--resume", action="store_true")
+
     add_replay_parser(sub)
-    return {"predict": _cmd_predict, "fit": _cmd_fit, "replay": cmd_replay}
+    return {"predict": _cmd_predict, "fit": _cmd_fit, "replay": cmd_replay, "transfer": _cmd_transfer}
+
+
+def _cmd_transfer(args, extra) -> int:
+    args.trials = None
+    cfg = config_from_args(args, extra)
+    run_transfer(cfg, seeds=args.seeds, scale=args.scale, preset=args.preset, tokens=args.tokens,
+                 mixture_files=tuple(args.mixture), sources=tuple(args.sources), rungs=tuple(args.rung),
+                 best=not args.no_best, resume=args.resume)
+    return 0
 
 
 def _cmd_predict(args, extra) -> int:
@@ -97,7 +126,9 @@ def _cmd_fit(args, extra) -> int:
         if kind == "loss_scale":
             held = ("n/a (too few runs to hold one out per mixture)" if r["heldout_rel_error_mean"] is None else
                     f"mean {r['heldout_rel_error_mean']:.2%}, max {r['heldout_rel_error_max']:.2%}")
-            print(f"loss vs scale: L = E + A/N^{r['alpha']:.3f} + B/D^{r['beta']:.3f}; held-out relative error {held}")
+            bound = [k for k in ("alpha", "beta") if r[f"{k}_on_bound"]]
+            print(f"loss vs scale: L = E + A/N^{r['alpha']:.3f} + B/D^{r['beta']:.3f}"
+                  f"{' (on a bound: ' + ', '.join(bound) + ')' if bound else ''}; held-out relative error {held}")
             print(f"  {'mixture':<14}{'E':>9}{'held-out err':>14}  predicted at N={r['target_params']:.3g}, "
                   f"D={r['target_tokens']:.3g} (90% CI)")
             for m in r["mixtures"]:

@@ -23,6 +23,7 @@ from mixopt.analysis.scaling_laws import (
     fit_law_across_scale,
     fit_loss_scale,
     holdout_error,
+    on_bound,
 )
 from mixopt.core.errors import UserError
 from mixopt.search.dirichlet import sample
@@ -82,7 +83,8 @@ def fit_loss_vs_scale(study: Study, target: tuple[float, float], reps: int, out:
     pred = fit.predict(np.arange(len(keep)), np.full(len(keep), target[0]), np.full(len(keep), target[1]))
     boots = bootstrap_predictions(fit, g, N, D, L, target, reps=reps, seed=seed)
     lo, hi = np.nanpercentile(boots, 5, axis=0), np.nanpercentile(boots, 95, axis=0)
-    result = {"kind": "loss_scale", "alpha": fit.alpha, "beta": fit.beta, "target_params": target[0],
+    result = {"kind": "loss_scale", "alpha": fit.alpha, "beta": fit.beta, "alpha_on_bound": on_bound(fit.alpha),
+              "beta_on_bound": on_bound(fit.beta), "target_params": target[0],
               "target_tokens": target[1],
               "heldout_rel_error_mean": float(np.mean(err[np.isfinite(err)])) if np.isfinite(err).any() else None,
               "heldout_rel_error_max": float(np.max(err[np.isfinite(err)])) if np.isfinite(err).any() else None,

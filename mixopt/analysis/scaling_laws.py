@@ -47,6 +47,13 @@ class ScaleFit:
 
 
 _N0, _D0 = 1e6, 1e8  # reference scales: parameters live near 1 in these units
+EXPONENT_BOUNDS = (1e-3, 3.0)  # alpha and beta are fitted inside these
+
+
+def on_bound(exponent: float, rel: float = 0.01) -> bool:
+    """Whether a fitted exponent sits on (within ``rel`` of) a bound: the data did not pin it down."""
+    lo, hi = EXPONENT_BOUNDS
+    return exponent <= lo * (1 + rel) or exponent >= hi * (1 - rel)
 
 
 def fit_loss_scale(g: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray, n_groups: int,
@@ -82,7 +89,7 @@ def fit_loss_scale(g: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray, n
     rng = np.random.default_rng(seed)
     lo = np.full(2 + 3 * n_groups, -np.inf)
     hi = np.full(2 + 3 * n_groups, np.inf)
-    lo[:2], hi[:2] = 1e-3, 3.0
+    lo[:2], hi[:2] = EXPONENT_BOUNDS
     best = None
     for r in range(max(restarts, 1)):
         al, be = (0.3, 0.3) if r == 0 else rng.uniform(0.05, 1.5, 2)
@@ -104,33 +111,47 @@ def fit_loss_scale(g: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray, n
 
 
 def holdout_error(g, N, D, L, n_groups: int, seed: int = 0) -> np.ndarray:
-    """Relative error predicting each group's largest-compute run from a fit without it, (G,)."""
+    """Relative error predicting each group's largest-compute rung from a fit without it, (G,).
+
+    Every run of a group at its largest compute (all seeds of that rung) is held out; the error
+    is that of the prediction against their mean."""
     g, N, D, L = (np.asarray(v) for v in (g, N, D, L))
     out = np.full(n_groups, np.nan)
-    held = [int(np.flatnonzero(g == i)[np.argmax((N * D)[g == i])]) for i in range(n_groups)]
-    keep = np.ones(len(L), bool)
-    keep[held] = False
-    f = fit_loss_scale(g[keep], N[keep], D[keep], L[keep], n_groups, seed=seed)
-    pred = f.predict(g[held], N[held], D[held])
-    out[:] = np.abs(pred - L[held]) / L[held]
+    C = N * D
+    held = np.zeros(len(L), bool)
+    for i in range(n_groups):
+        m = g == i
+        held |= m & (C == C[m].max())
+    f = fit_loss_scale(g[~held], N[~held], D[~held], L[~held], n_groups, seed=seed)
+    for i in range(n_groups):
+        h = held & (g == i)
+        pred = f.predict([i], N[h][:1], D[h][:1])[0]
+        out[i] = abs(pred - L[h].mean()) / L[h].mean()
+    return out
+
+
+def bootstrap_fits(fit: ScaleFit, g, N, D, L, reps: int = 100, seed: int = 0) -> list[ScaleFit]:
+    """Residual bootstrap: refits on ``fitted + resampled residuals`` (failed refits dropped)."""
+    g, N, D, L = (np.asarray(v) for v in (g, N, D, L))
+    rng = np.random.default_rng(seed)
+    base = fit.predict(g, N, D)
+    res = L - base
+    out = []
+    for r in range(reps):
+        Lb = base + rng.choice(res, size=len(res), replace=True)
+        try:
+            out.append(fit_loss_scale(g, N, D, Lb, len(fit.groups), restarts=2, seed=seed + r + 1))
+        except UserError:
+            continue
     return out
 
 
 def bootstrap_predictions(fit: ScaleFit, g, N, D, L, targets: tuple[float, float], reps: int = 100,
                           seed: int = 0) -> np.ndarray:
     """Residual bootstrap of the target-scale prediction per group -> (reps, G)."""
-    g, N, D, L = (np.asarray(v) for v in (g, N, D, L))
-    rng = np.random.default_rng(seed)
-    base = fit.predict(g, N, D)
-    res = L - base
     G = len(fit.groups)
     out = np.full((reps, G), np.nan)
-    for r in range(reps):
-        Lb = base + rng.choice(res, size=len(res), replace=True)
-        try:
-            fb = fit_loss_scale(g, N, D, Lb, G, restarts=2, seed=seed + r + 1)
-        except UserError:
-            continue
+    for r, fb in enumerate(bootstrap_fits(fit, g, N, D, L, reps, seed)):
         out[r] = fb.predict(np.arange(G), np.full(G, targets[0]), np.full(G, targets[1]))
     return out
 

@@ -1,17 +1,34 @@
 """``mixopt transfer``: does the mixture found with small proxies win at a larger scale?
 
-Trains the study's recommended mixture and baselines (uniform; natural = proportional to the
-available tokens; any user-given mixtures) at a larger proxy scale (by default >= 4x the
-proxies' non-embedding parameters and 4x their tokens) with several seeds each, as a study of
-its own (``<study>-transfer``) in the same MLflow store, and reports the objective per mixture
-with a seed error bar and the differences to the baselines.
+Arms, each trained at the target scale (by default the smallest preset with >= ``scale`` x the
+proxies' (active) non-embedding params, and ``scale`` x their tokens; or an explicit preset and
+token budget) with ``seeds`` seeds:
+
+* the recommendation of the study, and of every ``--from`` study (same domains and objective;
+  labelled ``recommended`` when there is one study, else by searcher, or by study name when two
+  share a searcher);
+* ``best-trial``: the best finished proxy trial's own mixture, over those studies;
+* ``uniform`` and ``natural`` (proportional to the available tokens), projected into the space;
+* any user mixture files.
+
+Seed ``s`` is the same model initialisation and the same sampler seed in every arm, so the
+differences between arms are paired. With ``rungs`` (``--rung PRESET:TOKENS``, smaller than the
+target) every arm is also trained once at each rung, ``L = E + A/N^alpha + B/D^beta`` is fitted to
+the rung runs only (exponents shared across the arms, :mod:`mixopt.analysis.scaling_laws`) and
+each arm's target loss is predicted before it is compared with the measurement.
+
+The report (printed, ``transfer.json``, ``transfer.png`` and an MLflow run of role ``transfer`` in
+the ``<study>-transfer`` experiment) gives per arm the mean +- s.e. over seeds and the predicted
+loss; paired differences against uniform and natural (mean +- s.e. over seeds, paired t-test);
+for every other arm its margin over the better baseline in paired standard errors; and the
+fit's exponents with bootstrap 90 % intervals and whether they sit on their bounds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,13 +36,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mixopt.core.errors import MixtureError, UserError
+from mixopt.analysis.scaling_laws import EXPONENT_BOUNDS, bootstrap_fits, fit_loss_scale, on_bound
+from mixopt.core.errors import ConfigError, MixtureError, UserError
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec
 from mixopt.run.config import BudgetConfig, SearchConfig, StudyConfig, SweepConfig
 from mixopt.run.loop import execute
 from mixopt.run.plan import StudyPlan
 from mixopt.study import Storage, Study, create_study, get_storage, load_study
+
+BASELINES = ("uniform", "natural")
+BEST = "best-trial"
 
 
 def larger_spec(spec: ProxySpec, scale: float, preset: str | None = None, tokens: int | None = None) -> ProxySpec:
@@ -44,6 +65,22 @@ def larger_spec(spec: ProxySpec, scale: float, preset: str | None = None, tokens
     return spec.with_preset(preset, tokens=int(tokens or math.ceil(scale * spec.tokens)))
 
 
+def parse_rung(text: str, base: ProxySpec) -> ProxySpec:
+    """``PRESET:TOKENS`` (e.g. ``dense-3k:320000``) -> the base spec on that preset and budget."""
+    preset, sep, tok = str(text).partition(":")
+    try:
+        tokens = int(tok.replace("_", ""))
+    except ValueError:
+        tokens = 0
+    if not sep or not preset or tokens < 1:
+        raise UserError(f"transfer --rung {text!r}: expected PRESET:TOKENS with a positive integer token "
+                        "budget, e.g. dense-3k:320000")
+    try:
+        return base.with_preset(preset, tokens=tokens)
+    except ConfigError as e:
+        raise UserError(f"transfer --rung {text!r}: {e}") from None
+
+
 def read_mixture(path: str, domains) -> Mixture:
     """A mixture from YAML/JSON: a mapping domain -> weight, or a recommendation file's ``mixture``."""
     p = Path(path)
@@ -60,32 +97,85 @@ def read_mixture(path: str, domains) -> Mixture:
     return Mixture(doc, list(domains), where=f"{path}")
 
 
+def source_arms(src: Study, others: Sequence[Study], best: bool = True) -> dict[str, dict[str, Any]]:
+    """The searched arms: each study's recommendation (+ the best proxy trial's mixture), as
+    {label: {"mixture", "proxy" (the searcher's predicted or the trial's measured proxy loss), "from"}}."""
+    studies = [src, *others]
+    for o in others:
+        if tuple(o.space.domains) != tuple(src.space.domains):
+            raise UserError(f"transfer --from {o.name}: its domains ({', '.join(o.space.domains)}) differ from "
+                            f"{src.name!r}'s ({', '.join(src.space.domains)})")
+        if dict(o.objective.weights) != dict(src.objective.weights):
+            raise UserError(f"transfer --from {o.name}: its objective ({o.objective.description}) differs from "
+                            f"{src.name!r}'s ({src.objective.description})")
+    if len({s.name for s in studies}) != len(studies):
+        raise UserError("transfer --from: a study is named twice")
+    if len(studies) == 1:
+        labels = ["recommended"]
+    else:
+        names = [s.searcher_name for s in studies]
+        labels = names if len(set(names)) == len(names) else [s.name for s in studies]
+    arms: dict[str, dict[str, Any]] = {}
+    for lab, st in zip(labels, studies):
+        rec = st.recommend()
+        arms[lab] = {"mixture": rec.mixture, "proxy": None if rec.predicted is None else float(rec.predicted),
+                     "from": st.name}
+    bests = [(t, s) for s in studies if (t := s.best()) is not None]
+    if best and bests:
+        t, s = min(bests, key=lambda ts: ts[0].value)
+        arms[BEST] = {"mixture": t.mixture, "proxy": float(t.value), "from": f"{s.name} trial {t.trial_id}"}
+    return arms
+
+
 def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset: str | None = None,
-                 tokens: int | None = None, mixture_files: tuple[str, ...] = (), resume: bool = False,
-                 executor=None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+                 tokens: int | None = None, mixture_files: tuple[str, ...] = (), sources: tuple[str, ...] = (),
+                 rungs: tuple[str, ...] = (), best: bool = True, resume: bool = False, executor=None,
+                 progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every arm at the target scale (and the rungs), then :func:`transfer_table`."""
     if seeds < 1 or scale <= 0:
         raise UserError("transfer: --seeds must be >= 1 and --scale > 0")
     uri = cfg.resolved_tracking_uri()
     store = get_storage(uri, create=False)
     src = load_study(cfg.study, store)
-    spec = larger_spec(src.spec or cfg.proxy, scale, preset, tokens)
-    mixtures = {"recommended": src.recommend().mixture}
-    space0 = src.space
-    mixtures["uniform"] = Mixture.from_array(space0.project(np.full(space0.dim, 1 / space0.dim)), space0.domains)
-    mixtures["natural"] = Mixture.from_array(space0.project(space0.prior_array()), space0.domains)
+    others = []
+    for name in sources:
+        if store.load_meta(name) is None:
+            raise UserError(f"transfer --from {name}: no such study in {uri}")
+        others.append(load_study(name, store))
+    base = src.spec or cfg.proxy
+    spec = larger_spec(base, scale, preset, tokens)
+    rung_specs = [parse_rung(r, base) for r in rungs]
+    for r, rs in zip(rungs, rung_specs):
+        if rs.flops_per_token(1) * rs.tokens >= spec.flops_per_token(1) * spec.tokens:
+            raise UserError(f"transfer --rung {r}: not smaller than the target ({spec.preset}, {spec.tokens:,} "
+                            "tokens); rungs are the smaller scales the target loss is predicted from")
+    if len({(s.preset, s.tokens) for s in rung_specs}) != len(rung_specs):
+        raise UserError("transfer --rung: a rung is given twice")
+    arms = source_arms(src, others, best)
+    arms["uniform"] = arms["natural"] = None  # placeholders: projected into the target's space below
     for i, f in enumerate(mixture_files):
-        mixtures[Path(f).stem or f"user{i}"] = read_mixture(f, space0.domains)
+        label = Path(f).stem or f"user{i}"
+        if label in arms:
+            raise UserError(f"transfer --mixture {f}: the label {label!r} (from the file name) is taken; "
+                            f"rename the file (taken: {', '.join(arms)})")
+        arms[label] = {"mixture": read_mixture(f, src.space.domains), "proxy": None, "from": f}
     tname = f"{cfg.study}-transfer"
+    n_trials = len(arms) * (seeds + len(rung_specs))
     tcfg = replace(cfg, study=tname, proxy=spec, ladder=[], sweep=SweepConfig(), search=SearchConfig("random", {}, 0),
-                   budget=BudgetConfig(trials=len(mixtures) * seeds))
-    plan = StudyPlan.build(tcfg, storage=store, check_exists=False)
+                   budget=BudgetConfig(trials=n_trials))
+    most = max(s.tokens for s in [spec, *rung_specs])  # the repetition cap is tightest at the most tokens
+    plan = StudyPlan.build(replace(tcfg, proxy=replace(spec, tokens=most)), storage=store, check_exists=False)
     corpus = plan.open_corpus(progress)
     space = plan.build_space(corpus.token_counts("train"))
-    for label, m in mixtures.items():  # the repetition cap at the larger token budget
+    arms["uniform"] = {"mixture": Mixture.from_array(space.project(np.full(space.dim, 1 / space.dim)), space.domains),
+                       "proxy": None, "from": "baseline"}
+    arms["natural"] = {"mixture": Mixture.from_array(space.project(space.prior_array()), space.domains),
+                       "proxy": None, "from": "baseline"}
+    for label, arm in arms.items():
         try:
-            space.validate(m, f"transfer mixture {label!r}")
+            space.validate(arm["mixture"], f"transfer mixture {label!r}")
         except MixtureError as e:
-            raise UserError(f"{e} (at {spec.tokens:,} tokens the repetition cap is tighter; lower --scale/--tokens)") \
+            raise UserError(f"{e} (at {most:,} tokens the repetition cap is tighter; lower --scale/--tokens)") \
                 from None
     storage = plan.storage()
     if storage.load_meta(tname) is not None:
@@ -94,75 +184,248 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
         study = load_study(tname, storage)
     else:
         study = create_study(tname, space=space, objective=src.objective, searcher="random", seed=cfg.seed,
-                             spec=spec, storage=storage, extra={"config": tcfg.to_dict(), "transfer_of": cfg.study})
-        for s in range(seeds):
-            for label, m in mixtures.items():
-                study.enqueue(m, replace(spec, seed=s), label)
-    progress(f"transfer: {len(mixtures)} mixtures x {seeds} seeds at {spec.preset} "
-             f"({spec.non_embedding_params():,} non-embedding params, {spec.tokens:,} tokens) vs proxies at "
-             f"{(src.spec or cfg.proxy).preset} ({(src.spec or cfg.proxy).tokens:,} tokens)")
+                             spec=spec, storage=storage,
+                             extra={"config": tcfg.to_dict(), "transfer_of": cfg.study,
+                                    "transfer_arms": {k: {"mixture": a["mixture"].to_dict(), "proxy": a["proxy"],
+                                                          "from": a["from"]} for k, a in arms.items()},
+                                    "transfer_rungs": [r.to_dict() for r in rung_specs]})
+        for s in range(seeds):  # the long runs first: they set the wall time
+            for label, arm in arms.items():
+                study.enqueue(arm["mixture"], replace(spec, seed=s), label)
+        for rs in rung_specs:
+            for label, arm in arms.items():
+                study.enqueue(arm["mixture"], replace(rs, seed=0), label)
+    ratio = spec.active_non_embedding_params() / base.active_non_embedding_params()
+    progress(f"transfer: {len(arms)} arms x {seeds} seeds at {spec.preset} ({spec.non_embedding_params():,} "
+             f"non-embedding params, {spec.tokens:,} tokens; {ratio:.1f}x "
+             f"the params and {spec.tokens / base.tokens:.1f}x the tokens of the proxies at {base.preset}, "
+             f"{base.tokens:,} tokens)" + (f", and once at {len(rung_specs)} smaller rungs" if rung_specs else ""))
     execute(tcfg, study, corpus, executor, progress)
-    return transfer_table(study, storage, Path(cfg.output_dir) / tname, list(mixtures), progress)
+    meta = study.meta
+    arms_doc = meta.get("transfer_arms") or {k: {"mixture": a["mixture"].to_dict(), "proxy": a["proxy"],
+                                                 "from": a["from"]} for k, a in arms.items()}
+    return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
 
 
-def transfer_table(study: Study, storage: Storage, out: Path, labels: list[str],
-                   progress: Callable[[str], None]) -> dict[str, Any]:
-    """Per mixture label: mean, std and s.e. over seeds; differences of ``recommended`` against
-    uniform and natural; printed, written to ``transfer.json`` + a plot, and logged as a run."""
-    rows: dict[str, list[float]] = {lab: [] for lab in labels}
+def _same_scale(a: ProxySpec, b: ProxySpec) -> bool:
+    return replace(a, seed=0) == replace(b, seed=0)
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """Paired difference a - b over the seeds both have: mean, s.e., t, two-sided p (paired t-test)."""
+    from scipy import stats
+
+    common = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in common])
+    out: dict[str, Any] = {"n": len(d), "diff": float(d.mean()) if len(d) else math.nan, "sem": math.nan,
+                           "t": math.nan, "p": math.nan}
+    if len(d) > 1:
+        out["sem"] = float(d.std(ddof=1) / math.sqrt(len(d)))
+        if out["sem"] > 0:
+            out["t"] = out["diff"] / out["sem"]
+            out["p"] = float(stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue)
+    return out
+
+
+def scaling_prediction(study: Study, labels: list[str], target: ProxySpec, reps: int = 100,
+                       seed: int = 0) -> dict[str, Any] | None:
+    """Fit ``L = E + A/N^alpha + B/D^beta`` on the rung runs (not the target's) of every arm and
+    predict each arm at the target; None without enough rung runs (>= 3 per arm + 2)."""
+    from mixopt.analysis.fits import scale_of
+
+    rows = [(labels.index(t.label), scale_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value)
+            for t in study.trials if t.ok and t.label in labels and not _same_scale(t.spec, target)]
+    if not rows:
+        return None
+    g, N, D, L = (np.array(v) for v in zip(*rows))
+    present = sorted(set(g.tolist()))
+    if len(L) < 3 * len(present) + 2 or len({(n, d) for n, d in zip(N, D)}) < 3:
+        return {"skipped": f"{len(L)} rung runs over {len({(n, d) for n, d in zip(N, D)})} scales for {len(present)} "
+                           "arms: too few to fit (>= 3 per arm + 2, >= 3 scales)"}
+    remap = {o: i for i, o in enumerate(present)}
+    gi = np.array([remap[x] for x in g.tolist()])
+    names = [labels[i] for i in present]
+    fit = fit_loss_scale(gi, N, D, L, len(present), names, seed=seed)
+    tN, tD = scale_of(target), float(target.tokens)
+    pred = fit.predict(np.arange(len(present)), np.full(len(present), tN), np.full(len(present), tD))
+    boots = bootstrap_fits(fit, gi, N, D, L, reps=reps, seed=seed)
+    alpha_ci = beta_ci = None
+    lo = hi = np.full(len(present), np.nan)
+    if boots:
+        al = np.array([b.alpha for b in boots])
+        be = np.array([b.beta for b in boots])
+        alpha_ci = [float(np.percentile(al, 5)), float(np.percentile(al, 95))]
+        beta_ci = [float(np.percentile(be, 5)), float(np.percentile(be, 95))]
+        P = np.array([b.predict(np.arange(len(present)), np.full(len(present), tN), np.full(len(present), tD))
+                      for b in boots])
+        lo, hi = np.percentile(P, 5, axis=0), np.percentile(P, 95, axis=0)
+    return {"form": "E + A/N^alpha + B/D^beta (exponents shared across arms)", "alpha": fit.alpha, "beta": fit.beta,
+            "alpha_90ci": alpha_ci, "beta_90ci": beta_ci, "bounds": list(EXPONENT_BOUNDS),
+            "alpha_on_bound": on_bound(fit.alpha), "beta_on_bound": on_bound(fit.beta),
+            "bootstrap_reps": len(boots), "runs": len(L), "target_params": tN, "target_tokens": tD,
+            "predicted": {lab: float(p) for lab, p in zip(names, pred)},
+            "predicted_90ci": {lab: [float(a), float(b)] for lab, a, b in zip(names, lo, hi)},
+            "points": {"g": [names[i] for i in gi], "N": N.tolist(), "D": D.tolist(), "L": L.tolist()},
+            "fit": {"E": fit.E.tolist(), "A": fit.A.tolist(), "B": fit.B.tolist()}}
+
+
+def transfer_table(study: Study, storage: Storage, out: Path, arms: dict[str, dict[str, Any]], base: ProxySpec,
+                   progress: Callable[[str], None], reps: int = 100) -> dict[str, Any]:
+    """The report: per arm mean, std, s.e. over seeds at the target and the predicted loss; paired
+    differences against uniform and natural; printed, written to ``transfer.json`` + a plot, and
+    logged as an MLflow run."""
+    target = study.spec
+    labels = list(arms)
+    by_seed: dict[str, dict[int, float]] = {lab: {} for lab in labels}
     for t in study.trials:
-        if t.ok and t.label in rows:
-            rows[t.label].append(t.value)
-    stats = {}
-    for lab, v in rows.items():
-        a = np.array(v)
-        stats[lab] = {"n": len(a), "mean": float(a.mean()) if len(a) else math.nan,
-                      "std": float(a.std(ddof=1)) if len(a) > 1 else math.nan,
-                      "sem": float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else math.nan,
-                      "values": v}
-    diffs = {}
-    for base in ("uniform", "natural"):
-        if base in stats and "recommended" in stats:
-            r, b = stats["recommended"], stats[base]
-            diffs[f"recommended-{base}"] = {"diff": r["mean"] - b["mean"],
-                                            "sem": math.sqrt(r["sem"] ** 2 + b["sem"] ** 2)}
-    lines = [f"\nTransfer at {study.spec.preset}, {study.spec.tokens:,} tokens: {study.objective.description} "
-             "(lower is better; mean ± std over seeds)"]
-    for lab, st in stats.items():
-        lines.append(f"  {lab:<14} {st['mean']:.4f} ± {st['std']:.4f}  (n={st['n']})")
-    for k, d in diffs.items():
-        lines.append(f"  {k:<24} {d['diff']:+.4f} ± {d['sem']:.4f} (s.e.)")
-    progress("\n".join(lines))
+        if t.ok and t.label in by_seed and _same_scale(t.spec, target):
+            by_seed[t.label][t.spec.seed] = t.value
+    fit = scaling_prediction(study, labels, target, reps=reps, seed=study.seed)
+    predicted = (fit or {}).get("predicted", {})
+    stats: dict[str, dict[str, Any]] = {}
+    for lab in labels:
+        a = np.array([by_seed[lab][s] for s in sorted(by_seed[lab])])
+        st: dict[str, Any] = {"n": len(a), "mean": float(a.mean()) if len(a) else math.nan,
+                              "std": float(a.std(ddof=1)) if len(a) > 1 else math.nan,
+                              "sem": float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else math.nan,
+                              "values": {int(s): float(v) for s, v in sorted(by_seed[lab].items())},
+                              "proxy": arms[lab].get("proxy"), "from": arms[lab].get("from"),
+                              "mixture": arms[lab].get("mixture")}
+        if lab in predicted:
+            st["predicted"] = predicted[lab]
+            st["predicted_rel_error"] = (predicted[lab] - st["mean"]) / st["mean"] if len(a) else math.nan
+        stats[lab] = st
+    diffs: dict[str, dict[str, Any]] = {}
+    for lab in labels:
+        if lab in BASELINES:
+            continue
+        for b in BASELINES:
+            if b in by_seed:
+                diffs[f"{lab}-{b}"] = paired(by_seed[lab], by_seed[b])
+    means = {b: stats[b]["mean"] for b in BASELINES if b in stats and stats[b]["n"]}
+    better = min(means, key=means.get) if means else None
+    margins = {}
+    if better:
+        for lab in labels:
+            if lab not in BASELINES and f"{lab}-{better}" in diffs:
+                d = diffs[f"{lab}-{better}"]
+                margins[lab] = -d["diff"] / d["sem"] if d["sem"] and d["sem"] > 0 else math.nan
+    doc = {"study": study.name, "objective": study.objective.description, "spec": target.to_dict(),
+           "proxy_spec": base.to_dict(),
+           "params_ratio": target.active_non_embedding_params() / base.active_non_embedding_params(),
+           "tokens_ratio": target.tokens / base.tokens, "stats": stats, "diffs": diffs,
+           "better_baseline": better, "margin_over_better_baseline_in_se": margins, "scaling_fit": fit}
+    progress(format_table(doc))
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"study": study.name, "spec": study.spec.to_dict(), "stats": stats, "diffs": diffs}
     jpath = out / "transfer.json"
     jpath.write_text(json.dumps(doc, indent=2))
-    files = [str(jpath), _plot(stats, study, out)]
-    metrics = {f"{lab}.mean": st["mean"] for lab, st in stats.items()}
-    metrics.update({f"{lab}.std": st["std"] for lab, st in stats.items()})
-    metrics.update({f"{k}.diff": d["diff"] for k, d in diffs.items()})
-    storage.log_run(study.name, "transfer-report", "transfer", {"preset": study.spec.preset,
-                    "tokens": study.spec.tokens, "mixtures": ",".join(stats)}, metrics, {}, files)
+    files = [str(jpath), _plot(doc, out)]
+    metrics: dict[str, float] = {}
+    for lab, st in stats.items():
+        metrics.update({f"{lab}.mean": st["mean"], f"{lab}.sem": st["sem"]})
+        if "predicted" in st:
+            metrics.update({f"{lab}.predicted": st["predicted"], f"{lab}.predicted_rel_error": st["predicted_rel_error"]})
+    for k, d in diffs.items():
+        metrics.update({f"{k}.diff": d["diff"], f"{k}.sem": d["sem"], f"{k}.p": d["p"]})
+    metrics.update({f"{lab}.margin_se": m for lab, m in margins.items()})
+    if fit and "alpha" in fit:
+        metrics.update({"alpha": fit["alpha"], "beta": fit["beta"]})
+    storage.log_run(study.name, "transfer-report", "transfer",
+                    {"preset": target.preset, "tokens": target.tokens, "proxy_preset": base.preset,
+                     "proxy_tokens": base.tokens, "arms": ",".join(stats), "seeds": max(st["n"] for st in stats.values())},
+                    {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}, {}, files)
     return doc
 
 
-def _plot(stats, study, out: Path) -> str:
+def _f(x: Any, spec: str = ".4f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """The report as text (what ``mixopt transfer`` prints)."""
+    sp, stats = doc["spec"], doc["stats"]
+    lines = [f"\nTransfer to {sp['preset']} at {sp['tokens']:,} tokens ({doc['params_ratio']:.1f}x the proxies' "
+             f"params, {doc['tokens_ratio']:.1f}x their tokens): {doc['objective']} (lower is better)",
+             f"  {'arm':<14}{'mean ± s.e.':>20}{'n':>3}{'proxy':>9}{'predicted':>11}{'error':>8}"]
+    for lab, st in stats.items():
+        err = f"{st['predicted_rel_error']:+.1%}" if "predicted" in st and math.isfinite(st["predicted_rel_error"]) \
+            else ""
+        lines.append(f"  {lab:<14}{_f(st['mean']) + ' ± ' + _f(st['sem']):>20}{st['n']:>3}{_f(st['proxy']):>9}"
+                     f"{_f(st.get('predicted')):>11}{err:>8}")
+    if doc["diffs"]:
+        lines.append("  paired differences (same seeds): arm - baseline, mean ± s.e., paired t-test")
+        for k, d in doc["diffs"].items():
+            lines.append(f"  {k:<26}{d['diff']:+.4f} ± {_f(d['sem'])}  t={_f(d['t'], '.2f')}  p={_f(d['p'], '.3g')}"
+                         f"  (n={d['n']})")
+    if doc["margin_over_better_baseline_in_se"]:
+        b = doc["better_baseline"]
+        parts = [f"{lab} {'+' if m > 0 else ''}{_f(m, '.1f')}"
+                 for lab, m in doc["margin_over_better_baseline_in_se"].items()]
+        lines.append(f"  margin over the better baseline ({b}) in paired s.e. (> 0: better): {', '.join(parts)}")
+    fit = doc.get("scaling_fit")
+    if fit and "alpha" in fit:
+        def ci(k):
+            c = fit[f"{k}_90ci"]
+            return f" [{c[0]:.3f}, {c[1]:.3f}]" if c else ""
+        bound = [k for k in ("alpha", "beta") if fit[f"{k}_on_bound"]]
+        errs = [abs(st["predicted_rel_error"]) for st in stats.values()
+                if "predicted" in st and math.isfinite(st["predicted_rel_error"])]
+        lines.append(f"  scaling fit on {fit['runs']} rung runs, {fit['form']}: alpha {fit['alpha']:.3f}{ci('alpha')}, "
+                     f"beta {fit['beta']:.3f}{ci('beta')} (90% bootstrap); "
+                     + (f"on a bound: {', '.join(bound)}" if bound else "both off their bounds")
+                     + (f"; target predicted within {np.mean(errs):.2%} mean, {np.max(errs):.2%} max" if errs else ""))
+    elif fit:
+        lines.append(f"  scaling fit skipped: {fit['skipped']}")
+    return "\n".join(lines)
+
+
+def _plot(doc: dict[str, Any], out: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labs = list(stats)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(labs, [stats[l]["mean"] for l in labs], yerr=[np.nan_to_num(stats[l]["std"]) for l in labs], capsize=4,
-           color=["tab:green" if l == "recommended" else "tab:gray" for l in labs])
-    lo = min(stats[l]["mean"] - np.nan_to_num(stats[l]["std"]) for l in labs)
-    hi = max(stats[l]["mean"] + np.nan_to_num(stats[l]["std"]) for l in labs)
-    ax.set_ylim(lo - 0.2 * (hi - lo + 1e-9), hi + 0.2 * (hi - lo + 1e-9))
-    ax.set_ylabel("objective (mean ± std over seeds)")
-    ax.set_title(f"transfer at {study.spec.preset}, {study.spec.tokens:,} tokens")
+    stats, fit = doc["stats"], doc.get("scaling_fit") or {}
+    labs = [lab for lab in stats if stats[lab]["n"]]
+    has_fit = "alpha" in fit
+    fig, axes = plt.subplots(1, 2 if has_fit else 1, figsize=(11 if has_fit else 6, 4))
+    ax = axes[0] if has_fit else axes
+    colors = {lab: f"C{i}" for i, lab in enumerate(stats)}
+    x = np.arange(len(labs))
+    ax.bar(x, [stats[lab]["mean"] for lab in labs], yerr=[np.nan_to_num(stats[lab]["sem"]) for lab in labs],
+           capsize=4, color=["tab:gray" if lab in BASELINES else colors[lab] for lab in labs])
+    ax.set_xticks(x, labs)
+    for i, lab in enumerate(labs):
+        if "predicted" in stats[lab]:
+            ax.scatter([i], [stats[lab]["predicted"]], marker="*", s=90, color="k", zorder=3)
+    vals = [stats[lab]["mean"] for lab in labs] + [stats[lab].get("predicted", np.nan) for lab in labs]
+    lo, hi = np.nanmin(vals), np.nanmax(vals)
+    ax.set_ylim(lo - 0.3 * (hi - lo + 1e-9), hi + 0.3 * (hi - lo + 1e-9))
+    ax.set_ylabel("objective at the target (mean ± s.e.; ★ predicted)")
+    ax.set_title(f"{doc['spec']['preset']}, {doc['spec']['tokens']:,} tokens")
+    ax.tick_params(axis="x", labelrotation=30)
+    if has_fit:
+        ax = axes[1]
+        pts = fit["points"]
+        N, D, L, g = np.array(pts["N"]), np.array(pts["D"]), np.array(pts["L"]), np.array(pts["g"])
+        tN, tD = fit["target_params"], fit["target_tokens"]
+        for lab in fit["predicted"]:
+            m = g == lab
+            ax.scatter(6 * N[m] * D[m], L[m], s=14, color=colors[lab], label=lab)
+            st = stats[lab]
+            if st["n"]:
+                ax.errorbar([6 * tN * tD], [st["mean"]], yerr=[np.nan_to_num(st["sem"])], fmt="o", color=colors[lab])
+            ax.scatter([6 * tN * tD], [fit["predicted"][lab]], marker="*", s=70, color=colors[lab])
+        ax.set_xscale("log")
+        ax.set_xlabel("training compute 6·N·D (FLOPs)")
+        ax.set_ylabel("objective")
+        ax.set_title(f"rungs → target: alpha {fit['alpha']:.2f}, beta {fit['beta']:.2f} (★ predicted, ● measured)")
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path = out / "transfer.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+__all__ = ["larger_spec", "parse_rung", "paired", "run_transfer", "scaling_prediction", "transfer_table"]

@@ -24,6 +24,11 @@ from mixopt.core.errors import ConfigError
 
 # name -> (n_layer, n_head, d_model). Non-embedding params ~ 12 * n_layer * d_model**2.
 DENSE_PRESETS: dict[str, tuple[int, int, int]] = {
+    # tiny rungs for CPU-sized ladders and transfer checks (bench/bench_transfer.sh --size cpu)
+    "dense-3k": (1, 2, 16),  # ~3.1k non-embedding params
+    "dense-6k": (2, 2, 16),  # ~6.2k
+    "dense-14k": (2, 2, 24),  # ~13.9k
+    "dense-37k": (3, 2, 32),  # ~37k
     "dense-0.1m": (2, 2, 64),  # ~0.10M non-embedding params
     "dense-0.5m": (4, 4, 96),  # ~0.44M
     "dense-1m": (5, 4, 128),  # ~0.98M

@@ -1,4 +1,4 @@
-"""``mixopt data prepare | run | recommend | runs export | transfer``: the run layer's subcommands.
+"""``mixopt data prepare | run | recommend | runs export``: the run layer's subcommands.
 
 Config overrides (``--a.b=c``) are pulled out of the arguments first (:func:`split_overrides`);
 user mistakes raise :class:`~mixopt.core.errors.UserError` (one line, exit 2).
@@ -17,7 +17,6 @@ from mixopt.run.config import load_config, to_yaml
 from mixopt.run.loop import run
 from mixopt.run.outputs import Plotter, summary_table
 from mixopt.run.plan import StudyPlan
-from mixopt.run.transfer import run_transfer
 from mixopt.study import load_study
 
 #: subcommands whose arguments may carry ``--a.b=c`` config overrides
@@ -50,17 +49,6 @@ def add_parsers(sub, plotters: Sequence[Plotter] = ()) -> dict[str, Callable[[ar
     rc.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     rc.add_argument("--json", action="store_true")
 
-    tr = sub.add_parser("transfer", help="train the recommendation and baselines at a larger scale, several seeds")
-    tr.add_argument("config", nargs="?", help="study YAML of the finished study")
-    tr.add_argument("--study")
-    tr.add_argument("--tracking-uri")
-    tr.add_argument("--seeds", type=int, default=3)
-    tr.add_argument("--scale", type=float, default=4.0, help="x params and x tokens of the proxies")
-    tr.add_argument("--preset", help="explicit larger preset")
-    tr.add_argument("--tokens", type=int, help="explicit token budget")
-    tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
-    tr.add_argument("--resume", action="store_true")
-
     runs = sub.add_parser("runs", help="runs-table commands")
     rsub = runs.add_subparsers(dest="runs_cmd", required=True)  # nested parsers are of the CLI's class
     ex = rsub.add_parser("export", help="write a study's trials as a runs table (CSV or Parquet)")
@@ -69,7 +57,7 @@ def add_parsers(sub, plotters: Sequence[Plotter] = ()) -> dict[str, Callable[[ar
     ex.add_argument("--tracking-uri")
     ex.add_argument("--out", required=True, help="file.csv or file.parquet")
     return {"data": _cmd_prepare, "run": lambda a, e: _cmd_run(a, e, plotters), "recommend": _cmd_recommend,
-            "runs": _cmd_export, "transfer": _cmd_transfer}
+            "runs": _cmd_export}
 
 
 def config_from_args(args: argparse.Namespace, extra: list[str]):
@@ -136,14 +124,6 @@ def _cmd_export(args, extra) -> int:
     df = study.to_dataframe()
     write_runs_table(df, args.out)
     print(f"wrote {len(df)} runs to {args.out}")
-    return 0
-
-
-def _cmd_transfer(args, extra) -> int:
-    args.trials = None
-    cfg = config_from_args(args, extra)
-    run_transfer(cfg, seeds=args.seeds, scale=args.scale, preset=args.preset, tokens=args.tokens,
-                 mixture_files=tuple(args.mixture), resume=args.resume)
     return 0
 
 
