@@ -80,6 +80,7 @@ def _server_lock(store: MlflowStorage, name: str) -> Iterator[None]:
     client, key = store.client, f"mixopt-lock.{name}"
     me = f"mixopt study lock {uuid.uuid4().hex} (pid {os.getpid()})"  # MLflow's client retries requests:
     rng = random.Random()                                              # a retried create may find our own
+    wait = 0.02  # backoff: waiters polling fast would take the server's time from the holder
     while True:
         try:
             client.create_registered_model(key, description=me)
@@ -93,7 +94,8 @@ def _server_lock(store: MlflowStorage, name: str) -> Iterator[None]:
                 break
             if time.time() * 1000 - held.creation_timestamp > _LEASE_S * 1000:
                 client.delete_registered_model(key)
-        time.sleep(0.01 + 0.04 * rng.random())
+        time.sleep(wait * (0.5 + rng.random()))
+        wait = min(2 * wait, 0.5)
     try:
         yield
     finally:
