@@ -6,10 +6,11 @@
 #    regmix, bo and mixing_law, dense-3k proxies at 320k tokens.
 # 2. `mixopt transfer`: their recommendations, the best proxy trial's mixture, uniform and natural at
 #    dense-37k (11.9x the params) on 3.2M tokens (10x), seeds 0-2 (paired: same init and sampler
-#    seed in every arm); each arm also trained once at 5 smaller rungs, where L = E + A/N^a + B/D^b
-#    is fitted to predict its loss at the target before it is measured.
+#    seed in every arm); each arm also trained once at 6 smaller rungs (dense-3k, -6k, -14k at two
+#    budgets each, every rung >= 500 optimizer steps), where L = E + A/N^a + B/D^b is fitted to
+#    predict its loss at the target before it is measured.
 # Prints the transfer table (also transfer.json / transfer.png in $WORK/mixopt-out/<study>-transfer
-# and an MLflow run); the timings of each phase. CPU size: about 25 minutes on 2 cores.
+# and an MLflow run); the timings of each phase. CPU size: about 35 minutes on 2 cores.
 # Env: WORK (default: a new temp folder, kept), SEEDS (3).
 set -euo pipefail
 kind=${1:-target}
@@ -25,12 +26,12 @@ t0=$(date +%s)
 for s in regmix bo mixing_law; do
   start=$(date +%s)
   mixopt run "$cfg" --study "$kind-$s" --search.searcher=$s > "$s.log" 2>&1 || { tail -20 "$s.log"; exit 1; }
-  echo "$kind-$s: 48 proxies in $(( $(date +%s) - start )) s; $(grep -m1 -i 'predicted' "$s.log" || true)"
+  echo "$kind-$s: 48 proxies in $(( $(date +%s) - start )) s; recommendation: $(mixopt recommend "$cfg" --study "$kind-$s" --json 2>/dev/null | python -c 'import json, sys; d = json.load(sys.stdin); print(", ".join(f"{k} {v:.2f}" for k, v in sorted(d["mixture"].items(), key=lambda kv: -kv[1])[:3]), "| predicted", round(d["predicted_objective"], 4))')"
 done
 start=$(date +%s)
 mixopt transfer "$cfg" --study "$kind-regmix" --from "$kind-bo" --from "$kind-mixing_law" --seeds "${SEEDS:-3}" \
   --preset dense-37k --tokens 3200000 \
-  --rung dense-3k:320000 --rung dense-3k:800000 --rung dense-6k:400000 --rung dense-6k:1000000 \
-  --rung dense-14k:1200000 > transfer.log 2>&1 || { tail -20 transfer.log; exit 1; }
+  --rung dense-3k:1000000 --rung dense-3k:2000000 --rung dense-6k:1000000 --rung dense-6k:2000000 \
+  --rung dense-14k:1500000 --rung dense-14k:3000000 > transfer.log 2>&1 || { tail -20 transfer.log; exit 1; }
 sed -n '/^Transfer to/,$p' transfer.log | grep -v "^wrote\|^\[" || true
 echo "transfer: $(( $(date +%s) - start )) s; whole benchmark: $(( $(date +%s) - t0 )) s (corpus prepared before)"

@@ -43,6 +43,18 @@ def test_extrapolation_error_and_bootstrap_interval_with_noise():
     assert np.all(hi > lo)
 
 
+def test_holdout_leaves_out_every_seed_of_the_largest_rung():
+    g, N, D, L, E = grid(groups=2)
+    top = N * D == (N * D).max()
+    # three seeds at each group's largest rung, far off the law: a fit that kept any of them would bend
+    g2 = np.concatenate([g, g[top], g[top]])
+    N2, D2 = np.concatenate([N, N[top], N[top]]), np.concatenate([D, D[top], D[top]])
+    L2 = np.concatenate([L + 0.5 * top, L[top] + 0.4, L[top] + 0.6])
+    err = holdout_error(g2, N2, D2, L2, 2)
+    truth = L[top]
+    assert err == pytest.approx(0.5 / (truth + 0.5), rel=1e-3)  # the clean prediction vs the seeds' mean
+
+
 def test_too_few_runs_is_a_clear_error():
     g, N, D, L, _ = grid()
     with pytest.raises(UserError, match="cannot determine"):

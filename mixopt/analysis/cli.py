@@ -59,6 +59,7 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
                     "L = E + A/N^a + B/D^b is fitted on the rungs and each arm's target loss predicted")
     tr.add_argument("--no-best", action="store_true", help="leave out the best proxy trial's own mixture")
     tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
+    tr.add_argument("--name", help="the transfer study's name (default: <study>-transfer)")
     tr.add_argument("--resume", action="store_true")
 
     add_replay_parser(sub)
@@ -70,7 +71,7 @@ def _cmd_transfer(args, extra) -> int:
     cfg = config_from_args(args, extra)
     run_transfer(cfg, seeds=args.seeds, scale=args.scale, preset=args.preset, tokens=args.tokens,
                  mixture_files=tuple(args.mixture), sources=tuple(args.sources), rungs=tuple(args.rung),
-                 best=not args.no_best, resume=args.resume)
+                 best=not args.no_best, name=args.name, resume=args.resume)
     return 0
 
 

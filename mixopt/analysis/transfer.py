@@ -39,6 +39,7 @@ import yaml
 from mixopt.analysis.scaling_laws import EXPONENT_BOUNDS, bootstrap_fits, fit_loss_scale, on_bound
 from mixopt.core.errors import ConfigError, MixtureError, UserError
 from mixopt.core.mixture import Mixture
+from mixopt.core.names import check_study_name
 from mixopt.core.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec
 from mixopt.run.config import BudgetConfig, SearchConfig, StudyConfig, SweepConfig
 from mixopt.run.loop import execute
@@ -123,17 +124,27 @@ def source_arms(src: Study, others: Sequence[Study], best: bool = True) -> dict[
     bests = [(t, s) for s in studies if (t := s.best()) is not None]
     if best and bests:
         t, s = min(bests, key=lambda ts: ts[0].value)
-        arms[BEST] = {"mixture": t.mixture, "proxy": float(t.value), "from": f"{s.name} trial {t.trial_id}"}
+        origin = f"{s.name} trial {t.trial_id}"
+        same = [lab for lab, a in arms.items() if np.allclose(a["mixture"].as_array(src.space.domains),
+                                                              t.mixture.as_array(src.space.domains), atol=1e-9)]
+        if same:  # a recommendation that is the best trial's mixture: trained once, said in the report
+            arms[same[0]]["same_as"] = f"{BEST} ({origin})"
+        else:
+            arms[BEST] = {"mixture": t.mixture, "proxy": float(t.value), "from": origin}
     return arms
 
 
 def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset: str | None = None,
                  tokens: int | None = None, mixture_files: tuple[str, ...] = (), sources: tuple[str, ...] = (),
-                 rungs: tuple[str, ...] = (), best: bool = True, resume: bool = False, executor=None,
-                 progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train every arm at the target scale (and the rungs), then :func:`transfer_table`."""
+                 rungs: tuple[str, ...] = (), best: bool = True, name: str | None = None, resume: bool = False,
+                 executor=None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every arm at the target scale (and the rungs) as study ``name`` (default
+    ``<study>-transfer``), then :func:`transfer_table`."""
     if seeds < 1 or scale <= 0:
         raise UserError("transfer: --seeds must be >= 1 and --scale > 0")
+    tname = check_study_name(name, "transfer --name") if name is not None else f"{cfg.study}-transfer"
+    if tname in (cfg.study, *sources):
+        raise UserError(f"transfer --name {tname}: that is a source study; the transfer study needs a name of its own")
     uri = cfg.resolved_tracking_uri()
     store = get_storage(uri, create=False)
     src = load_study(cfg.study, store)
@@ -159,7 +170,6 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
             raise UserError(f"transfer --mixture {f}: the label {label!r} (from the file name) is taken; "
                             f"rename the file (taken: {', '.join(arms)})")
         arms[label] = {"mixture": read_mixture(f, src.space.domains), "proxy": None, "from": f}
-    tname = f"{cfg.study}-transfer"
     n_trials = len(arms) * (seeds + len(rung_specs))
     tcfg = replace(cfg, study=tname, proxy=spec, ladder=[], sweep=SweepConfig(), search=SearchConfig("random", {}, 0),
                    budget=BudgetConfig(trials=n_trials))
@@ -186,8 +196,7 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
         study = create_study(tname, space=space, objective=src.objective, searcher="random", seed=cfg.seed,
                              spec=spec, storage=storage,
                              extra={"config": tcfg.to_dict(), "transfer_of": cfg.study,
-                                    "transfer_arms": {k: {"mixture": a["mixture"].to_dict(), "proxy": a["proxy"],
-                                                          "from": a["from"]} for k, a in arms.items()},
+                                    "transfer_arms": _arms_doc(arms),
                                     "transfer_rungs": [r.to_dict() for r in rung_specs]})
         for s in range(seeds):  # the long runs first: they set the wall time
             for label, arm in arms.items():
@@ -202,9 +211,13 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
              f"{base.tokens:,} tokens)" + (f", and once at {len(rung_specs)} smaller rungs" if rung_specs else ""))
     execute(tcfg, study, corpus, executor, progress)
     meta = study.meta
-    arms_doc = meta.get("transfer_arms") or {k: {"mixture": a["mixture"].to_dict(), "proxy": a["proxy"],
-                                                 "from": a["from"]} for k, a in arms.items()}
+    arms_doc = meta.get("transfer_arms") or _arms_doc(arms)
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
+
+
+def _arms_doc(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {"mixture": a["mixture"].to_dict(), "proxy": a["proxy"], "from": a["from"],
+                **({"same_as": a["same_as"]} if "same_as" in a else {})} for k, a in arms.items()}
 
 
 def _same_scale(a: ProxySpec, b: ProxySpec) -> bool:
@@ -291,6 +304,8 @@ def transfer_table(study: Study, storage: Storage, out: Path, arms: dict[str, di
                               "values": {int(s): float(v) for s, v in sorted(by_seed[lab].items())},
                               "proxy": arms[lab].get("proxy"), "from": arms[lab].get("from"),
                               "mixture": arms[lab].get("mixture")}
+        if arms[lab].get("same_as"):
+            st["same_as"] = arms[lab]["same_as"]
         if lab in predicted:
             st["predicted"] = predicted[lab]
             st["predicted_rel_error"] = (predicted[lab] - st["mean"]) / st["mean"] if len(a) else math.nan
@@ -352,6 +367,9 @@ def format_table(doc: dict[str, Any]) -> str:
             else ""
         lines.append(f"  {lab:<14}{_f(st['mean']) + ' ± ' + _f(st['sem']):>20}{st['n']:>3}{_f(st['proxy']):>9}"
                      f"{_f(st.get('predicted')):>11}{err:>8}")
+    for lab, st in stats.items():
+        if st.get("same_as"):
+            lines.append(f"  {lab} is also the {st['same_as']} mixture (trained once)")
     if doc["diffs"]:
         lines.append("  paired differences (same seeds): arm - baseline, mean ± s.e., paired t-test")
         for k, d in doc["diffs"].items():
@@ -419,7 +437,8 @@ def _plot(doc: dict[str, Any], out: Path) -> str:
         ax.set_xscale("log")
         ax.set_xlabel("training compute 6·N·D (FLOPs)")
         ax.set_ylabel("objective")
-        ax.set_title(f"rungs → target: alpha {fit['alpha']:.2f}, beta {fit['beta']:.2f} (★ predicted, ● measured)")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"rungs → target (★ predicted, ● measured); α {fit['alpha']:.2f}, β {fit['beta']:.2f}", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path = out / "transfer.png"
