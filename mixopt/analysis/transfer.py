@@ -163,14 +163,15 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
     if len({(s.preset, s.tokens) for s in rung_specs}) != len(rung_specs):
         raise UserError("transfer --rung: a rung is given twice")
     arms = source_arms(src, others, best)
-    arms["uniform"] = arms["natural"] = None  # placeholders: projected into the target's space below
+    users: dict[str, dict[str, Any]] = {}  # after the baselines, which are projected into the target's space below
     for i, f in enumerate(mixture_files):
         label = Path(f).stem or f"user{i}"
-        if label in arms:
+        taken = [*arms, *BASELINES, *users]
+        if label in taken:
             raise UserError(f"transfer --mixture {f}: the label {label!r} (from the file name) is taken; "
-                            f"rename the file (taken: {', '.join(arms)})")
-        arms[label] = {"mixture": read_mixture(f, src.space.domains), "proxy": None, "from": f}
-    n_trials = len(arms) * (seeds + len(rung_specs))
+                            f"rename the file (taken: {', '.join(taken)})")
+        users[label] = {"mixture": read_mixture(f, src.space.domains), "proxy": None, "from": f}
+    n_trials = (len(arms) + len(BASELINES) + len(users)) * (seeds + len(rung_specs))
     tcfg = replace(cfg, study=tname, proxy=spec, ladder=[], sweep=SweepConfig(), search=SearchConfig("random", {}, 0),
                    budget=BudgetConfig(trials=n_trials))
     most = max(s.tokens for s in [spec, *rung_specs])  # the repetition cap is tightest at the most tokens
@@ -181,6 +182,7 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
                        "proxy": None, "from": "baseline"}
     arms["natural"] = {"mixture": Mixture.from_array(space.project(space.prior_array()), space.domains),
                        "proxy": None, "from": "baseline"}
+    arms.update(users)
     for label, arm in arms.items():
         try:
             space.validate(arm["mixture"], f"transfer mixture {label!r}")
@@ -235,8 +237,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     if len(d) > 1:
         out["sem"] = float(d.std(ddof=1) / math.sqrt(len(d)))
         if out["sem"] > 0:
-            out["t"] = out["diff"] / out["sem"]
-            out["p"] = float(stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue)
+            test = stats.ttest_rel([a[s] for s in common], [b[s] for s in common])
+            out["t"], out["p"] = float(test.statistic), float(test.pvalue)
     return out
 
 
