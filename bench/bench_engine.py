@@ -16,7 +16,11 @@ solo) and "median step" the typical one on a busy host (where every core runs a 
 one-proxy-per-process does: memory-bound kernels then slow down most). "x CPU-t" is the
 best-step ratio in process-CPU seconds (least sensitive to preemption; JSON has the rates).
 On CUDA a rate is the mean over a round with one sync at its end (the engine overlaps host and
-device). MFU and RegMix hours use the best step (CPU) or the mean (CUDA).
+device). MFU and RegMix hours use the best step (CPU) or the mean (CUDA). On CPU the whole run
+keeps freed large blocks in glibc's heap (``reuse_large_allocations``, what the engine does for a
+CPU pack), solo included ("mallopt" in the header). On CPU, each dense preset gets a ceiling line:
+the tokens/s its weight matmuls alone reach at its shapes (``matmul_bound``), i.e. the most any
+engine could gain over solo on this core.
 
 Needs torch and numpy only (imports mixopt.core / mixopt.proxies straight from the checkout
 when mixopt is not installed, e.g. on a bare GPU machine):
@@ -28,7 +32,6 @@ when mixopt is not installed, e.g. on a bare GPU machine):
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -61,7 +64,7 @@ def _import_engine() -> None:
 
 _import_engine()
 from mixopt.core.spec import ProxySpec  # noqa: E402
-from mixopt.proxies.pack_train import PackTrainer  # noqa: E402
+from mixopt.proxies.pack_train import PackTrainer, reuse_large_allocations  # noqa: E402
 from mixopt.proxies.train import build_model, lr_at, make_optimizer, train_step  # noqa: E402
 
 
@@ -100,6 +103,31 @@ def matmul_peak(device: torch.device, repeats: int = 10) -> tuple[float, float, 
         w, c = clock.stop()
         wall, cpu = min(wall, w), min(cpu, c)
     return 2 * n**3 / wall, 2 * n**3 / cpu, f"{str(dt).removeprefix('torch.')} mm {n}^3"
+
+
+def matmul_bound(model: torch.nn.Module, tokens: int, device: torch.device, repeats: int = 10) -> float | None:
+    """Tokens/s one step would reach if it were nothing but its weight matmuls (CPU, dense models).
+
+    Times ``F.linear`` forward + backward at each of the model's ``nn.Linear`` shapes (tied
+    lm-head included) over ``tokens`` rows, best of ``repeats``: the rate the matmul kernels reach
+    at these shapes on this machine, which is below the square-matmul peak. Attention, norms,
+    activations, cross-entropy and the optimizer count as free, so no engine can beat this on
+    this device. None for MoE (expert matmuls take data-dependent shapes) and on CUDA.
+    """
+    if device.type != "cpu" or any(p.dim() == 3 for p in model.parameters()):
+        return None
+    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    total = 0.0
+    for i, o in set(shapes):
+        x, w = torch.randn(tokens, i, requires_grad=True), torch.randn(o, i, requires_grad=True)
+        g, best = torch.randn(tokens, o), float("inf")
+        for _ in range(repeats + 2):
+            t = time.perf_counter()
+            torch.nn.functional.linear(x, w).backward(g)
+            best = min(best, time.perf_counter() - t)
+            x.grad = w.grad = None
+        total += best * shapes.count((i, o))
+    return tokens / total
 
 
 def bench_spec(preset: str, args: argparse.Namespace, seed: int = 0) -> ProxySpec:
@@ -195,15 +223,6 @@ def pack_tokens(K: int, args: argparse.Namespace) -> int:
     return K * args.batch_size * args.seq_len
 
 
-def reuse_large_allocations() -> bool:
-    """glibc: serve big tensors from the heap instead of fresh mmap pages (no page faults per step)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 2**30) and libc.mallopt(-1, 2**36))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-    except OSError:
-        return False
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -220,8 +239,6 @@ def main() -> None:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile the pack forward (default: on CUDA only)")
     ap.add_argument("--json", action="store_true", help="one JSON object per (preset, K) line")
-    ap.add_argument("--mallopt", action="store_true",
-                    help="CPU: keep freed large tensors in the heap (glibc mallopt) for solo and packs alike")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -234,7 +251,8 @@ def main() -> None:
     peak, peak_cpu, peak_what = matmul_peak(device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     unit = "GPU-h" if device.type == "cuda" else "CPU-h"
-    mallopt = args.mallopt and device.type == "cpu" and reuse_large_allocations()
+    # what the engine does for a CPU pack (K > 1); done first so that solo runs under it too
+    mallopt = device.type == "cpu" and reuse_large_allocations()
     if not args.json:
         print(f"{name}, torch {torch.__version__}, peak {peak_what}: {peak / 1e9:,.1f} GFLOP/s; B={args.batch_size} "
               f"T={args.seq_len} V={args.vocab}, {args.rounds} x {args.steps} timed steps per (preset, K)"
@@ -248,6 +266,7 @@ def main() -> None:
         fpt = solo.model.flops_per_token()
         timed(solo.step, args.warmup, device)
         solo_samples = timed(solo.step, args.steps, device)
+        bound = matmul_bound(solo.model, solo.tokens_per_step, device)
         results: dict[int, tuple[list, str] | str] = {}
         for K in packs:
             try:
@@ -265,7 +284,7 @@ def main() -> None:
                    "threads": torch.get_num_threads(), "flops_per_token": fpt, "peak_flops": peak,
                    "peak": peak_what, "solo_tokens_per_s": sr["best"], "solo_mfu": fpt * sr["best"] / peak,
                    "solo_regmix_hours": REGMIX_PROXIES * REGMIX_TOKENS / sr["best"] / 3600,
-                   "tokens_per_s": None, "mfu": None}
+                   "tokens_per_s": None, "mfu": None, "matmul_bound_tokens_per_s": bound}
             if device.type == "cpu":
                 row |= {"solo_tokens_per_s_median": sr["median"], "solo_tokens_per_cpu_s": sr["cpu_best"],
                         "peak_flops_per_cpu_s": peak_cpu, "solo_cpu_mfu": fpt * sr["cpu_best"] / peak_cpu}
@@ -291,6 +310,10 @@ def main() -> None:
                 print(f"{preset:<11}{K:>5}{tps:>11,.0f}{sr['best']:>11,.0f}{row['speedup']:>7.2f}{med}"
                       f"{row['mfu']:>7.1%}{row['solo_mfu']:>7.1%}{row['regmix_hours']:>13,.0f}"
                       f"{row['solo_regmix_hours']:>11,.0f}  {label}", flush=True)
+        if bound and not args.json:
+            print(f"{'':16}{preset}: its weight matmuls alone (fwd + bwd at its shapes, timed here) would run "
+                  f"{bound:,.0f} tok/s = {bound / sr['best']:.2f}x solo, {fpt * bound / peak:.0%} MFU: a ceiling "
+                  f"(attention, norms, cross-entropy, optimizer free)", flush=True)
 
 
 if __name__ == "__main__":

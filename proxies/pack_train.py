@@ -11,12 +11,14 @@ coefficients) and whose mixtures may all differ. Each member:
   AdamW step (``PackAdamW``: per-element state, per-member lr schedule and weight decay),
 * is evaluated on the same fixed held-out batches: one (K, domains) loss matrix per evaluation.
 
-No host sync per step: training losses stay on the device in a (steps, K) tensor and are read
-at evaluation points, where a member with a non-finite loss is reported failed and masked
-(weights and optimizer state zeroed, left out of the optimizer) while the others go on; a
-member whose final training loss is above ln(vocab_size) (worse than uniform) fails too. The result has one
-entry per request: ``TrialResult.to_dict()`` like ``run_trial`` (plus pack_size and
-pack_tokens_per_s), or ``{"trial_id": ..., "error": "reason"}``.
+No host sync per step on CUDA: training losses stay on the device in a (steps, K) tensor and
+are read at evaluation points (on CPU, where a step has synced anyway, after every step), where a
+member with a non-finite loss is reported failed and masked (weights and optimizer state zeroed,
+left out of the optimizer) while the others go on; a member whose final training loss is above
+ln(vocab_size) (worse than uniform) fails too. The result has one entry per request:
+``TrialResult.to_dict()`` like ``run_trial`` (plus pack_size and pack_tokens_per_s), or
+``{"trial_id": ..., "error": "reason"}``. ``run_one`` is a pack of one that raises instead: what
+the executors run for a single trial.
 
 On CUDA the forward runs under bf16 autocast and, unless ``compile=False``, through
 ``torch.compile`` (falling back to eager if compiling fails); MoE dispatch is a grouped
@@ -25,11 +27,13 @@ matmul with static shapes (or dense-masked where ``F.grouped_mm`` is unavailable
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -130,6 +134,22 @@ def _adamw(ps: list[torch.Tensor], gs: list[torch.Tensor], ms: list[torch.Tensor
     torch._foreach_addcdiv_(ps, ms, denom, -lr / (1 - b1**t))
 
 
+@cache
+def reuse_large_allocations() -> bool:
+    """glibc (Linux): keep freed large blocks in the heap for reuse (mallopt) -> whether it took.
+
+    A CPU pack's activations are K times a solo model's: for K = 16 of dense-1m most exceed
+    glibc's 32 MiB mmap ceiling, so each was a fresh mmap, page-faulted in and unmapped again,
+    every step. That cost 8 % of a step (``bench/bench_engine.py``: K=16 0.92x solo, 0.98x with
+    the heap kept, as K=4). Process-wide: the worker keeps its peak heap instead of returning it.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 2**30) and libc.mallopt(-1, 2**36))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 class PackTrainer:
     """A pack, its optimizer and its training step; knows nothing of corpora (benchmarks use it).
 
@@ -144,6 +164,8 @@ class PackTrainer:
     def __init__(self, specs: Sequence[ProxySpec], vocab_size: int, device: torch.device,
                  dispatch: str = "auto", compile: bool | None = None) -> None:
         self.specs, self.device, self.K = list(specs), device, len(specs)
+        if device.type == "cpu" and self.K > 1:
+            reuse_large_allocations()
         steps = specs[0].steps
         self.pack = PackGPT.from_specs(specs, vocab_size).to(device)
         set_dispatch(self.pack, resolve_dispatch(dispatch, device))
@@ -269,6 +291,7 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
     ref = build_model(spec0, V)  # sizes and FLOPs are the solo model's
     history: list[list[dict[str, Any]]] = [[] for _ in live]
     zeros = torch.zeros(B, T + 1, dtype=torch.int64)
+    check_every_step = device.type != "cuda"  # a CPU step has synced already: reading its loss is free
     train_seconds, t0, last = 0.0, time.perf_counter(), 0
     for step in range(steps):
         xs, ys = [], []
@@ -279,10 +302,12 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         if device.type == "cuda":
             x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         trainer.step(x, y)
-        if step + 1 not in eval_at:
+        evaluating = step + 1 in eval_at
+        if not (evaluating or check_every_step):
             continue
-        window = trainer.losses[last:step + 1].cpu().numpy()  # (steps since last eval, K): syncs
-        train_seconds += time.perf_counter() - t0
+        window = trainer.losses[last:step + 1].cpu().numpy()  # (steps since last eval, K): syncs on CUDA
+        if evaluating:
+            train_seconds += time.perf_counter() - t0
         for j, i in enumerate(live):
             bad = np.flatnonzero(~np.isfinite(window[:, j]))
             if j not in trainer.dead and len(bad):
@@ -292,6 +317,8 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
                 trainer.kill(j)
         if len(trainer.dead) == len(live):
             break
+        if not evaluating:
+            continue
         if trainer.pack.moe:
             trainer.pack.reset_routing_stats()
         lossmat = trainer.evaluate(val)  # (K, D)
@@ -330,3 +357,19 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         out[i] = TrialResult(final["losses"], history[j], metrics, reqs[i].trial_id).to_dict() | {"device": str(device)}
     return out
 
+
+def run_one(request: TrialRequest | dict[str, Any]) -> dict[str, Any]:
+    """One trial through the engine (a pack of one): the executors' default trial function.
+
+    Same request and result as :func:`mixopt.proxies.train.run_trial` (plus ``pack_size`` 1 and
+    ``pack_tokens_per_s``), the same losses within the pack tolerance, and faster where the
+    fused lm-head cross-entropy pays (small models, large vocabularies; ``bench/bench_engine.py
+    --packs 1``). ``run_trial`` stays the one-``nn.Module`` reference the engine is tested against.
+
+    Raises:
+        TrialError: the trial's own failure (divergence, a bad mixture, weight on an empty domain).
+    """
+    (result,) = run_pack([request])
+    if "error" in result:
+        raise TrialError(result["error"])
+    return result

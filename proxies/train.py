@@ -1,7 +1,10 @@
 """One proxy trial: train a small GPT (dense or MoE) on a data mixture and score per-domain
 validation loss.
 
-``run_trial(request)`` is what a Ray worker calls. Training batches draw each sequence's domain
+``run_trial(request)`` trains one ``nn.Module``: the readable reference that the batched engine
+(``mixopt.proxies.pack_train``: ``run_one`` for one trial, what the executors call, ``run_pack``
+for K) is tested against, member by member, and that ``bench/bench_engine.py`` times as "solo".
+Training batches draw each sequence's domain
 by the mixture weights and a random window inside that domain's train split (seeded by
 ``spec.seed``: the same request gives bit-identical losses on CPU). Validation uses FIXED
 batches per domain whose seed depends only on the domain name, so every trial of a study is

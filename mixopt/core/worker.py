@@ -2,7 +2,8 @@
 
 The run loop builds a :class:`TrialRequest` per trial; an executor ships it to a worker as a
 plain dict (:meth:`TrialRequest.to_dict`, so Ray needs no mixopt classes to pickle); the worker
-(:func:`mixopt.proxies.train.run_trial`) parses it with :meth:`TrialRequest.from_dict`, trains,
+(:func:`mixopt.proxies.pack_train.run_one`, or ``run_pack`` for a list of them; the reference
+:func:`mixopt.proxies.train.run_trial` takes the same) parses it with :meth:`TrialRequest.from_dict`, trains,
 and returns :meth:`TrialResult.to_dict`; :meth:`mixopt.study.Study.tell` reads that back with
 :meth:`TrialResult.from_dict`.
 """

@@ -1,7 +1,8 @@
 """Executors run trial functions: in this process (tests, debugging) or as Ray tasks.
 
-The trial function is named by an import path (default ``mixopt.proxies.train:run_trial``) so that
-the driver never imports torch; the worker imports it. An exception raised by the trial function is an
+The trial function is named by an import path (default ``mixopt.proxies.pack_train:run_one``, the
+batched engine with a pack of one; ``mixopt.proxies.pack_train:run_pack`` for packs) so that the
+driver never imports torch; the worker imports it. An exception raised by the trial function is an
 *application* error: the trial is FAILED with that reason, never retried. A lost worker or
 node is a *system* failure: Ray retries the task up to ``max_retries`` times first.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from mixopt.core.worker import TrialRequest
 from mixopt.run.config import ExecutorConfig
 
-TRIAL_FN = "mixopt.proxies.train:run_trial"
+TRIAL_FN = "mixopt.proxies.pack_train:run_one"
 PACK_FN = "mixopt.proxies.pack_train:run_pack"
 
 

@@ -18,13 +18,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from mixopt.core.errors import TrialError
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.data.corpus import Corpus
 from mixopt.proxies import pack as pack_mod
 from mixopt.proxies.moe import MoELayer
 from mixopt.proxies.pack import PackGPT, PackMoE, linear_cross_entropy, set_dispatch
-from mixopt.proxies.pack_train import PackAdamW, PackTrainer, clip_per_member, run_pack
+from mixopt.proxies.pack_train import PackAdamW, PackTrainer, clip_per_member, run_one, run_pack
 from mixopt.proxies.train import MixtureSampler, build_model, run_trial
 
 
@@ -248,6 +249,27 @@ def test_diverging_and_broken_members_are_masked_and_reported(corpus_dir, solo, 
     assert "'empty'" in out[4]["error"] and "0 tokens" in out[4]["error"]
     for o, s in zip([out[0], out[3], out[5]], solo):
         assert_same_run(o, {**s, "trial_id": o["trial_id"]})
+
+
+def test_run_one_is_a_pack_of_one_that_raises_like_run_trial(corpus_dir, solo, monkeypatch):
+    one = run_one(reqs(corpus_dir)[0])  # what the executors run for a single trial
+    assert_same_run(one, solo[0])
+    assert one["pack_size"] == 1
+    with pytest.raises(TrialError, match="'empty'.*0 tokens"):
+        run_one(request(corpus_dir, {"cycle": 0.9, "empty": 0.1}))
+    real_build, real_step, steps = pack_mod.build_model, PackTrainer.step, []
+
+    def poisoned(spec, vocab):
+        m = real_build(spec, vocab)
+        with torch.no_grad():
+            m.wpe.weight[5, 0] = float("inf")
+        return m
+
+    monkeypatch.setattr(pack_mod, "build_model", poisoned)
+    monkeypatch.setattr(PackTrainer, "step", lambda self, x, y: steps.append(1) or real_step(self, x, y))
+    with pytest.raises(TrialError, match="diverged at step 0"):
+        run_one(request(corpus_dir, {"cycle": 1.0}, evals=1))
+    assert len(steps) == 1  # on CPU caught after the step it happened in, not at the (only) evaluation
 
 
 def test_each_member_samples_its_own_mixture_like_solo(corpus_dir, monkeypatch):
