@@ -19,8 +19,8 @@ On CUDA a rate is the mean over a round with one sync at its end (the engine ove
 device). MFU and RegMix hours use the best step (CPU) or the mean (CUDA). On CPU the whole run
 keeps freed large blocks in glibc's heap (``reuse_large_allocations``, what the engine does for a
 CPU pack), solo included ("mallopt" in the header). On CPU, each dense preset gets a ceiling line:
-the tokens/s its weight matmuls alone reach at its shapes (``matmul_bound``), i.e. the most any
-engine could gain over solo on this core.
+the tokens/s of its matmul and attention kernels alone at its shapes (``kernel_bound``): no
+engine can gain more over solo on this core.
 
 Needs torch and numpy only (imports mixopt.core / mixopt.proxies straight from the checkout
 when mixopt is not installed, e.g. on a bare GPU machine):
@@ -105,29 +105,37 @@ def matmul_peak(device: torch.device, repeats: int = 10) -> tuple[float, float, 
     return 2 * n**3 / wall, 2 * n**3 / cpu, f"{str(dt).removeprefix('torch.')} mm {n}^3"
 
 
-def matmul_bound(model: torch.nn.Module, tokens: int, device: torch.device, repeats: int = 10) -> float | None:
-    """Tokens/s one step would reach if it were nothing but its weight matmuls (CPU, dense models).
+def _best(fn: Callable[[], None], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats + 2):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
 
-    Times ``F.linear`` forward + backward at each of the model's ``nn.Linear`` shapes (tied
-    lm-head included) over ``tokens`` rows, best of ``repeats``: the rate the matmul kernels reach
-    at these shapes on this machine, which is below the square-matmul peak. Attention, norms,
-    activations, cross-entropy and the optimizer count as free, so no engine can beat this on
-    this device. None for MoE (expert matmuls take data-dependent shapes) and on CUDA.
+
+def kernel_bound(model: torch.nn.Module, spec: ProxySpec, repeats: int = 10) -> float | None:
+    """Tokens/s one CPU step would reach if it were nothing but its matmul and attention kernels.
+
+    Times, forward + backward at the model's own shapes (B*T rows): ``F.linear`` for each of its
+    ``nn.Linear`` layers (tied lm-head included) and ``F.scaled_dot_product_attention`` (causal,
+    the kernel both paths use) per layer, best of ``repeats``. Norms, activations, the softmax of
+    the cross-entropy and the optimizer count as free, so no engine can beat this on this core.
+    None for MoE (expert matmuls take data-dependent shapes).
     """
-    if device.type != "cpu" or any(p.dim() == 3 for p in model.parameters()):
+    if any(p.dim() == 3 for p in model.parameters()):
         return None
+    F, N = torch.nn.functional, spec.batch_size * spec.seq_len
     shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     total = 0.0
     for i, o in set(shapes):
-        x, w = torch.randn(tokens, i, requires_grad=True), torch.randn(o, i, requires_grad=True)
-        g, best = torch.randn(tokens, o), float("inf")
-        for _ in range(repeats + 2):
-            t = time.perf_counter()
-            torch.nn.functional.linear(x, w).backward(g)
-            best = min(best, time.perf_counter() - t)
-            x.grad = w.grad = None
-        total += best * shapes.count((i, o))
-    return tokens / total
+        x, w, g = torch.randn(N, i, requires_grad=True), torch.randn(o, i, requires_grad=True), torch.randn(N, o)
+        total += _best(lambda: F.linear(x, w).backward(g), repeats) * shapes.count((i, o))  # noqa: B023
+    hs = spec.d_model // spec.n_head
+    q, k, v = (torch.randn(spec.batch_size, spec.n_head, spec.seq_len, hs, requires_grad=True) for _ in range(3))
+    g = torch.randn_like(q)
+    total += _best(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(g), repeats) * spec.n_layer
+    return N / total
 
 
 def bench_spec(preset: str, args: argparse.Namespace, seed: int = 0) -> ProxySpec:
@@ -266,7 +274,7 @@ def main() -> None:
         fpt = solo.model.flops_per_token()
         timed(solo.step, args.warmup, device)
         solo_samples = timed(solo.step, args.steps, device)
-        bound = matmul_bound(solo.model, solo.tokens_per_step, device)
+        bound = kernel_bound(solo.model, solo.spec) if device.type == "cpu" else None
         results: dict[int, tuple[list, str] | str] = {}
         for K in packs:
             try:
@@ -284,7 +292,7 @@ def main() -> None:
                    "threads": torch.get_num_threads(), "flops_per_token": fpt, "peak_flops": peak,
                    "peak": peak_what, "solo_tokens_per_s": sr["best"], "solo_mfu": fpt * sr["best"] / peak,
                    "solo_regmix_hours": REGMIX_PROXIES * REGMIX_TOKENS / sr["best"] / 3600,
-                   "tokens_per_s": None, "mfu": None, "matmul_bound_tokens_per_s": bound}
+                   "tokens_per_s": None, "mfu": None, "kernel_bound_tokens_per_s": bound}
             if device.type == "cpu":
                 row |= {"solo_tokens_per_s_median": sr["median"], "solo_tokens_per_cpu_s": sr["cpu_best"],
                         "peak_flops_per_cpu_s": peak_cpu, "solo_cpu_mfu": fpt * sr["cpu_best"] / peak_cpu}
@@ -311,9 +319,9 @@ def main() -> None:
                       f"{row['mfu']:>7.1%}{row['solo_mfu']:>7.1%}{row['regmix_hours']:>13,.0f}"
                       f"{row['solo_regmix_hours']:>11,.0f}  {label}", flush=True)
         if bound and not args.json:
-            print(f"{'':16}{preset}: its weight matmuls alone (fwd + bwd at its shapes, timed here) would run "
-                  f"{bound:,.0f} tok/s = {bound / sr['best']:.2f}x solo, {fpt * bound / peak:.0%} MFU: a ceiling "
-                  f"(attention, norms, cross-entropy, optimizer free)", flush=True)
+            print(f"{'':16}{preset} ceiling: its matmul + attention kernels alone (fwd + bwd at its shapes, "
+                  f"timed here) run {bound:,.0f} tok/s = {bound / sr['best']:.2f}x solo ({fpt * bound / peak:.0%} MFU)",
+                  flush=True)
 
 
 if __name__ == "__main__":
