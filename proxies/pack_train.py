@@ -17,8 +17,8 @@ member with a non-finite loss is reported failed and masked (weights and optimiz
 left out of the optimizer) while the others go on; a member whose final training loss is above
 ln(vocab_size) (worse than uniform) fails too. The result has one entry per request:
 ``TrialResult.to_dict()`` like ``run_trial`` (plus pack_size and pack_tokens_per_s), or
-``{"trial_id": ..., "error": "reason"}``. ``run_one`` is a pack of one that raises instead: what
-the executors run for a single trial.
+``{"trial_id": ..., "error": "reason"}`` (with ``"error_type": "MixtureError"`` for a bad mixture).
+``run_one`` is a pack of one that raises instead: what the executors run for a single trial.
 
 On CUDA the forward runs under bf16 autocast and, unless ``compile=False``, through
 ``torch.compile`` (falling back to eager if compiling fails); MoE dispatch is a grouped
@@ -140,14 +140,16 @@ def reuse_large_allocations() -> bool:
 
     A CPU pack's activations are K times a solo model's: for K = 16 of dense-1m most exceed
     glibc's 32 MiB mmap ceiling, so each was a fresh mmap, page-faulted in and unmapped again,
-    every step. That cost 8 % of a step (``bench/bench_engine.py``: K=16 0.92x solo, 0.98x with
-    the heap kept, as K=4). Process-wide: the worker keeps its peak heap instead of returning it.
+    every step. That cost 6 % of a step (``bench/bench_engine.py --vocab 2048``: K=16 0.92x solo,
+    0.98x with the heap kept, as K=4). Solo-sized tensors gain too where they pass 32 MiB (the
+    reference path's (N, V) logits at V = 4096). Process-wide: the process keeps its peak heap.
     """
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 2**30) and libc.mallopt(-1, 2**36))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc
         return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # int: 2**31 - 1 at most
+    return bool(mallopt(-3, 2**30) and mallopt(-1, 2**31 - 1))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 
 class PackTrainer:
@@ -164,7 +166,7 @@ class PackTrainer:
     def __init__(self, specs: Sequence[ProxySpec], vocab_size: int, device: torch.device,
                  dispatch: str = "auto", compile: bool | None = None) -> None:
         self.specs, self.device, self.K = list(specs), device, len(specs)
-        if device.type == "cpu" and self.K > 1:
+        if device.type == "cpu":
             reuse_large_allocations()
         steps = specs[0].steps
         self.pack = PackGPT.from_specs(specs, vocab_size).to(device)
@@ -281,7 +283,7 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         try:
             samplers[i] = MixtureSampler(corpus, Mixture(r.mixture, corpus.domains), B, T, seed=s.seed)
         except (TrialError, MixtureError) as e:
-            out[i] = {"trial_id": r.trial_id, "error": str(e)}
+            out[i] = {"trial_id": r.trial_id, "error": str(e), "error_type": type(e).__name__}
     val = {d: eval_batches(corpus, d, spec0.eval_batches, B, T) for d in reqs[0].eval_domains or corpus.domains}
     live = list(samplers)  # pack slot j trains request live[j]
     if not live:
@@ -292,7 +294,7 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
     history: list[list[dict[str, Any]]] = [[] for _ in live]
     zeros = torch.zeros(B, T + 1, dtype=torch.int64)
     check_every_step = device.type != "cuda"  # a CPU step has synced already: reading its loss is free
-    train_seconds, t0, last = 0.0, time.perf_counter(), 0
+    train_seconds, t0, last, checked = 0.0, time.perf_counter(), 0, 0
     for step in range(steps):
         xs, ys = [], []
         for j, i in enumerate(live):
@@ -305,20 +307,22 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         evaluating = step + 1 in eval_at
         if not (evaluating or check_every_step):
             continue
-        window = trainer.losses[last:step + 1].cpu().numpy()  # (steps since last eval, K): syncs on CUDA
+        new = trainer.losses[checked:step + 1].cpu().numpy()  # (steps not checked yet, K): syncs on CUDA
         if evaluating:
             train_seconds += time.perf_counter() - t0
         for j, i in enumerate(live):
-            bad = np.flatnonzero(~np.isfinite(window[:, j]))
+            bad = np.flatnonzero(~np.isfinite(new[:, j]))
             if j not in trainer.dead and len(bad):
-                s = last + int(bad[0])
-                out[i] = {"trial_id": reqs[i].trial_id, "error": f"diverged at step {s}: loss={window[bad[0], j]} "
-                          f"(lr={lr_at(s, specs[i]):.3g}, trial {reqs[i].trial_id})"}
+                s = checked + int(bad[0])
+                out[i] = {"trial_id": reqs[i].trial_id, "error": f"diverged at step {s}: "
+                          f"loss={new[bad[0], j]} (lr={lr_at(s, specs[i]):.3g}, trial {reqs[i].trial_id})"}
                 trainer.kill(j)
+        checked = step + 1
         if len(trainer.dead) == len(live):
             break
         if not evaluating:
             continue
+        window = trainer.losses[last:step + 1].cpu().numpy()  # (steps since the last evaluation, K)
         if trainer.pack.moe:
             trainer.pack.reset_routing_stats()
         lossmat = trainer.evaluate(val)  # (K, D)
@@ -365,11 +369,16 @@ def run_one(request: TrialRequest | dict[str, Any]) -> dict[str, Any]:
     ``pack_tokens_per_s``), the same losses within the pack tolerance, and faster where the
     fused lm-head cross-entropy pays (small models, large vocabularies; ``bench/bench_engine.py
     --packs 1``). ``run_trial`` stays the one-``nn.Module`` reference the engine is tested against.
+    On CUDA a lone trial gets the engine's GPU path too: bf16 autocast, ``torch.compile`` (compiled
+    once per worker process and shape, reused by its later trials), non-finite losses checked at
+    evaluation points rather than every step.
 
     Raises:
-        TrialError: the trial's own failure (divergence, a bad mixture, weight on an empty domain).
+        MixtureError: a bad mixture (as ``run_trial``).
+        TrialError: the trial's own failure (divergence, weight on an empty domain, an eval domain
+            missing from the corpus).
     """
     (result,) = run_pack([request])
     if "error" in result:
-        raise TrialError(result["error"])
+        raise (MixtureError if result.get("error_type") == "MixtureError" else TrialError)(result["error"])
     return result

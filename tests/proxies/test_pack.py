@@ -9,8 +9,10 @@ from the solo mm, LayerNorm and log_softmax; the AdamW kernel is the same; obser
 difference can move one assignment; observed ~3e-4).
 """
 
+import ctypes
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +20,21 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mixopt.core.errors import TrialError
+from mixopt.core.errors import MixtureError, TrialError
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.data.corpus import Corpus
 from mixopt.proxies import pack as pack_mod
 from mixopt.proxies.moe import MoELayer
 from mixopt.proxies.pack import PackGPT, PackMoE, linear_cross_entropy, set_dispatch
-from mixopt.proxies.pack_train import PackAdamW, PackTrainer, clip_per_member, run_one, run_pack
+from mixopt.proxies.pack_train import (
+    PackAdamW,
+    PackTrainer,
+    clip_per_member,
+    reuse_large_allocations,
+    run_one,
+    run_pack,
+)
 from mixopt.proxies.train import MixtureSampler, build_model, run_trial
 
 
@@ -257,6 +266,8 @@ def test_run_one_is_a_pack_of_one_that_raises_like_run_trial(corpus_dir, solo, m
     assert one["pack_size"] == 1
     with pytest.raises(TrialError, match="'empty'.*0 tokens"):
         run_one(request(corpus_dir, {"cycle": 0.9, "empty": 0.1}))
+    with pytest.raises(MixtureError, match="unknown domain"):  # the same exception types as run_trial
+        run_one(request(corpus_dir, {"nope": 1.0}))
     real_build, real_step, steps = pack_mod.build_model, PackTrainer.step, []
 
     def poisoned(spec, vocab):
@@ -325,3 +336,19 @@ def test_cuda_pack_matches_cpu_pack(corpus_dir, preset):
         assert all(math.isfinite(v) for v in g["losses"].values())
     assert gpu[0]["losses"]["cycle"] < 0.5 * math.log(V)
     assert np.isfinite([g["tokens_per_s"] for g in gpu]).all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_engine_keeps_freed_large_blocks_in_the_heap():
+    libc = ctypes.CDLL("libc.so.6")
+    libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_long]
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    assert reuse_large_allocations()
+    size = 200 << 20  # above glibc's default 32 MiB mmap ceiling
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    brk = libc.sbrk(0)
+    libc.free(p)
+    assert p + size <= brk  # served from the heap (below the program break), not a fresh mmap
+    assert libc.sbrk(0) == brk  # and kept there for the next step, not trimmed back
