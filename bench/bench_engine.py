@@ -17,8 +17,8 @@ one-proxy-per-process does: memory-bound kernels then slow down most). "x CPU-t"
 best-step ratio in process-CPU seconds (least sensitive to preemption; JSON has the rates).
 On CUDA a rate is the mean over a round with one sync at its end (the engine overlaps host and
 device). MFU and RegMix hours use the best step (CPU) or the mean (CUDA). On CPU the whole run
-keeps freed large blocks in glibc's heap (``reuse_large_allocations``, what the engine does for a
-CPU pack), solo included ("mallopt" in the header). On CPU, each dense preset gets a ceiling line:
+keeps freed large blocks in glibc's heap (``reuse_large_allocations``, what the engine does on
+CPU), solo included ("mallopt" in the header). On CPU, each dense preset gets a ceiling line:
 the tokens/s of its matmul and attention kernels alone at its shapes (``kernel_bound``): no
 engine can gain more over solo on this core.
 
@@ -105,15 +105,6 @@ def matmul_peak(device: torch.device, repeats: int = 10) -> tuple[float, float, 
     return 2 * n**3 / wall, 2 * n**3 / cpu, f"{str(dt).removeprefix('torch.')} mm {n}^3"
 
 
-def _best(fn: Callable[[], None], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats + 2):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def kernel_bound(model: torch.nn.Module, spec: ProxySpec, repeats: int = 10) -> float | None:
     """Tokens/s one CPU step would reach if it were nothing but its matmul and attention kernels.
 
@@ -136,6 +127,13 @@ def kernel_bound(model: torch.nn.Module, spec: ProxySpec, repeats: int = 10) -> 
     g = torch.randn_like(q)
     total += _best(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(g), repeats) * spec.n_layer
     return N / total
+
+
+def _best(fn: Callable[[], None], repeats: int) -> float:
+    """Least wall seconds of one call over ``repeats`` (after two untimed calls), on CPU."""
+    cpu = torch.device("cpu")
+    timed(fn, 2, cpu)
+    return min(w for w, _ in timed(fn, repeats, cpu))
 
 
 def bench_spec(preset: str, args: argparse.Namespace, seed: int = 0) -> ProxySpec:
@@ -259,7 +257,7 @@ def main() -> None:
     peak, peak_cpu, peak_what = matmul_peak(device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     unit = "GPU-h" if device.type == "cuda" else "CPU-h"
-    # what the engine does for a CPU pack (K > 1); done first so that solo runs under it too
+    # what the engine does on CPU; done first so that solo runs under it too
     mallopt = device.type == "cpu" and reuse_large_allocations()
     if not args.json:
         print(f"{name}, torch {torch.__version__}, peak {peak_what}: {peak / 1e9:,.1f} GFLOP/s; B={args.batch_size} "
