@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixopt.core.mixture import Mixture, MixtureSpace  # noqa: E402
 from mixopt.core.runs_table import read_runs_table  # noqa: E402
-from mixopt.search import Fidelity, Observation, SearchContext, get_searcher  # noqa: E402
+from mixopt.search import Observation, Rung, SearchContext, get_searcher  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchdata"
 
@@ -80,15 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     dt, _ = _time(lambda: bo.recommend(ctx))
     print(f"bo    n_obs=500 recommend (warm start): {dt:6.2f} s")
 
-    ladder = (Fidelity(0, {}, 1.0), Fidelity(1, {}, 8.0), Fidelity(2, {}, 64.0))
+    ladder = (Rung(0, {}, 1.0), Rung(1, {}, 8.0), Rung(2, {}, 64.0))
     rungs = np.array([0] * 140 + [1] * 40 + [2] * 20)
     ym = y[:200] + 0.2 * (2 - rungs) + 0.1 * (2 - rungs) * X[:200, 0]
     mf = get_searcher("mfbo")
     clear_caches()
     dt, out = _time(lambda: mf.suggest(_ctx(space, X[:200], ym, rungs, ladder), 1))
-    print(f"mfbo  n_obs=200 (140/40/20 over 3 rungs) q=1 cold: {dt:6.2f} s  (fidelity {out[0].fidelity})")
+    print(f"mfbo  n_obs=200 (140/40/20 over 3 rungs) q=1 cold: {dt:6.2f} s  (rung {out[0].rung})")
     dt, out = _time(lambda: mf.suggest(_ctx(space, X[:200], ym, rungs, ladder), 1))
-    print(f"mfbo  n_obs=200 q=1 live (warm start): {dt:6.2f} s  (fidelity {out[0].fidelity})")
+    print(f"mfbo  n_obs=200 q=1 live (warm start): {dt:6.2f} s  (rung {out[0].rung})")
     return 0
 
 

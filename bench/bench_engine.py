@@ -16,7 +16,11 @@ solo) and "median step" the typical one on a busy host (where every core runs a 
 one-proxy-per-process does: memory-bound kernels then slow down most). "x CPU-t" is the
 best-step ratio in process-CPU seconds (least sensitive to preemption; JSON has the rates).
 On CUDA a rate is the mean over a round with one sync at its end (the engine overlaps host and
-device). MFU and RegMix hours use the best step (CPU) or the mean (CUDA). On CPU the whole run
+device). MFU and RegMix hours use the best step (CPU) or the mean (CUDA). Setup is timed apart
+from the steady state: ``build_s`` (the pack built from K solo inits), ``first_step_s`` (its first
+step alone: on CUDA ``torch.compile`` traces and compiles there) and ``compile_s`` (that first
+step less one steady step). A preset's packs stop at the first K that runs out of memory (the
+larger ones are reported as not run). On CPU the whole run
 keeps freed large blocks in glibc's heap (``reuse_large_allocations``, what the engine does on
 CPU), solo included ("mallopt" in the header). On CPU, each dense preset gets a ceiling line:
 the tokens/s of its matmul and attention kernels alone at its shapes (``kernel_bound``): no
@@ -64,8 +68,9 @@ def _import_engine() -> None:
 
 _import_engine()
 from mixopt.core.spec import ProxySpec  # noqa: E402
+from mixopt.proxies.model import build_model, lr_at, make_optimizer  # noqa: E402
 from mixopt.proxies.pack_train import PackTrainer, reuse_large_allocations  # noqa: E402
-from mixopt.proxies.train import build_model, lr_at, make_optimizer, train_step  # noqa: E402
+from mixopt.proxies.train import train_step  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -88,20 +93,27 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def matmul_peak(device: torch.device, repeats: int = 10) -> tuple[float, float, str]:
-    """Best-of-``repeats`` FLOPs/s of a square matmul: fp32 2048^3 on CPU, bf16 8192^3 on CUDA.
+def matmul_peak(device: torch.device, repeats: int = 10, n: int | None = None) -> tuple[float, float, str]:
+    """Best-of-``repeats`` FLOPs/s of a square matmul: fp32 2048^3 on CPU, bf16 8192^3 on CUDA (or n^3).
 
+    On CUDA each of the ``repeats`` samples is 10 back-to-back matmuls with one sync (a lone
+    8192^3 matmul takes about a millisecond on an H100, the size of a sync's own cost).
     -> (FLOPs per wall second, FLOPs per process-CPU second, what was measured).
     """
-    n, dt = (2048, torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
+    size, dt = (2048, torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
+    n = n or size
+    per = 1 if device.type == "cpu" else 10
     a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
     out = torch.mm(a, b)
+    for _ in range(3 * per - 1):  # clocks and caches up
+        torch.mm(a, b, out=out)
     clock, wall, cpu = Clock(device), float("inf"), float("inf")
     for _ in range(repeats):
         clock.start()
-        torch.mm(a, b, out=out)
+        for _ in range(per):
+            torch.mm(a, b, out=out)
         w, c = clock.stop()
-        wall, cpu = min(wall, w), min(cpu, c)
+        wall, cpu = min(wall, w / per), min(cpu, c / per)
     return 2 * n**3 / wall, 2 * n**3 / cpu, f"{str(dt).removeprefix('torch.')} mm {n}^3"
 
 
@@ -213,16 +225,25 @@ class Pack:
 
 
 def measure(preset: str, K: int, solo: Solo, args: argparse.Namespace, device: torch.device
-            ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
-    """Alternate rounds of solo and pack steps -> (solo samples, pack samples, engine label)."""
+            ) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str, dict[str, float]]:
+    """Alternate rounds of solo and pack steps -> (solo samples, pack samples, engine label, setup times).
+
+    Setup times (seconds): ``build_s`` builds the pack (K solo inits copied in, moved to the device),
+    ``first_step_s`` is its first step alone (on CUDA: tracing and compiling the step, then running it).
+    """
+    t0 = time.perf_counter()
     pack = Pack(preset, K, args, device)
-    timed(pack.step, args.warmup, device)  # warm-up (and compile)
+    build_s = time.perf_counter() - t0
+    first_step_s = timed(pack.step, 1, device)[0][0] if device.type == "cuda" else sum(
+        w for w, _ in timed(pack.step, 1, device))
+    if args.warmup > 1:
+        timed(pack.step, args.warmup - 1, device)  # the rest of the warm-up
     timed(solo.step, args.warmup, device)
     s_samples, p_samples = [], []
     for _ in range(args.rounds):
         s_samples += timed(solo.step, args.steps, device)
         p_samples += timed(pack.step, args.steps, device)
-    return s_samples, p_samples, pack.label
+    return s_samples, p_samples, pack.label, {"build_s": build_s, "first_step_s": first_step_s}
 
 
 def pack_tokens(K: int, args: argparse.Namespace) -> int:
@@ -269,16 +290,19 @@ def main() -> None:
               if device.type == "cpu" else "") + f"{'MFU':>7}{'solo':>7}{'RegMix ' + unit:>13}{'solo':>11}  engine")
     for preset in args.presets.split(","):
         solo = Solo(preset, args, device)
-        fpt = solo.model.flops_per_token()
+        fpt = solo.spec.flops_per_token(args.vocab)
         timed(solo.step, args.warmup, device)
         solo_samples = timed(solo.step, args.steps, device)
         bound = kernel_bound(solo.model, solo.spec) if device.type == "cpu" else None
-        results: dict[int, tuple[list, str] | str] = {}
+        results: dict[int, tuple[list, str, dict] | str] = {}
         for K in packs:
+            if any(isinstance(r, str) for r in results.values()):  # a larger pack would not fit either
+                results[K] = "not run: a smaller pack ran out of memory"
+                continue
             try:
-                s, p, label = measure(preset, K, solo, args, device)
+                s, p, label, setup = measure(preset, K, solo, args, device)
                 solo_samples += s
-                results[K] = (p, label)
+                results[K] = (p, label, setup)
             except torch.OutOfMemoryError as e:
                 results[K] = f"out of memory: {str(e).splitlines()[0]}"
             gc.collect()
@@ -297,11 +321,12 @@ def main() -> None:
             if isinstance(results[K], str):
                 row["error"] = results[K]
             else:
-                samples, label = results[K]
+                samples, label, setup = results[K]
                 pr = rates(samples, pack_tokens(K, args))
                 tps = pr["best"]
                 row |= {"tokens_per_s": tps, "speedup": tps / sr["best"], "mfu": fpt * tps / peak,
-                        "regmix_hours": REGMIX_PROXIES * REGMIX_TOKENS / tps / 3600, "engine": label}
+                        "regmix_hours": REGMIX_PROXIES * REGMIX_TOKENS / tps / 3600, "engine": label,
+                        **setup, "compile_s": max(0.0, setup["first_step_s"] - pack_tokens(K, args) / tps)}
                 if device.type == "cpu":
                     row |= {"tokens_per_s_median": pr["median"], "speedup_median": pr["median"] / sr["median"],
                             "tokens_per_cpu_s": pr["cpu_best"], "speedup_cpu_time": pr["cpu_best"] / sr["cpu_best"],
@@ -315,7 +340,8 @@ def main() -> None:
                        f"{row['speedup_cpu_time']:>8.2f}" if device.type == "cpu" else "")
                 print(f"{preset:<11}{K:>5}{tps:>11,.0f}{sr['best']:>11,.0f}{row['speedup']:>7.2f}{med}"
                       f"{row['mfu']:>7.1%}{row['solo_mfu']:>7.1%}{row['regmix_hours']:>13,.0f}"
-                      f"{row['solo_regmix_hours']:>11,.0f}  {label}", flush=True)
+                      f"{row['solo_regmix_hours']:>11,.0f}  {label}, first step {row['first_step_s']:.2f} s",
+                      flush=True)
         if bound and not args.json:
             print(f"{'':16}{preset} ceiling: its matmul + attention kernels alone (fwd + bwd at its shapes, "
                   f"timed here) run {bound:,.0f} tok/s = {bound / sr['best']:.2f}x solo ({fpt * bound / peak:.0%} MFU)",

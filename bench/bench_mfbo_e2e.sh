@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mfbo vs regmix end to end on the real corpus (issue 3): proxy compute each spends to reach its
 # recommendation, and the recommendation's objective at the target scale (2 seeds, via
-# `mixopt transfer --scale 1`, next to uniform and natural).
+# `mixopt transfer --factor 1`, next to uniform and natural).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -22,5 +22,5 @@ for t in study.trials:
 print(f"{study.name}: trials per token budget {rungs}; proxy compute {secs:.0f} worker-s, {flops:.3g} FLOPs")
 PY
   echo "$s wall: $(( $(date +%s) - start )) s"
-  mixopt transfer "$root/bench/configs/$s.yaml" --seeds 2 --scale 1 2>&1 | grep -E "^  |Transfer"
+  mixopt transfer "$root/bench/configs/$s.yaml" --seeds 2 --factor 1 2>&1 | grep -E "^  |Transfer"
 done

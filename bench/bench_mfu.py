@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt.core.spec import ProxySpec  # noqa: E402
 from mixopt.proxies.gpt import GPT, GPTConfig  # noqa: E402
-from mixopt.proxies.train import lr_at, make_optimizer, train_step  # noqa: E402
+from mixopt.proxies.model import lr_at, make_optimizer  # noqa: E402
+from mixopt.proxies.train import train_step  # noqa: E402
 
 
 def matmul_flops_per_s(n: int, repeats: int) -> float:
@@ -46,7 +47,7 @@ def train_flops_per_s(spec: ProxySpec, vocab: int, steps: int, warmup: int) -> t
         b = data[s % len(data)]
         train_step(model, opt, b[:, :-1], b[:, 1:], lr_at(s, spec)).item()
     tokens_per_s = steps * spec.batch_size * spec.seq_len / (time.perf_counter() - t0)
-    return model, model.flops_per_token() * tokens_per_s
+    return model, spec.flops_per_token(vocab) * tokens_per_s
 
 
 def main() -> None:
@@ -71,9 +72,9 @@ def main() -> None:
         spec = ProxySpec(preset=preset, seq_len=args.seq_len, batch_size=args.batch_size,
                          tokens=args.seq_len * args.batch_size * (args.steps + args.warmup))
         model, fps = train_flops_per_s(spec, args.vocab, args.steps, args.warmup)
-        fpt = model.flops_per_token()
-        print(f"{preset:<11}{spec.d_model:>5}{model.num_params(False):>11,}"
-              f"{model.num_params(True):>10,}{fpt:>12,}{fps / fpt:>9,.0f}"
+        fpt = spec.flops_per_token(args.vocab)
+        print(f"{preset:<11}{spec.d_model:>5}{spec.params(args.vocab):>11,}"
+              f"{spec.non_embedding_params():>10,}{fpt:>12,}{fps / fpt:>9,.0f}"
               f"{fps / 1e9:>9.1f}{fps / peak:>7.1%}")
 
 

@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt.core.spec import ProxySpec  # noqa: E402
-from mixopt.proxies.gpt import GPT  # noqa: E402
-from mixopt.proxies.train import build_model, lr_at, make_optimizer, train_step  # noqa: E402
+from mixopt.proxies.model import build_model, lr_at, make_optimizer  # noqa: E402
+from mixopt.proxies.train import train_step  # noqa: E402
 
 
 class Timed:
@@ -44,10 +44,10 @@ class Timed:
         return time.perf_counter() - t0
 
 
-def row(name: str, model: GPT, tok_s: float) -> str:
-    fpt = model.flops_per_token()
-    return (f"{name:<11}{model.num_params(False):>11,}{model.num_active_params(False):>11,}"
-            f"{model.num_active_params(True):>11,}{fpt:>12,}{tok_s:>9,.0f}{fpt * tok_s / 1e9:>9.2f}")
+def row(name: str, spec: ProxySpec, vocab: int, tok_s: float) -> str:
+    fpt = spec.flops_per_token(vocab)
+    return (f"{name:<11}{spec.params(vocab):>11,}{spec.active_params(vocab):>11,}"
+            f"{spec.active_non_embedding_params():>11,}{fpt:>12,}{tok_s:>9,.0f}{fpt * tok_s / 1e9:>9.2f}")
 
 
 def main() -> None:
@@ -72,9 +72,9 @@ def main() -> None:
         moe = Timed(ProxySpec(preset=moe_name, capacity_factor=args.capacity_factor, **common), args.vocab)
         s = moe.spec
         print(f"\n{pair}: d={s.d_model} L={s.n_layer} E={s.n_experts} top_k={s.top_k} G={s.granularity} "
-              f"shared={s.shared_expert}  active non-emb {moe.model.num_active_params(True):,} vs dense "
-              f"{dense.model.num_params(True):,} "
-              f"({moe.model.num_active_params(True) / dense.model.num_params(True) - 1:+.1%})")
+              f"shared={s.shared_expert}  active non-emb {s.active_non_embedding_params():,} vs dense "
+              f"{dense.spec.non_embedding_params():,} "
+              f"({s.active_non_embedding_params() / dense.spec.non_embedding_params() - 1:+.1%})")
         best = {"dense": float("inf"), "moe": float("inf")}
         for t in (dense, moe):
             t.run(args.warmup)
@@ -85,9 +85,10 @@ def main() -> None:
         tok_s = {k: tokens / v for k, v in best.items()}
         print(f"{'model':<11}{'params':>11}{'active':>11}{'act.non-e':>11}{'FLOPs/tok':>12}"
               f"{'tok/s':>9}{'GFLOP/s':>9}")
-        print(row(dense_name, dense.model, tok_s["dense"]))
-        print(row(moe_name, moe.model, tok_s["moe"]))
-        ratio = (moe.model.flops_per_token() * tok_s["moe"]) / (dense.model.flops_per_token() * tok_s["dense"])
+        print(row(dense_name, dense.spec, args.vocab, tok_s["dense"]))
+        print(row(moe_name, moe.spec, args.vocab, tok_s["moe"]))
+        ratio = (moe.spec.flops_per_token(args.vocab) * tok_s["moe"]) / (dense.spec.flops_per_token(args.vocab)
+                                                                         * tok_s["dense"])
         print(f"active-FLOPs/s ratio MoE/dense: {ratio:.2f}  (aim >= 0.7)")
 
 

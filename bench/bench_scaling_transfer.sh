@@ -17,5 +17,5 @@ echo "ladder sweep: $(( $(date +%s) - start )) s"
 mixopt fit "$root/bench/configs/ladder.yaml" --kind loss_scale --bootstrap 50
 start=$(date +%s)
 mixopt run "$root/bench/configs/transfer.yaml" > transfer-src.log 2>&1 || { tail -20 transfer-src.log; exit 1; }
-mixopt transfer "$root/bench/configs/transfer.yaml" --seeds 3 --scale 4 2>&1 | grep -v "^\[" | grep -v INFO
+mixopt transfer "$root/bench/configs/transfer.yaml" --seeds 3 --factor 4 2>&1 | grep -v "^\[" | grep -v INFO
 echo "transfer (study + check): $(( $(date +%s) - start )) s"

@@ -2,6 +2,7 @@
 # Does the recommended mixture win at a larger scale? (issue 10), with the product's own commands.
 #   bash bench/bench_transfer.sh target    # examples/transfer-target.yaml: pydocs held out of training
 #   bash bench/bench_transfer.sh average   # examples/transfer-average.yaml: mean loss over the 18 domains
+#   bash bench/bench_transfer.sh target-auto   # examples/transfer-target-auto.yaml: target, `lr: auto` everywhere
 # 1. Three proxy studies on the same initial design (24 Dirichlet mixtures, then 24 proposals):
 #    regmix, bo and mixing_law, dense-3k proxies at 320k tokens.
 # 2. `mixopt transfer`: their recommendations, the best proxy trial's mixture, uniform and natural at
@@ -14,7 +15,7 @@
 # Env: WORK (default: a new temp folder, kept), SEEDS (3).
 set -euo pipefail
 kind=${1:-target}
-case "$kind" in target|average) ;; *) echo "usage: bash bench/bench_transfer.sh target|average" >&2; exit 2 ;; esac
+case "$kind" in target|average|target-auto) ;; *) echo "usage: bash bench/bench_transfer.sh target|average|target-auto" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cfg="$root/examples/transfer-$kind.yaml"
 work=${WORK:-$(mktemp -d)}

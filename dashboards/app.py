@@ -18,11 +18,13 @@ from urllib.parse import quote, unquote
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from mixopt.analysis.card import card_of_study
 from mixopt.dashboards import data as D
 from mixopt.dashboards.plots import study_figures
 from mixopt.study import MlflowStorage, load_study
 
-GRAPHS = ("mixture", "objective", "weights", "surrogate", "losses", "scaling", "routing")
+# one graph slot per figure of mixopt.dashboards.plots.study_figures, in its order
+GRAPHS = ("mixture", "objective", "weights", "surrogate", "losses", "scaling", "routing", "merged", "online")
 _CSS = {"font-family": "system-ui, sans-serif", "max-width": "1200px", "margin": "0 auto", "padding": "12px"}
 _TABLE = {"border-collapse": "collapse", "margin": "8px 0"}
 _CELL = {"border": "1px solid #ddd", "padding": "3px 10px", "text-align": "right"}
@@ -71,9 +73,10 @@ class StudyCache:
             return old[1], key
         v = D.study_view(study)
         rec = D.recommendation_or_none(study, v.notes)
-        cv = D.surrogate_cv(v, D.surrogate_name(study)) if v.ok.any() else None
+        cv = D.study_surrogate_cv(study, v)
         figs = study_figures(study, v, cv, D.loss_comparison(v), D.mixture_comparison(v, rec), D.routing(v))
-        out = {"study": study, "view": v, "rec": rec, "figures": figs, "best": study.best()}
+        card = card_of_study(study, rec) if rec is not None else None  # the big run's lr, batch, epochs, MoE EL
+        out = {"study": study, "view": v, "rec": rec, "figures": figs, "best": study.best(), "card": card}
         with self._lock:
             self._views[name] = (key, out)
         return out, key
@@ -83,8 +86,7 @@ class StudyCache:
         base = self.uri if self.uri.startswith("http") else ui_url
         if not base or not run_id:
             return None
-        exp = self.storage.client.get_experiment_by_name(name)
-        return f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}/runs/{run_id}" if exp else None
+        return self.storage.ui_url(name, run_id, base)
 
 
 # --- pages ------------------------------------------------------------------------------
@@ -155,7 +157,12 @@ def _rec_table(s: dict[str, Any]):
     rows = [[d] + [_fmt(float(M[r, j])) for r in range(len(names))] for j, d in enumerate(v.domains)]
     rows.append(["objective", _fmt(rec.predicted) + (" (predicted)" if rec.predicted is not None else ""), "–", "–"]
                 + ([_fmt(float(s["best"].value))] if len(names) > 3 else []))
-    return _table(["domain", *names], rows, id="rec-mixture")
+    card = s.get("card")
+    if card is None:
+        return _table(["domain", *names], rows, id="rec-mixture")
+    return html.Div([_table(["domain", *names], rows, id="rec-mixture"),
+                     html.Pre("\n".join(line for line in card.lines if line.strip()), id="rec-card",
+                              style={"white-space": "pre-wrap", "background": "#f6f6f6", "padding": "8px"})])
 
 
 def _trials_table(name: str, s: dict[str, Any]):
@@ -228,7 +235,7 @@ def create_app(uri: str, refresh_s: float = 5.0, mlflow_url: str | None = None) 
         if key == rendered:
             return [_summary(s)] + [no_update] * (len(outputs) - 1)
         out: list[Any] = [_summary(s), _rec_table(s), _trials_table(name, s), [html.Li(x) for x in s["view"].notes]]
-        for fig in s["figures"]:
+        for _g, fig in zip(GRAPHS, s["figures"], strict=True):  # one slot per figure of study_figures
             out += [fig if fig is not None else {}, _SHOWN if fig is not None else _HIDDEN]
         return out + [key]
 

@@ -16,6 +16,7 @@ import sys
 from mixopt.core.errors import UserError
 from mixopt.run.config import load_config
 from mixopt.study import MlflowStorage, default_tracking_uri
+from mixopt.study.mlflow_storage import ML_VIEW
 
 
 def _port(text: str) -> int:
@@ -77,15 +78,15 @@ def add_ui_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _experiment_url(base: str, uri: str, study: str | None) -> str:
-
+    """The study's runs table in MLflow's model-training view (tagging a study stored before
+    mixopt tagged its experiments); without a study, the experiment list in that view."""
     if not study:
-        return base
+        return f"{base.rstrip('/')}/#/experiments?{ML_VIEW}"
     store = MlflowStorage(uri, create=False)
-    exp = store.client.get_experiment_by_name(study)
-    if exp is None:
+    if not store.tag_ui(study):
         names = store.study_names()
         raise UserError(f"no study {study!r} in {uri}" + (f"; studies there: {', '.join(names)}" if names else ""))
-    return f"{base.rstrip('/')}/#/experiments/{exp.experiment_id}"
+    return store.ui_url(study, base=base)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

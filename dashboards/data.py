@@ -8,16 +8,19 @@ data for it (too few trials, no baselines, no scale ladder, no MoE): no made-up 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mixopt.analysis.fits import collect, multi_scale_groups
 
 PHASES = ("enqueued", "warm_start", "init", "model")  # the searcher's phases, in hand-out order
 MIN_CV_TRIALS = 5  # completed trials needed before a surrogate's held-out predictions mean anything
+LOO_MAX, LOO_MAX_SLOW = 20, 10  # leave-one-out up to this many completed trials, then 5-fold
 ROUTING_KEYS = ("routing_entropy", "routing_load_cv", "routing_dropped_frac")
 
 
@@ -92,7 +95,7 @@ def best_so_far(v: StudyView) -> np.ndarray:
 
 @dataclass
 class CVResult:
-    surrogate: str
+    surrogate: str  # the model's name as titles show it (SurrogateChoice.label)
     method: str  # "leave-one-out" or "5-fold"
     actual: np.ndarray  # (n,)
     predicted: np.ndarray  # (n,)
@@ -100,38 +103,134 @@ class CVResult:
     spearman: float
 
 
-def surrogate_name(study) -> str:
-    """The study's own surrogate where its searcher names one (and it is cheap enough), else linear."""
-    name = str((getattr(study, "searcher_options", None) or {}).get("surrogate", "linear"))
-    return name if name in ("linear", "lightgbm") else "linear"
+@dataclass(frozen=True)
+class SurrogateChoice:
+    """The model a study's searcher fits, to cross-validate: ``make_surrogate(name, **options)``
+    (:mod:`mixopt.search.surrogates`), or with ``per_domain`` (the mixing law on per-domain losses)
+    one such model per domain, summed with these objective weights. ``label`` names it in titles."""
+
+    name: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+    per_domain: dict[str, float] | None = None
+    note: str = ""
 
 
-def surrogate_cv(v: StudyView, surrogate: str = "linear", seed: int = 0) -> CVResult | None:
-    """Held-out predictions of ``surrogate`` (weights -> objective) on the COMPLETE trials:
-    leave-one-out up to 20 trials, else 5-fold. None (with a note) under MIN_CV_TRIALS."""
+_LABELS = {"gp": "GP", "lightgbm": "LightGBM", "linear": "linear", "mixing_law": "mixing law"}
+_GP_KEYS = ("warp", "max_fit_rows", "time_limit_s")  # GP options that shape the model (refit: CV fits afresh)
+
+
+def _inner_searcher(s):
+    """The searcher that models the objective inside ``hybrid`` (main), ``concurrency_limit`` and ``repeat``."""
+    for _ in range(8):
+        inner = getattr(s, "main", None) or getattr(s, "searcher", None)
+        if inner is None or not hasattr(inner, "recommend"):
+            return s
+        s = inner
+    return s
+
+
+def searched_surrogate(study, n_fit: int) -> SurrogateChoice:
+    """The surrogate ``study``'s searcher searched with, fitted on ``n_fit`` finite trials: RegMix's
+    ``surrogate`` (``auto`` resolved as it resolves at ``n_fit`` rows: GP below ``switch_at``, else
+    LightGBM), ``bo``/``mfbo``'s GP, ``mixing_law``'s law (one per objective domain when the trials
+    report those losses, as the searcher fits it). A searcher without a model (``random``): linear."""
+    from mixopt.search import get_searcher
+
+    s = _inner_searcher(get_searcher(study.searcher_name, dict(study.searcher_options or {})))
+    kind = type(s).__name__
+    if kind == "RegMixSearcher":
+        name, opts = ("gp" if s.surrogate == "bo" else s.surrogate), dict(s.surrogate_options)
+        opts.pop("refit", None)
+        if name == "auto":
+            switch = int(opts.pop("switch_at", 128))
+            gp = n_fit < switch
+            opts = {k: v for k, v in opts.items() if (k in _GP_KEYS) == gp}
+            name = "gp" if gp else "lightgbm"
+            return SurrogateChoice(name, f"{_LABELS[name]} (auto, {n_fit} trials {'<' if gp else '>='} {switch})", opts)
+        return SurrogateChoice(name, _LABELS.get(name, name), opts)
+    if kind in ("BOSearcher", "MFBOSearcher"):
+        opts = {k: getattr(s, k) for k in _GP_KEYS[:2] if hasattr(s, k)}
+        note = ("surrogate vs actual: mfbo's GP also takes the rung as an input; this GP sees the mixtures only"
+                if kind == "MFBOSearcher" else "")
+        return SurrogateChoice("gp", "GP", opts, note=note)
+    if kind == "MixingLawSearcher":
+        opts = {"restarts": s.restarts, "ridge": s.ridge, "f_scale": s.f_scale}
+        weights = dict(study.objective.weights)
+        return SurrogateChoice("mixing_law", "mixing law", opts, per_domain=weights)
+    return SurrogateChoice("linear", f"linear ({study.searcher_name} fits no surrogate)")
+
+
+def _fit_predict(choice: SurrogateChoice, seed: int, X: np.ndarray, targets: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Fit on the rows outside ``test``, predict the ``test`` rows: (n_test,). ``targets`` is the
+    objective (n,), or with ``choice.per_domain`` the per-domain losses (n, d), one model each, summed."""
+    from mixopt.search.surrogates import make_surrogate
+
+    weights = list(choice.per_domain.values()) if choice.per_domain else [1.0]
+    cols = targets.reshape(len(X), len(weights))
+    out = np.zeros(int(test.sum()))
+    for j, w in enumerate(weights):
+        model = make_surrogate(choice.name, seed=seed, **choice.options).fit(X[~test], cols[~test, j])
+        out += float(w) * model.predict(X[test])
+    return out
+
+
+def surrogate_cv(v: StudyView, surrogate: SurrogateChoice | str = "linear", seed: int = 0) -> CVResult | None:
+    """Held-out predictions of ``surrogate`` (weights -> objective; a name, or the study's own from
+    :func:`searched_surrogate`) on the COMPLETE trials: leave-one-out up to LOO_MAX trials (LOO_MAX_SLOW
+    for the GP and the mixing law, whose fits take seconds), else 5-fold; every fold a fit of its own.
+    None (with a note) under MIN_CV_TRIALS or when the model cannot be fitted."""
+    choice = surrogate if isinstance(surrogate, SurrogateChoice) else SurrogateChoice(
+        surrogate, _LABELS.get(surrogate, surrogate))
     ok = np.flatnonzero(v.ok)
     if len(ok) < MIN_CV_TRIALS:
         v.notes.append(f"surrogate vs actual: skipped, {len(ok)} completed trial(s) (< {MIN_CV_TRIALS})")
         return None
     from scipy.stats import spearmanr
 
-    from mixopt.search.surrogates import make_surrogate
-
     X, y = v.W[ok], v.value[ok]
+    targets = y
+    if choice.per_domain:  # the searcher's per-domain laws where every trial reports those losses
+        L = np.array([[v.losses[i].get(d, math.nan) for d in choice.per_domain] for i in ok], dtype=float)
+        if np.isfinite(L).all():
+            targets = L
+            if len(choice.per_domain) > 1:
+                choice = dataclasses.replace(choice, label=f"{choice.label} (a law per objective domain)")
+        else:
+            choice = dataclasses.replace(choice, per_domain=None)
+    if choice.note:
+        v.notes.append(choice.note)
     n = len(ok)
-    folds = np.arange(n) if n <= 20 else np.random.default_rng(seed).permutation(n) % 5
+    loo = n <= (LOO_MAX_SLOW if choice.name in ("gp", "mixing_law") else LOO_MAX)
+    folds = np.arange(n) if loo else np.random.default_rng(seed).permutation(n) % 5
     pred = np.full(n, math.nan)
-    opts: dict[str, Any] = {"n_estimators": 200} if surrogate == "lightgbm" else {}  # fast enough for a report
     try:
-        for f in np.unique(folds):
-            test = folds == f
-            model = make_surrogate(surrogate, seed=seed, **opts).fit(X[~test], y[~test])
-            pred[test] = model.predict(X[test])
+        from mixopt.search.surrogates import make_surrogate
+
+        make_surrogate(choice.name, seed=seed, **choice.options)  # loads the model's libraries (torch), fits nothing
+        # one thread (a limit covers the libraries loaded when it is set): these fits are small, and a GP
+        # fit on 25 rows took 15 s with torch's 2 threads beside busy workers, 1.4 s with one (2-core host)
+        with threadpool_limits(1):
+            for f in np.unique(folds):
+                test = folds == f
+                pred[test] = _fit_predict(choice, seed, X, targets, test)
     except Exception as e:  # a surrogate that cannot fit this data is a note, not a crash
-        v.notes.append(f"surrogate vs actual: {surrogate} could not be fitted ({type(e).__name__}: {e})")
+        v.notes.append(f"surrogate vs actual: {choice.label} could not be fitted ({type(e).__name__}: {e})")
         return None
     rho = float(spearmanr(y, pred).statistic) if np.ptp(pred) > 0 and np.ptp(y) > 0 else math.nan
-    return CVResult(surrogate, "leave-one-out" if n <= 20 else "5-fold", y, pred, v.trial_ids[ok], rho)
+    return CVResult(choice.label, "leave-one-out" if loo else "5-fold", y, pred, v.trial_ids[ok], rho)
+
+
+def study_surrogate_cv(study, v: StudyView) -> CVResult | None:
+    """:func:`surrogate_cv` of the surrogate ``study`` searched with (None before any COMPLETE trial)."""
+    if not v.ok.any():
+        return None
+    try:
+        choice = searched_surrogate(study, int(v.ok.sum()))
+    except Exception as e:  # an unknown searcher (not registered in this process): say so, fit nothing
+        v.notes.append(f"surrogate vs actual: skipped, the study's searcher is unknown here ({e})")
+        return None
+    return surrogate_cv(v, choice, int(getattr(study, "seed", 0) or 0))
 
 
 def loss_comparison(v: StudyView, top: int = 3) -> tuple[list[str], list[str], np.ndarray] | None:
@@ -204,7 +303,7 @@ def recommendation_or_none(study, notes: list[str] | None = None):
 def scaling_points(study) -> dict[str, Any] | None:
     """Runs of mixtures trained at 2 or more scales (a ladder sweep): ``mixopt.analysis.fits.collect``'s
     arrays restricted to those mixtures, or None when no mixture has 2 scales."""
-    if not getattr(study, "fidelities", None) or len(study.fidelities) < 2:
+    if len(getattr(study, "rungs", None) or ()) < 2:
         return None
     try:
 
@@ -217,3 +316,37 @@ def scaling_points(study) -> dict[str, Any] | None:
     m = np.isin(data["g"], keep)
     return {"g": data["g"][m], "N": data["N"][m], "D": data["D"][m], "L": data["L"][m],
             "labels": {int(i): data["labels"][int(i)] for i in keep}}
+
+
+def merged_view(study) -> dict[str, Any] | None:
+    """Mixtures scored by merging experts (model-merging proxies), a fidelity of their own: ``merged``
+    (m,) merged objectives, ``round`` (m,), and ``pairs``: (merged, trained, trial id) for the mixtures
+    that were also trained for real; None when the study has no merged scores."""
+    df = study.merged_scores() if hasattr(study, "merged_scores") else None
+    if df is None or df.empty:
+        return None
+    domains = list(study.space.domains)
+    X = df[[f"w.{d}" for d in domains]].to_numpy(dtype=float)
+    y = df["objective"].to_numpy(dtype=float)
+    pairs = []
+    for t in study.trials:
+        if t.ok:
+            dist = np.abs(X - np.array([t.mixture.get(d, 0.0) for d in domains])).sum(1)
+            i = int(np.argmin(dist))
+            if dist[i] <= 1e-9:
+                pairs.append((float(y[i]), float(t.value), int(t.trial_id)))
+    return {"merged": y, "round": df["round"].to_numpy(dtype=int), "pairs": pairs}
+
+
+def online_trajectories(study, most: int = 4) -> dict[str, Any] | None:
+    """Weights over training of the study's online-mixing trials (``spec.online``; the best ``most``):
+    {trial id: (steps (n,), weights (n, k))} and the domains; None without such trials."""
+    done = sorted((t for t in study.trials if t.ok and t.spec is not None and t.spec.online), key=lambda t: t.value)
+    out = {}
+    for t in done[:most]:
+        traj = study.storage.trial_trajectory(study.name, t.trial_id)
+        if traj:
+            out[t.trial_id] = (np.array([h["step"] for h in traj]),
+                               np.array([[h["weights"][d] for d in study.space.domains] for h in traj]))
+    return {"domains": list(study.space.domains), "trials": out,
+            "mixer": {t.trial_id: t.spec.online for t in done}} if out else None

@@ -68,11 +68,11 @@ def fig_objective(v: StudyView) -> go.Figure | None:
 
 
 def fig_surrogate(cv: CVResult | None) -> go.Figure | None:
-    """Held-out surrogate predictions against measured objectives, with Spearman's rho."""
+    """Held-out predictions of the study's surrogate against measured objectives, with Spearman's rho."""
     if cv is None:
         return None
     rho = "n/a" if math.isnan(cv.spearman) else f"{cv.spearman:.3f}"
-    fig = _fig(f"Surrogate ({cv.surrogate}, {cv.method}) predicted vs actual: Spearman ρ = {rho}")
+    fig = _fig(f"Surrogate {cv.surrogate} predicted vs actual ({cv.method} CV): Spearman ρ = {rho}")
     lo, hi = float(min(cv.actual.min(), cv.predicted.min())), float(max(cv.actual.max(), cv.predicted.max()))
     fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line=dict(dash="dash", color="gray"))
     fig.add_scatter(x=cv.actual, y=cv.predicted, mode="markers", name="trials", marker=dict(size=9),
@@ -133,4 +133,33 @@ def fig_routing(r) -> go.Figure | None:
                             text=[f"#{i}" for i in r["ids"]], hovertemplate="%{text}: %{x:.3f} -> %{y:.4f}<extra></extra>")
     fig.update_layout(xaxis=dict(title="statistic (entropy: 1 = balanced; CV: 0 = balanced)"),
                       yaxis=dict(title="objective"))
+    return fig
+
+
+def fig_merged(m) -> go.Figure | None:
+    """Merged scores (model-merging proxies): their distribution, and merged vs trained where both exist."""
+    if m is None:
+        return None
+    fig = _fig(f"{len(m['merged'])} mixtures scored by merging experts (a fidelity of its own, never a trial)")
+    fig.add_histogram(x=m["merged"], name="merged objective", opacity=0.6, nbinsx=40)
+    if m["pairs"]:
+        mg, tr, ids = zip(*m["pairs"])
+        fig.add_scatter(x=mg, y=tr, mode="markers", name="trained for real", yaxis="y2", marker=dict(size=9),
+                        text=[f"#{i}" for i in ids], hovertemplate="%{text}: merged %{x:.4f}, trained %{y:.4f}"
+                        "<extra></extra>")
+    fig.update_layout(xaxis=dict(title="merged objective"), yaxis=dict(title="mixtures"),
+                      yaxis2=dict(title="trained objective", overlaying="y", side="right"))
+    return fig
+
+
+def fig_online(o) -> go.Figure | None:
+    """An online mixer's weights during training (the best online-mixing trial)."""
+    if o is None:
+        return None
+    tid, (steps, W) = next(iter(o["trials"].items()))
+    fig = _fig(f"Trial #{tid}: {o['mixer'].get(tid, 'online')} mixture weights during training")
+    for j, d in enumerate(o["domains"]):
+        fig.add_scatter(x=steps, y=W[:, j], mode="lines", name=d, line=dict(shape="hv"),
+                        hovertemplate=f"{d}: %{{y:.3f}} from step %{{x}}<extra></extra>")
+    fig.update_layout(xaxis=dict(title="training step"), yaxis=dict(title="weight", range=[0, 1]))
     return fig

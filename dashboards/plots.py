@@ -92,7 +92,8 @@ def png_surrogate(cv: D.CVResult | None, path: Path) -> str | None:
     ax.scatter(cv.actual, cv.predicted, s=25)
     rho = "n/a" if math.isnan(cv.spearman) else f"{cv.spearman:.3f}"
     ax.set(xlabel="actual objective", ylabel="predicted (held out)",
-           title=f"surrogate {cv.surrogate} ({cv.method}): Spearman ρ = {rho}")
+           title=f"surrogate {cv.surrogate}, {cv.method} CV: Spearman ρ = {rho}")
+    ax.title.set_fontsize(9)
     return _save(fig, path)
 
 
@@ -143,6 +144,37 @@ def png_routing(r, path: Path) -> str | None:
     return _save(fig, path)
 
 
+def png_merged(m, path: Path) -> str | None:
+    if m is None:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2 if m["pairs"] else 1, figsize=(11 if m["pairs"] else 6, 4))
+    ax = axes[0] if m["pairs"] else axes
+    ax.hist(m["merged"][np.isfinite(m["merged"])], bins=40)
+    ax.set(xlabel="merged objective", ylabel="mixtures", title=f"{len(m['merged'])} mixtures scored by merging experts")
+    if m["pairs"]:
+        mg, tr, _ = map(np.array, zip(*m["pairs"]))
+        axes[1].scatter(mg, tr)
+        axes[1].set(xlabel="merged objective", ylabel="trained objective (measured)",
+                    title=f"{len(mg)} screened mixtures trained for real")
+    return _save(fig, path)
+
+
+def png_online(o, path: Path) -> str | None:
+    if o is None:
+        return None
+    plt = _plt()
+    n = len(o["trials"])
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)
+    for ax, (tid, (steps, W)) in zip(axes[0], o["trials"].items()):
+        for j, d in enumerate(o["domains"]):
+            ax.step(steps, W[:, j], where="post", label=d)
+        ax.set(xlabel="training step", ylabel="weight", ylim=(0, 1),
+               title=f"trial {tid}: {o['mixer'].get(tid, 'online')} weights")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
 def _scaling_fit(study, out: Path) -> str | None:
     """``mixopt fit``'s loss-vs-scale fit with 90% bootstrap intervals (few replicates: a report)."""
     pts = D.scaling_points(study)
@@ -157,9 +189,11 @@ def _scaling_fit(study, out: Path) -> str | None:
 def study_plots(study, recommendation: Any, out_dir: str | Path) -> dict[str, str]:
     """Write the study's plots under ``out_dir``; returns {key: path} of the files written.
 
-    PNGs: ``plot_weights``, ``plot_objective``, ``plot_surrogate`` (>= 5 completed trials),
+    PNGs: ``plot_weights``, ``plot_objective``, ``plot_surrogate`` (>= 5 completed trials; held-out
+    predictions of the surrogate the study searched with, :func:`mixopt.dashboards.data.searched_surrogate`),
     ``plot_losses``, ``plot_mixture``, ``plot_routing`` (MoE only), ``fit_loss_scale`` (ladder
-    sweeps only); ``report.html`` (all of them, interactive); ``plots_notes.txt`` (what was
+    sweeps only), ``plot_merged`` (mixtures scored by merging experts), ``plot_online`` (online mixers'
+    weights during training); ``report.html`` (all of them, interactive); ``plots_notes.txt`` (what was
     skipped and why). Never raises for the study's data: a plot that cannot be made is a note.
     """
     out = Path(out_dir)
@@ -182,7 +216,7 @@ def study_plots(study, recommendation: Any, out_dir: str | Path) -> dict[str, st
     except Exception as e:
         (out / "plots_notes.txt").write_text(f"no plots: cannot read the study ({type(e).__name__}: {e})\n")
         return {"plot.notes": str(out / "plots_notes.txt")}
-    cv = D.surrogate_cv(v, D.surrogate_name(study)) if v.ok.any() else None
+    cv = D.study_surrogate_cv(study, v)
     losses = D.loss_comparison(v)
     mix = D.mixture_comparison(v, recommendation)
     routing = D.routing(v)
@@ -193,6 +227,9 @@ def study_plots(study, recommendation: Any, out_dir: str | Path) -> dict[str, st
     attempt("plot.mixture", lambda: png_mixture(v, mix, out / "plot_mixture.png"))
     attempt("plot.routing", lambda: png_routing(routing, out / "plot_routing.png"))
     attempt("plot.scaling", lambda: _scaling_fit(study, out))
+    merged, online = D.merged_view(study), D.online_trajectories(study)
+    attempt("plot.merged", lambda: png_merged(merged, out / "plot_merged.png"))
+    attempt("plot.online", lambda: png_online(online, out / "plot_online.png"))
     attempt("plot.html", lambda: write_html(study, v, cv, losses, mix, routing, out / "report.html"))
     if routing is None:
         notes.append("MoE routing: skipped, no trial reports routing statistics (dense proxies)")
@@ -207,7 +244,8 @@ def study_figures(study, v: D.StudyView, cv, losses, mix, routing) -> list:
     """The plotly figures of a study, in report order (None where there is no data)."""
 
     return [F.fig_mixture(v, mix), F.fig_objective(v), F.fig_weights(v), F.fig_surrogate(cv), F.fig_losses(losses),
-            F.fig_scaling(D.scaling_points(study)), F.fig_routing(routing)]
+            F.fig_scaling(D.scaling_points(study)), F.fig_routing(routing), F.fig_merged(D.merged_view(study)),
+            F.fig_online(D.online_trajectories(study))]
 
 
 def write_html(study, v: D.StudyView, cv, losses, mix, routing, path: Path) -> str:

@@ -13,5 +13,13 @@ from mixopt.run.config import StudyConfig, load_config
 from mixopt.study.study import Study, create_study, load_study
 
 __all__ = ["Mixture", "MixtureSpace", "MixoptError", "Objective", "ProxySpec", "Study", "StudyConfig", "Trial",
-           "TrialState", "UserError", "create_study", "load_config", "load_study"]
+           "TrialState", "UserError", "create_study", "infer_mixture", "load_config", "load_study"]
+
+
+def infer_mixture(*args, **kwargs):
+    """The data mixture a BPE tokenizer was trained on: :func:`mixopt.analysis.infer_mixture.infer_mixture`
+    (imported on first use, so ``import mixopt`` loads neither tokenizers nor the LP solver)."""
+    from mixopt.analysis.infer_mixture import infer_mixture as infer
+
+    return infer(*args, **kwargs)
 __version__ = "0.1.0"

@@ -12,6 +12,9 @@ import argparse
 import sys
 
 from mixopt.analysis import cli as analysis_cli
+from mixopt.analysis import hparams_cli, hparams_sweep, infer_cli
+from mixopt.analysis.autohp import resolve_config
+from mixopt.analysis.card import make_card
 from mixopt.core.errors import UserError
 from mixopt.dashboards import cli as dashboards_cli
 from mixopt.dashboards.plots import study_plots
@@ -30,16 +33,20 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     p = _Parser(prog="mixopt", description="Data-mixture optimization for LM pre-training.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     handlers = {}
-    handlers.update(run_cli.add_parsers(sub, plotters=[study_plots]))
+    handlers.update(run_cli.add_parsers(sub, plotters=[study_plots], resolve=resolve_config, card=make_card))
     handlers.update(analysis_cli.add_parsers(sub))
+    handlers.update(infer_cli.add_parsers(sub))
+    handlers.update(hparams_cli.add_parsers(sub))
+    handlers.update(hparams_sweep.add_parsers(sub))
     handlers.update(dashboards_cli.add_parsers(sub))
     handlers.update(serve_cli.add_parsers(sub))
     return p, handlers
 
 
 def run_study(cfg: StudyConfig, **kwargs) -> RunOutcome:
-    """``mixopt run`` from Python: :func:`mixopt.run.loop.run` with the study plots drawn at the end."""
-    return run(cfg, plotters=[study_plots], **kwargs)
+    """``mixopt run`` from Python: :func:`mixopt.run.loop.run` with the config's ``auto`` hyperparameters
+    resolved, the study plots drawn and the run card written at the end."""
+    return run(resolve_config(cfg), plotters=[study_plots], card=make_card, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,15 +24,18 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mixopt.core.errors import MixoptError, UserError
+from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import MixtureSpace
 from mixopt.core.objective import Objective
 from mixopt.core.runs_table import RunsTable, read_runs_table
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial
+from mixopt.core.worker import TrialResult
 from mixopt.search.base import Recommendation
 from mixopt.serve import wire
 from mixopt.study.study import StudySettings
@@ -40,7 +43,7 @@ from mixopt.study.study import StudySettings
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Client", "RemoteError", "RemoteStudy"]
+__all__ = ["Client", "RemoteError", "RemoteMixer", "RemoteStudy"]
 
 
 class RemoteError(MixoptError):
@@ -146,19 +149,26 @@ class Client:
                      domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
                      searcher: str = "random", searcher_options: Mapping[str, Any] | None = None,
                      n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
-                     fidelities: Sequence[ProxySpec] = (), load_if_exists: bool = False,
-                     extra: Mapping[str, Any] | None = None) -> RemoteStudy:
-        """:func:`mixopt.create_study` on the server (its store); the same arguments less ``storage``."""
+                     rungs: Sequence[ProxySpec] = (), load_if_exists: bool = False,
+                     extra: Mapping[str, Any] | None = None, fidelities: Sequence[ProxySpec] | None = None
+                     ) -> RemoteStudy:
+        """:func:`mixopt.create_study` on the server (its store); the same arguments less ``storage``
+        (``searcher`` by name)."""
+        if fidelities is not None:
+            warnings.warn("create_study(fidelities=...) is now create_study(rungs=...)", DeprecationWarning,
+                          stacklevel=2)
+            rungs = rungs or fidelities
         body: dict[str, Any] = {
             "name": name, "domains": list(domains) if domains is not None else None, "searcher": searcher,
             "searcher_options": dict(searcher_options) if searcher_options is not None else None,
             "n_init": n_init, "seed": seed, "spec": _spec(spec),
-            "fidelities": [_spec(f) for f in fidelities], "load_if_exists": load_if_exists,
-            "extra": dict(extra) if extra is not None else None}
+            "load_if_exists": load_if_exists, "extra": dict(extra) if extra is not None else None}
+        if rungs:  # only when there is a ladder: a server from before the rename knows "fidelities" only
+            body["rungs"] = [_spec(f) for f in rungs]
         if space is not None:
-            body["space"] = wire.space_to_wire(space) if isinstance(space, MixtureSpace) else space
+            body["space"] = space.to_dict() if isinstance(space, MixtureSpace) else space
         if isinstance(objective, Objective):
-            body["objective_def"] = wire.objective_to_wire(objective)
+            body["objective_def"] = objective.to_dict()
         elif objective is not None:
             body["objective"] = objective
         return RemoteStudy(self, self.request("POST", "/studies", body))
@@ -167,9 +177,30 @@ class Client:
         """:func:`mixopt.load_study` on the server: an existing study (UserError if there is none)."""
         return RemoteStudy(self, self.request("GET", _study_path(name)))
 
+    # --- online mixers -------------------------------------------------------------------------
+    def create_mixer(self, mixer_id: str, name: str, domains: Sequence[str], *, start: Mapping[str, float] | None = None,
+                     study: str | None = None, load_if_exists: bool = False, **options: Any) -> RemoteMixer:
+        """:func:`mixopt.online.make_mixer` on the server, reached as ``mixer_id`` (by this or any client)."""
+        body = {"id": mixer_id, "name": name, "domains": list(domains),
+                "start": dict(start) if isinstance(start, Mapping) else start,
+                "study": study, "options": options, "load_if_exists": load_if_exists}
+        return RemoteMixer(self, mixer_id, self.request("POST", "/mixers", body))
+
+    def mixer(self, mixer_id: str) -> RemoteMixer:
+        """A mixer the server holds (NotFoundError if there is none)."""
+        return RemoteMixer(self, mixer_id, self.request("GET", _mixer_path(mixer_id) + "/plan"))
+
+    def restore_mixer(self, mixer_id: str, state: Mapping[str, Any]) -> RemoteMixer:
+        """Put a saved ``state_dict()`` on the server as ``mixer_id`` (e.g. after a restart), and continue it."""
+        return RemoteMixer(self, mixer_id, self.request("PUT", _mixer_path(mixer_id) + "/state", {"state": state}))
+
 
 def _study_path(name: str) -> str:
     return "/studies/" + urllib.parse.quote(str(name), safe="")
+
+
+def _mixer_path(mixer_id: str) -> str:
+    return "/mixers/" + urllib.parse.quote(str(mixer_id), safe="")
 
 
 def _spec(spec: Any) -> Any:
@@ -184,14 +215,14 @@ class RemoteStudy(StudySettings):
     """A study on a ``mixopt serve`` server, with the methods of :class:`mixopt.Study`.
 
     Attributes (as on :class:`mixopt.Study`): ``name``, ``space``, ``objective``,
-    ``searcher_name``, ``searcher_options``, ``n_init``, ``seed``, ``spec``, ``fidelities``,
-    ``meta``. Reads (``trials``, ``best()``, ...) ask the server each time, so they see what
-    other clients told as well.
+    ``searcher_name``, ``searcher_options``, ``n_init``, ``seed``, ``spec``, ``rungs``,
+    ``meta`` (a :class:`~mixopt.core.meta.StudyMeta`). Reads (``trials``, ``best()``, ...) ask the server
+    each time, so they see what other clients told as well.
     """
 
     def __init__(self, client: Client, info: Mapping[str, Any]) -> None:
         self.client = client
-        self._read_meta(dict(info["meta"]))
+        self._read_meta(StudyMeta.from_dict(info["meta"]))
         self._path = _study_path(self.name)
 
     def __repr__(self) -> str:
@@ -225,9 +256,10 @@ class RemoteStudy(StudySettings):
         t = self._get("/best")["trial"]
         return wire.trial_from_wire(t) if t is not None else None
 
-    def fidelity_costs(self) -> list[float]:
-        """Cost per trial of each rung (as :meth:`mixopt.Study.fidelity_costs`, computed on the server)."""
-        return [float(c) for c in self._get("")["fidelity_costs"]]
+    def rung_costs(self) -> list[float]:
+        """Cost per trial of each rung (as :meth:`mixopt.Study.rung_costs`, computed on the server)."""
+        info = self._get("")
+        return [float(c) for c in info.get("rung_costs", info.get("fidelity_costs", []))]
 
     # --- asking -------------------------------------------------------------------------
     def ask(self, n: int = 1, spec: ProxySpec | None = None) -> list[Trial]:
@@ -243,10 +275,12 @@ class RemoteStudy(StudySettings):
         return wire.trial_from_wire(self._post("/running", {"trial_id": trial_id})["trial"])
 
     # --- telling ------------------------------------------------------------------------
-    def tell(self, trial_id: int, result: Mapping[str, Any] | float | None = None, *,
+    def tell(self, trial_id: int, result: TrialResult | Mapping[str, Any] | float | None = None, *,
              error: str | None = None) -> Trial:
-        """Report a trial's outcome: ``{domain: loss}``, a worker result dict, a float objective, or
+        """Report a trial's outcome: ``{domain: loss}``, a TrialResult (or its dict), a float objective, or
         ``error=...``; see :meth:`mixopt.Study.tell`."""
+        if isinstance(result, TrialResult):
+            result = result.to_dict()
         return wire.trial_from_wire(self._post("/tell", {"trial_id": trial_id, "result": result,
                                                          "error": error})["trial"])
 
@@ -275,3 +309,64 @@ class RemoteStudy(StudySettings):
     def to_csv(self) -> str:
         """The runs table as CSV text."""
         return self.client.request("GET", self._path + "/runs.csv", raw=True)
+
+
+class RemoteMixer:
+    """An online mixer on a ``mixopt serve`` server, with the methods of :class:`mixopt.online.OnlineMixer`
+    (``step``, ``plan()``, ``weights()``, ``observe()``, ``state_dict()``, ``load_state_dict()``, ``summary()``,
+    ``average()``, ``stats()``): the same results and exceptions (:class:`~mixopt.core.errors.OnlineMixerError`)
+    as in-process, over HTTP. The plan the server answered last is kept, so a loop that calls ``plan()`` after
+    ``observe()`` costs one request per step.
+    """
+
+    def __init__(self, client: Client, mixer_id: str, info: Mapping[str, Any]) -> None:
+        self.client, self.id = client, mixer_id
+        self._path = _mixer_path(mixer_id)
+        self._take(info)
+
+    def __repr__(self) -> str:
+        return f"RemoteMixer({self.id!r} {self.name} on {self.client.url})"
+
+    def _take(self, info: Mapping[str, Any]) -> None:
+        from mixopt.online import StepPlan
+
+        self.name, self.domains, self.study = info["name"], tuple(info["domains"]), info.get("study")
+        self._step, self._plan = int(info["step"]), StepPlan.from_dict(info["plan"])
+
+    @property
+    def step(self) -> int:
+        """The next training step (steps completed)."""
+        return self._step
+
+    def plan(self):
+        """What to do at ``step`` (:class:`mixopt.online.StepPlan`)."""
+        return self._plan
+
+    def weights(self) -> dict[str, float]:
+        return dict(self._plan.mixture)
+
+    def observe(self, step: int, losses: Mapping[str, float], *, kind: str = "train",
+                reference: Mapping[str, float] | None = None) -> None:
+        """Report an evaluation (``kind="eval"``) or a step's batch losses (``{}`` when not asked for)."""
+        body = {"step": step, "losses": dict(losses) if isinstance(losses, Mapping) else losses, "kind": kind,
+                "reference": dict(reference) if isinstance(reference, Mapping) else reference}
+        self._take(self.client.request("POST", self._path + "/observe", body))
+
+    def refresh(self) -> None:
+        """Read the plan from the server again (another client may have reported)."""
+        self._take(self.client.request("GET", self._path + "/plan"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.client.request("GET", self._path + "/state")["state"])
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._take(self.client.request("PUT", self._path + "/state", {"state": state}))
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.client.request("GET", self._path + "/state")["summary"])
+
+    def average(self) -> dict[str, float]:
+        return dict(self.summary()["average"])
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.summary()["stats"])

@@ -6,6 +6,21 @@ bias-free Linear and LayerNorm layers, final LayerNorm, lm_head tied to the toke
 
 Shapes: B batch, T sequence length, C = d_model, nh heads, hs = C // nh head size, V vocab.
 
+Parametrization (``ProxySpec.parametrization``): "standard" is GPT-2's (every weight N(0, 0.02), the
+residual projections 0.02/sqrt(2 n_layer), attention 1/sqrt(hs), one learning rate). "mup" is the
+Maximal Update Parametrization for Adam (Yang et al. 2022, "Tensor Programs V", Table 3 with the
+output multiplier of its Table 8 for the tied read-out), anchored at ``MUP_BASE_WIDTH`` = 64, with
+width_mult m = d_model / 64 (a d_model-64 model inits and steps exactly as the standard one):
+
+* hidden matrices (attention qkv and projection, MLP in and out; MoE experts; :func:`mup_multipliers`):
+  init std / sqrt(m) (variance ~ 1/fan_in), Adam lr / m;
+* the MoE router, an output layer of finite fan-out E (arXiv 2508.09752, "muP for MoE"): init std / m,
+  Adam lr / m;
+* embeddings (token, position; the token embedding is also the tied read-out) and LayerNorm gains:
+  unscaled; the logits are multiplied by 1/m instead;
+* attention scores scaled by 1/sqrt(hs * m): 1/sqrt(hs) at the base width, ~1/hs (muP's 1/d) as the
+  heads widen.
+
 Example:
     >>> from mixopt.core.spec import ProxySpec
     >>> spec = ProxySpec(preset="dense-0.1m")
@@ -33,21 +48,43 @@ class GPTConfig:
     n_layer: int = 2
     n_head: int = 2
     d_model: int = 64
+    width_mult: float = 1.0  # muP's d_model / base width; 1.0 = the standard parametrization
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
 
+    @property
+    def attn_scale(self) -> float | None:
+        """Attention's score scale: None (SDPA's 1/sqrt(hs)) for standard, 1/sqrt(hs * m) for muP."""
+        return None if self.width_mult == 1.0 else 1.0 / math.sqrt(self.d_model // self.n_head * self.width_mult)
+
     @classmethod
     def from_spec(cls, spec: ProxySpec, vocab_size: int) -> GPTConfig:
         return cls(vocab_size=vocab_size, seq_len=spec.seq_len, n_layer=spec.n_layer,
-                   n_head=spec.n_head, d_model=spec.d_model)
+                   n_head=spec.n_head, d_model=spec.d_model, width_mult=spec.width_mult)
+
+
+_HIDDEN = ("attn.c_attn.weight", "attn.c_proj.weight", "c_fc.weight", "c_proj.weight", "moe.w_fc", "moe.w_proj")
+
+
+def mup_multipliers(name: str, width_mult: float) -> tuple[float, float]:
+    """(init std multiplier, Adam lr multiplier) of the parameter called ``name`` (the solo model's name;
+    the batched pack's parameters carry the same names): hidden matrices (1/sqrt(m), 1/m), the MoE router
+    (1/m, 1/m), everything else (1, 1). Both 1 when ``width_mult`` is 1."""
+    if width_mult == 1.0:
+        return 1.0, 1.0
+    if name.endswith("moe.router.weight"):
+        return 1.0 / width_mult, 1.0 / width_mult
+    if name.endswith(_HIDDEN):
+        return 1.0 / math.sqrt(width_mult), 1.0 / width_mult
+    return 1.0, 1.0
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.scale = cfg.n_head, cfg.attn_scale
         self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # q, k, v in one matmul
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
@@ -57,7 +94,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.c_proj(y)
 
@@ -104,6 +141,10 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.width_mult != 1.0:  # muP: rescale in place (no RNG draws: the same stream as standard)
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    p.mul_(mup_multipliers(name, cfg.width_mult)[0])
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -111,25 +152,13 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count (tied weights once); non_embedding drops wte and wpe."""
+        """The parameters this module holds (tied weights once; non_embedding drops wte and wpe): a count
+        of its tensors, which the tests hold equal to ``ProxySpec.params`` / ``non_embedding_params``,
+        where sizes and FLOPs per token are defined."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
-
-    def num_active_params(self, non_embedding: bool = True) -> int:
-        """Parameters one token uses; every parameter for a dense model."""
-        return self.num_params(non_embedding)
-
-    def flops_per_token(self) -> int:
-        """Training FLOPs per token (fwd + bwd): 6 * (non-embedding + lm_head) + attention.
-
-        Attention scores and weighted values: 2 matmuls * 2 FLOPs * T * C per layer forward,
-        x3 for forward + backward = 12 * n_layer * C * T (no discount for the causal mask).
-        """
-        c = self.cfg
-        n = self.num_params(non_embedding=True) + self.lm_head.weight.numel()
-        return 6 * n + 12 * c.n_layer * c.d_model * c.seq_len
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -141,6 +170,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if self.cfg.width_mult != 1.0:
+            logits = logits * (1.0 / self.cfg.width_mult)  # muP's output multiplier (tied read-out)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))

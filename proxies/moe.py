@@ -20,14 +20,19 @@ training step adds to the cross-entropy (``forward`` returns (logits, CE) like G
         of assignments routed to e, P_e: mean router probability of e; = 1 at uniform routing
     z-loss = mean over tokens of logsumexp(z)^2   (ST-MoE, Zoph et al. 2022)
 
-Sizes and FLOPs match ``mixopt.core.spec.ProxySpec`` (a test checks): active params count the
-router, top_k routed experts and the shared expert of every layer.
+Under ``parametrization: mup`` (arXiv 2508.09752, "muP for MoE"; see ``gpt.py``) the experts are
+hidden matrices (init std / sqrt(width_mult), Adam lr / width_mult) and the router, whose
+fan-out E does not grow with width, an output layer (init std and Adam lr / width_mult).
+
+Sizes and FLOPs are defined by ``mixopt.core.spec.ProxySpec`` (active params count the router,
+top_k routed experts and the shared expert of every layer); the tests count this module's tensors
+against them.
 
 Example:
     >>> from mixopt.core.spec import ProxySpec
     >>> spec = ProxySpec(preset="moe-0.1m")
     >>> model = MoEGPT(MoEConfig.from_spec(spec, vocab_size=512))
-    >>> model.num_active_params(non_embedding=True) == spec.active_non_embedding_params()
+    >>> model.num_params(non_embedding=True) == spec.non_embedding_params()
     True
 """
 
@@ -73,7 +78,7 @@ class MoEConfig(GPTConfig):
                    n_head=spec.n_head, d_model=spec.d_model, n_experts=spec.n_experts,
                    top_k=spec.top_k, granularity=spec.granularity, shared_expert=spec.shared_expert,
                    aux_loss_coef=spec.aux_loss_coef, z_loss_coef=spec.z_loss_coef,
-                   capacity_factor=spec.capacity_factor)
+                   capacity_factor=spec.capacity_factor, width_mult=spec.width_mult)
 
 
 class MoELayer(nn.Module):
@@ -171,18 +176,6 @@ class MoEGPT(GPT):
 
     def moe_layers(self) -> list[MoELayer]:
         return [b.moe for b in self.blocks]
-
-    def num_active_params(self, non_embedding: bool = True) -> int:
-        """Parameters one token uses: all but the (E - top_k) routed experts it skips per layer."""
-        skipped = sum((m.n_experts - m.top_k) * (m.w_fc[0].numel() + m.w_proj[0].numel())
-                      for m in self.moe_layers())
-        return self.num_params(non_embedding) - skipped
-
-    def flops_per_token(self) -> int:
-        """Training FLOPs per token: 6 * (active non-embedding + lm_head) + 12 * n_layer * C * T."""
-        c = self.cfg
-        n = self.num_active_params(non_embedding=True) + self.lm_head.weight.numel()
-        return 6 * n + 12 * c.n_layer * c.d_model * c.seq_len
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

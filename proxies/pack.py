@@ -39,8 +39,8 @@ from torch.nn import functional as F
 
 from mixopt.core.spec import ProxySpec
 from mixopt.proxies.gpt import GPT, GPTConfig
+from mixopt.proxies.model import build_model
 from mixopt.proxies.moe import MoEConfig
-from mixopt.proxies.train import build_model
 
 DISPATCH = ("auto", "grouped", "loop", "dense")
 _COEF_FIELDS = ("aux_loss_coef", "z_loss_coef")  # MoE config fields that may differ per member
@@ -80,7 +80,7 @@ class PackEmbedding(nn.Module):
 class PackAttention(nn.Module):
     def __init__(self, K: int, cfg: GPTConfig) -> None:
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.scale = cfg.n_head, cfg.attn_scale  # muP: 1/sqrt(hs * width_mult)
         self.c_attn = PackLinear(K, cfg.d_model, 3 * cfg.d_model)
         self.c_proj = PackLinear(K, cfg.d_model, cfg.d_model)
 
@@ -90,7 +90,7 @@ class PackAttention(nn.Module):
         nh, hs = self.n_head, C // self.n_head
         q, k, v = (t.reshape(K * B, T, nh, hs).transpose(1, 2)  # (K*B, nh, T, hs)
                    for t in self.c_attn(x).split(C, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (K*B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (K*B, nh, T, hs)
         return self.c_proj(y.transpose(1, 2).reshape(K, N, C))
 
 
@@ -121,8 +121,13 @@ def grouped_mm_works(device_type: str) -> bool:
 
 
 def _gmm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-    """Grouped matmul: rows of a (M, I) in groups ending at offs (G,), weights b (G, I, O) -> (M, O)."""
-    if a.is_cuda:  # the CUDA kernels take bf16 only
+    """Grouped matmul: rows of a (M, I) in groups ending at offs (G,), weights b (G, I, O) -> (M, O).
+
+    bf16 on CUDA (its kernels take bf16 only) and under ``torch.compile`` on CPU too (the op's
+    fake-tensor rule accepts bf16 only, so a compiled CPU pack, as the GPU suite's CPU rehearsal
+    traces it, runs the CUDA path's dtypes); eager CPU keeps fp32.
+    """
+    if a.is_cuda or torch.compiler.is_compiling():
         return F.grouped_mm(a.bfloat16(), b.bfloat16(), offs=offs)
     return F.grouped_mm(a, b.to(a.dtype), offs=offs)
 
@@ -217,11 +222,14 @@ class PackBlock(nn.Module):
 
 
 # --- fused lm-head + cross-entropy --------------------------------------------------------
-def _ce_blocks(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, rows: int, members: int,
-               grads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def _ce_blocks(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, rows: int, members: int, grads: bool,
+               weights: torch.Tensor | None = None, token_loss: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Summed CE of logits h @ w^T per member, block by block; optionally d/dh and d/dw of the sum.
 
     h (K, N, C), w (K, V, C), targets (K, N) -> loss sum (K,) fp32, gh (K, N, C), gw (K, V, C).
+    ``weights`` (K, N): each token's CE (and its gradient) multiplied by its weight. ``token_loss``
+    (K, N) fp32, when given, receives every token's unweighted CE (for per-domain batch losses).
     On CUDA the matmuls run in bf16 (fp32 softmax), like autocast.
     """
     K, N, _ = h.shape
@@ -239,9 +247,15 @@ def _ce_blocks(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, rows: in
             m = logits.amax(-1, keepdim=True)
             p = logits.sub_(m).exp_()  # unnormalized probabilities, in place
             s = p.sum(-1, keepdim=True)
-            loss[ks] += (m + s.log() - tl).sum(dim=(1, 2))
+            ce = m + s.log() - tl  # (g, r, 1)
+            if token_loss is not None:
+                token_loss[ks, s0:s0 + rows] = ce[..., 0].detach()
+            wb = None if weights is None else weights[ks, s0:s0 + rows, None].float()  # (g, r, 1)
+            loss[ks] += (ce if wb is None else ce * wb).sum(dim=(1, 2))
             if grads:
                 p.div_(s).scatter_add_(2, tb, torch.full(tb.shape, -1.0, device=p.device))  # softmax - onehot
+                if wb is not None:
+                    p.mul_(wb)
                 p = p.to(dt)
                 gh[ks, s0:s0 + rows] = torch.bmm(p, wc[ks])
                 gw[ks] += torch.bmm(p.transpose(1, 2), hb).float()
@@ -251,8 +265,9 @@ def _ce_blocks(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, rows: in
 class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, h: torch.Tensor, w: torch.Tensor,  # type: ignore[override]
-                targets: torch.Tensor, rows: int, members: int) -> torch.Tensor:
-        loss, gh, gw = _ce_blocks(h, w, targets, rows, members, grads=True)
+                targets: torch.Tensor, rows: int, members: int, weights: torch.Tensor | None = None,
+                token_loss: torch.Tensor | None = None) -> torch.Tensor:
+        loss, gh, gw = _ce_blocks(h, w, targets, rows, members, True, weights, token_loss)
         n = h.shape[1]
         ctx.save_for_backward(gh.div_(n).to(h.dtype), gw.div_(n).to(w.dtype))
         return loss / n
@@ -261,15 +276,18 @@ class _LinearCE(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple:  # type: ignore[override]
         gh, gw = ctx.saved_tensors
         g = g[:, None, None]
-        return gh * g.to(gh.dtype), gw * g.to(gw.dtype), None, None, None
+        return gh * g.to(gh.dtype), gw * g.to(gw.dtype), None, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor,
-                         rows: int | None = None, members: int | None = None) -> torch.Tensor:
+                         rows: int | None = None, members: int | None = None, weights: torch.Tensor | None = None,
+                         token_loss: torch.Tensor | None = None) -> torch.Tensor:
     """Per-member mean CE of logits = h @ w^T without materializing all logits.
 
     h (K, N, C), w (K, V, C), targets (K, N) int64 -> (K,) fp32. Blocks of ``members`` x ``rows``
     (default CPU: 1 member x ~2 MiB of fp32 logits, cache sized; CUDA: all rows, <= 1 GiB of logits).
+    ``weights`` (K, N), normalized to mean 1 per member: the weighted mean sum_t w_t CE_t / sum_t w_t
+    (DoReMi's reweighted objective). ``token_loss`` (K, N) fp32 receives every token's CE.
     """
     K, N, _ = h.shape
     V = w.shape[1]
@@ -277,9 +295,11 @@ def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor
         rows = N if h.is_cuda else max(32, min(N, 2**19 // V))
     if members is None:
         members = max(1, min(K, 2**28 // (N * V))) if h.is_cuda else 1
+    if weights is not None:
+        weights = weights.float() * (N / weights.float().sum(1, keepdim=True).clamp_min(1e-30))
     if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
-        return _LinearCE.apply(h, w, targets, rows, members)
-    return _ce_blocks(h, w, targets, rows, members, grads=False)[0] / N
+        return _LinearCE.apply(h, w, targets, rows, members, weights, token_loss)
+    return _ce_blocks(h, w, targets, rows, members, False, weights, token_loss)[0] / N
 
 
 # --- the pack -----------------------------------------------------------------------------
@@ -306,14 +326,18 @@ class PackGPT(nn.Module):
         self.aux_loss: torch.Tensor | None = None
 
     # construction from solo models
+    @staticmethod
+    def config_of(spec: ProxySpec, vocab_size: int) -> GPTConfig:
+        """The model config of a spec (``MoEConfig`` for an MoE spec)."""
+        return GPTConfig.from_spec(spec, vocab_size) if spec.arch != "moe" else MoEConfig.from_spec(spec, vocab_size)
+
     @classmethod
     def from_specs(cls, specs: Sequence[ProxySpec], vocab_size: int, dispatch: str = "auto") -> PackGPT:
         """Member k = ``build_model(specs[k], vocab_size)`` right after ``torch.manual_seed(specs[k].seed)``.
 
         Specs must give one architecture (MoE aux/z-loss coefficients may differ per member).
         """
-        cfgs = [GPTConfig.from_spec(s, vocab_size) if s.arch != "moe" else MoEConfig.from_spec(s, vocab_size)
-                for s in specs]
+        cfgs = [cls.config_of(s, vocab_size) for s in specs]
         base = _arch_key(cfgs[0])
         for i, c in enumerate(cfgs):
             if _arch_key(c) != base:
@@ -339,7 +363,7 @@ class PackGPT(nn.Module):
 
     # forward
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (K, B, T) int64 -> final hidden states (K, B*T, C) after ln_f."""
+        """idx (K, B, T) int64 -> final hidden states (K, B*T, C) after ln_f (and muP's 1/width_mult)."""
         K, B, T = idx.shape
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence length {T} exceeds the model's seq_len {self.cfg.seq_len}")
@@ -353,12 +377,19 @@ class PackGPT(nn.Module):
             lb = torch.stack([b.moe.lb_loss for b in self.blocks]).mean(0)  # (K,)
             z = torch.stack([b.moe.z_loss for b in self.blocks]).mean(0)
             self.aux_loss = self.aux_coef[:, 0] * lb + self.aux_coef[:, 1] * z
-        return self.ln_f(x)
+        x = self.ln_f(x)
+        # muP's output multiplier 1/width_mult on the logits h @ wte^T, applied to h (the same product)
+        return x if self.cfg.width_mult == 1.0 else x * (1.0 / self.cfg.width_mult)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """idx, targets (K, B, T) int64 -> per-member mean cross-entropy (K,) fp32 (aux loss apart)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
+                token_loss: torch.Tensor | None = None) -> torch.Tensor:
+        """idx, targets (K, B, T) int64 -> per-member mean cross-entropy (K,) fp32 (aux loss apart).
+
+        ``weights`` (K, B, T): per-token loss weights (a weighted mean per member); ``token_loss`` (K, B*T)
+        fp32, when given, receives each token's CE (see :func:`linear_cross_entropy`)."""
         K = idx.shape[0]
-        return linear_cross_entropy(self.hidden(idx), self.wte.weight, targets.reshape(K, -1))
+        return linear_cross_entropy(self.hidden(idx), self.wte.weight, targets.reshape(K, -1),
+                                    weights=None if weights is None else weights.reshape(K, -1), token_loss=token_loss)
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (K, B, T) -> logits (K, B, T, V) (materialized; for tests and sampling)."""

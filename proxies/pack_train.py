@@ -15,9 +15,9 @@ No host sync per step on CUDA: training losses stay on the device in a (steps, K
 are read at evaluation points (on CPU, where a step has synced anyway, after every step), where a
 member with a non-finite loss is reported failed and masked (weights and optimizer state zeroed,
 left out of the optimizer) while the others go on; a member whose final training loss is above
-ln(vocab_size) (worse than uniform) fails too. The result has one entry per request:
-``TrialResult.to_dict()`` like ``run_trial`` (plus pack_size and pack_tokens_per_s), or
-``{"trial_id": ..., "error": "reason"}`` (with ``"error_type": "MixtureError"`` for a bad mixture).
+ln(vocab_size) (worse than uniform) fails too. The result has one entry per request: a
+:class:`~mixopt.core.worker.TrialResult` like ``run_trial``'s (plus pack_size and pack_tokens_per_s
+metrics), or a :class:`~mixopt.core.worker.TrialFailure` (kind "mixture", "data" or "diverged").
 ``run_one`` is a pack of one that raises instead: what the executors run for a single trial.
 
 On CUDA the forward runs under bf16 autocast and, unless ``compile=False``, through
@@ -42,10 +42,13 @@ import torch
 from mixopt.core.errors import MixtureError, TrialError
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import PER_MEMBER, ProxySpec
-from mixopt.core.worker import TrialRequest, TrialResult
+from mixopt.core.worker import Outcome, TrialFailure, TrialRequest, TrialResult
 from mixopt.data.corpus import Corpus
+from mixopt.proxies.gpt import mup_multipliers
+from mixopt.proxies.model import lr_at
+from mixopt.proxies.online_train import OnlineMembers
 from mixopt.proxies.pack import PackGPT, resolve_dispatch, set_dispatch
-from mixopt.proxies.train import ROUTING_KEYS, MixtureSampler, build_model, eval_batches, lr_at, resolve_device
+from mixopt.proxies.train import MixtureSampler, eval_batches, final_failure, resolve_device, trial_metrics
 
 BETAS, EPS, CLIP = (0.9, 0.95), 1e-8, 1.0  # as make_optimizer / train_step
 
@@ -76,40 +79,45 @@ class PackAdamW:
     kernel of ``torch.optim.AdamW(fused=True)`` that solo training uses: on the whole stacked
     tensors when every member is in the group, else on the members' slices. Betas 0.9/0.95,
     eps 1e-8; decay on parameters >= 2-D per member (matmuls, embeddings), none on LayerNorm
-    gains, like ``make_optimizer``. Members left out of ``step`` are not touched (masked).
+    gains, like ``make_optimizer``. ``lr_mults`` (one per parameter, default 1): its lr over the
+    member's (muP: 1/width_mult for hidden matrices and the MoE router, as ``make_optimizer``'s groups).
+    Members left out of ``step`` are not touched (masked).
     """
 
-    def __init__(self, params: Sequence[torch.nn.Parameter], weight_decay: Sequence[float]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], weight_decay: Sequence[float],
+                 lr_mults: Sequence[float] | None = None) -> None:
         self.params = list(params)
         self.K = self.params[0].shape[0]
         self.decay = [p.dim() - 1 >= 2 for p in self.params]
+        self.kinds = list(zip(self.decay, lr_mults if lr_mults is not None else [1.0] * len(self.params)))
         self.wd = list(weight_decay)
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]  # as fused wants
+        # the step count as the fused kernel reads it (a tensor; it never writes it): one for all parameters,
+        # so a step sets it with one fill, not one per parameter
+        self.step_t = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
 
     @torch.no_grad()
     def step(self, lrs: Sequence[float], members: Sequence[int]) -> None:
         """lrs: this step's lr per member (host floats); members: the members to update."""
         self.t += 1
-        for t in self.steps:
-            t.fill_(self.t)
+        self.step_t.fill_(self.t)  # a host scalar into a device tensor: no sync
         groups: dict[tuple[float, float], list[int]] = {}
         for k in members:
             groups.setdefault((lrs[k], self.wd[k]), []).append(k)
         grads = [p.grad for p in self.params]
         for (lr, wd), ks in groups.items():
-            for decay in (True, False):
-                idx = [i for i, d in enumerate(self.decay) if d == decay]
+            for decay, mult in dict.fromkeys(self.kinds):  # (decay, lr multiplier) in first-seen order
+                idx = [i for i, kind in enumerate(self.kinds) if kind == (decay, mult)]
                 whole = len(ks) == self.K  # the stacked tensors themselves, else the members' slices
 
                 def pick(ts: list[torch.Tensor]) -> list[torch.Tensor]:
                     return [ts[i] for i in idx] if whole else [ts[i][k] for i in idx for k in ks]  # noqa: B023
 
                 if idx:
-                    steps = [self.steps[i] for i in idx] if whole else [self.steps[i] for i in idx for _ in ks]
-                    _adamw(pick(self.params), pick(grads), pick(self.m), pick(self.v), steps, lr,
+                    steps = [self.step_t] * (len(idx) if whole else len(idx) * len(ks))
+                    _adamw(pick(self.params), pick(grads), pick(self.m), pick(self.v), steps, lr * mult,
                            wd if decay else 0.0, self.t)
 
     @torch.no_grad()
@@ -160,33 +168,51 @@ class PackTrainer:
         vocab_size: V.
         device: where to train; CUDA adds bf16 autocast and (compile=None) torch.compile.
         dispatch: MoE dispatch (see ``PackMoE``); "auto" picks grouped where it works.
-        compile: torch.compile the forward; None = on CUDA only. Falls back to eager on failure.
+        compile: torch.compile the forward; None = on CUDA only; a string: on, with that backend
+            (default inductor; "aot_eager" traces forward and backward without generating code, as the
+            GPU suite's CPU rehearsal does). Falls back to eager on failure (``compile_error`` says why).
+        lr_table: (steps, K) learning rates to use instead of each spec's own schedule.
     """
 
     def __init__(self, specs: Sequence[ProxySpec], vocab_size: int, device: torch.device,
-                 dispatch: str = "auto", compile: bool | None = None) -> None:
+                 dispatch: str = "auto", compile: bool | str | None = None,
+                 lr_table: Sequence[Sequence[float]] | None = None) -> None:
         self.specs, self.device, self.K = list(specs), device, len(specs)
         if device.type == "cpu":
             reuse_large_allocations()
         steps = specs[0].steps
         self.pack = PackGPT.from_specs(specs, vocab_size).to(device)
         set_dispatch(self.pack, resolve_dispatch(dispatch, device))
-        self.opt = PackAdamW(list(self.pack.parameters()), [s.weight_decay for s in specs])
-        self.lr_table = [[lr_at(i, s) for s in specs] for i in range(steps)]  # (steps, K) host floats
+        self.opt = PackAdamW(list(self.pack.parameters()), [s.weight_decay for s in specs],
+                             [mup_multipliers(n, specs[0].width_mult)[1] for n, _ in self.pack.named_parameters()])
+        # (steps, K) host floats: each member's own schedule, or the one given (experts continue their seed's)
+        self.lr_table = [list(r) for r in lr_table] if lr_table is not None else \
+            [[lr_at(i, s) for s in specs] for i in range(steps)]
         self.dead: set[int] = set()
         self.losses = torch.full((steps, self.K), float("nan"), device=device)  # training CE per step
         self.step_idx = 0
         self.amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        use_compile = device.type == "cuda" if compile is None else compile
-        self._compiled = (torch.compile(self._objective, dynamic=False)  # one static graph per pack shape
+        use_compile = device.type == "cuda" if compile is None else bool(compile)
+        backend = compile if isinstance(compile, str) else "inductor"
+        self.compile_error: str | None = None
+        # one static graph per pack shape, cached by dynamo on the code of _objective: a later pack of the same
+        # shape in this process reuses it (torch 2.13: its guards do not pin this trainer's pack; tests/proxies)
+        self._compiled = (torch.compile(self._objective, dynamic=False, backend=backend)
                           if use_compile and hasattr(torch, "compile") else None)
 
-    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _objective(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
+                   token_loss: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (cross-entropy (K,), cross-entropy + MoE aux loss (K,))."""
-        ce = self.pack(x, y)
+        ce = self.pack(x, y, weights, token_loss)
         return ce, ce if self.pack.aux_loss is None else ce + self.pack.aux_loss
 
-    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
+                          token_loss: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is not None or token_loss is not None:  # online mixing's steps run eager
+            with self.amp:
+                ce, total = self._objective(x, y, weights, token_loss)
+            total.sum().backward()
+            return ce
         if self._compiled is not None:
             try:
                 with self.amp:
@@ -196,6 +222,7 @@ class PackTrainer:
             except torch.OutOfMemoryError:
                 raise
             except Exception as e:  # compile unavailable or failing: eager from now on
+                self.compile_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
                 warnings.warn(f"torch.compile of the pack step failed ({type(e).__name__}: {e}); running eager",
                               stacklevel=2)
                 self._compiled = None
@@ -205,9 +232,13 @@ class PackTrainer:
         total.sum().backward()  # sum of per-member losses: each member gets its solo gradient
         return ce
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One optimizer step for all members. x, y: (K, B, T) int64 on the device. No host sync."""
-        ce = self._forward_backward(x, y)
+    def step(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None,
+             token_loss: torch.Tensor | None = None) -> None:
+        """One optimizer step for all members. x, y: (K, B, T) int64 on the device. No host sync.
+
+        ``weights`` (K, B, T): per-token loss weights (DoReMi's reweighted objective); ``token_loss`` (K, B*T)
+        fp32 receives each token's CE before the update (per-domain batch losses for an online mixer)."""
+        ce = self._forward_backward(x, y, weights, token_loss)
         grads = [p.grad for p in self.pack.parameters() if p.grad is not None]
         with torch.no_grad():
             clip_per_member(grads)
@@ -224,21 +255,28 @@ class PackTrainer:
             p[k].zero_()
         self.opt.reset_member(k)
 
-    @torch.no_grad()
     def evaluate(self, batches: dict[str, torch.Tensor]) -> np.ndarray:
         """Mean loss of every member on each domain's fixed batches (n, B, T + 1) -> (K, D) array."""
-        self.pack.eval()
-        out = []
-        for data in batches.values():
-            data = data.to(self.device)
-            per = []
-            for b in data:
-                with self.amp:
-                    per.append(self.pack(b[None, :, :-1].expand(self.K, -1, -1),
-                                         b[None, :, 1:].expand(self.K, -1, -1)).float())
-            out.append(torch.stack(per).mean(0))
-        self.pack.train()
-        return torch.stack(out, 1).cpu().numpy().astype(float)  # one sync
+        return evaluate_pack(self.pack, batches, self.device)
+
+
+@torch.no_grad()
+def evaluate_pack(pack: PackGPT, batches: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
+    """Mean loss of every member of ``pack`` on each domain's fixed batches (n, B, T + 1) -> (K, D) array
+    (bf16 autocast on CUDA, as in training; the pack is left in training mode)."""
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    K = pack.K
+    pack.eval()
+    out = []
+    for data in batches.values():
+        data = data.to(device)
+        per = []
+        for b in data:
+            with amp:
+                per.append(pack(b[None, :, :-1].expand(K, -1, -1), b[None, :, 1:].expand(K, -1, -1)).float())
+        out.append(torch.stack(per).mean(0))
+    pack.train()
+    return torch.stack(out, 1).cpu().numpy().astype(float)  # one sync
 
 
 def _check_pack(reqs: list[TrialRequest], specs: list[ProxySpec]) -> None:
@@ -257,45 +295,60 @@ def _check_pack(reqs: list[TrialRequest], specs: list[ProxySpec]) -> None:
 
 
 def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str = "auto",
-             compile: bool | None = None) -> list[dict[str, Any]]:
-    """Train the requests as one pack; one result per request, in order (see the module docstring).
+             compile: bool | str | None = None, deadline: float | None = None) -> list[Outcome]:
+    """Train the requests as one pack; one outcome per request, in order (see the module docstring).
+
+    ``compile`` as :class:`PackTrainer`'s. ``deadline``: a ``time.time()`` after which no step starts;
+    the members still training then fail (kind "error", "stopped at step s of n"), nothing is kept
+    half-trained (checked on the host between steps: no sync).
 
     Raises:
         ValueError: requests that cannot share a pack (architecture, budget, corpus, device).
         TrialError: an eval domain missing from the corpus (common to all members).
     A member's own problems (bad mixture, weight on an empty domain, divergence) become
-    ``{"trial_id", "error"}`` entries.
+    :class:`~mixopt.core.worker.TrialFailure` entries.
     """
     t_start = time.perf_counter()
-    reqs = [r if isinstance(r, TrialRequest) else TrialRequest.from_dict(r) for r in requests]
+    reqs = [TrialRequest.of(r) for r in requests]
     if not reqs:
         return []
-    specs = [ProxySpec.from_dict(r.spec) for r in reqs]
+    specs = [r.spec for r in reqs]
     _check_pack(reqs, specs)
     torch.set_num_threads(reqs[0].num_threads)
     device = resolve_device(reqs[0].device)
     corpus = Corpus.open(reqs[0].corpus_dir)
     spec0, V = specs[0], corpus.vocab_size
     B, T, steps = spec0.batch_size, spec0.seq_len, spec0.steps
-    out: list[dict[str, Any] | None] = [None] * len(reqs)
+    out: list[Outcome | None] = [None] * len(reqs)
     samplers: dict[int, MixtureSampler] = {}
     for i, (r, s) in enumerate(zip(reqs, specs)):
         try:
-            samplers[i] = MixtureSampler(corpus, Mixture(r.mixture, corpus.domains), B, T, seed=s.seed)
+            m = Mixture(r.mixture.to_dict(), corpus.domains)  # the corpus has every domain named
+            # an online mixer may weight any domain of the trial's mixture (the study's), not only those weighted now
+            samplers[i] = MixtureSampler(corpus, r.mixture if s.online else m, B, T, seed=s.seed, every=bool(s.online))
         except (TrialError, MixtureError) as e:
-            out[i] = {"trial_id": r.trial_id, "error": str(e), "error_type": type(e).__name__}
+            out[i] = TrialFailure(r.trial_id, getattr(e, "kind", "mixture"), str(e))
     val = {d: eval_batches(corpus, d, spec0.eval_batches, B, T) for d in reqs[0].eval_domains or corpus.domains}
     live = list(samplers)  # pack slot j trains request live[j]
     if not live:
         return out
     eval_at = {max(1, round(steps * (i + 1) / spec0.evals)) for i in range(spec0.evals)}
     trainer = PackTrainer([specs[i] for i in live], V, device, dispatch=dispatch, compile=compile)
-    ref = build_model(spec0, V)  # sizes and FLOPs are the solo model's
+    online = OnlineMembers(reqs, specs, samplers, live, corpus, B, T, spec0.eval_batches)  # members mixing online
     history: list[list[dict[str, Any]]] = [[] for _ in live]
     zeros = torch.zeros(B, T + 1, dtype=torch.int64)
     check_every_step = device.type != "cuda"  # a CPU step has synced already: reading its loss is free
     train_seconds, t0, last, checked = 0.0, time.perf_counter(), 0, 0
     for step in range(steps):
+        if deadline is not None and time.time() > deadline:
+            for i in live:
+                if out[i] is None:
+                    out[i] = TrialFailure(reqs[i].trial_id, "error", f"stopped at step {step} of {steps}: the "
+                                          "deadline passed")
+            return out
+        if online:
+            online.before_step(step, trainer, trainer.dead)
+            _leave(online, trainer, out, reqs, live)
         xs, ys = [], []
         for j, i in enumerate(live):
             x, y = (zeros[:, :-1], zeros[:, 1:]) if j in trainer.dead else samplers[i].next()
@@ -303,7 +356,14 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         x, y = torch.stack(xs), torch.stack(ys)  # (K, B, T) each
         if device.type == "cuda":
             x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        trainer.step(x, y)
+        if online:
+            weights = online.loss_weights(len(live), device)
+            token_loss = torch.empty(len(live), B * T, device=device) if online.wants_token_loss() else None
+            trainer.step(x, y, weights, token_loss)
+            online.after_step(step, token_loss, trainer)
+            _leave(online, trainer, out, reqs, live)
+        else:
+            trainer.step(x, y)
         evaluating = step + 1 in eval_at
         if not (evaluating or check_every_step):
             continue
@@ -314,8 +374,8 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
             bad = np.flatnonzero(~np.isfinite(new[:, j]))
             if j not in trainer.dead and len(bad):
                 s = checked + int(bad[0])
-                out[i] = {"trial_id": reqs[i].trial_id, "error": f"diverged at step {s}: "
-                          f"loss={new[bad[0], j]} (lr={lr_at(s, specs[i]):.3g}, trial {reqs[i].trial_id})"}
+                out[i] = TrialFailure(reqs[i].trial_id, "diverged", f"diverged at step {s}: loss={new[bad[0], j]} "
+                                      f"(lr={lr_at(s, specs[i]):.3g}, trial {reqs[i].trial_id})")
                 trainer.kill(j)
         checked = step + 1
         if len(trainer.dead) == len(live):
@@ -334,35 +394,31 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
                                "losses": dict(zip(val, lossmat[j].tolist())),
                                "train_loss": float(np.mean(window[:, j]))} | (routing[j] if routing else {}))
         last, t0 = step + 1, time.perf_counter()
-    tokens, fpt = steps * B * T, ref.flops_per_token()
     for j, i in enumerate(live):
         if out[i] is not None:
             continue
         final = history[j][-1]
-        if not all(math.isfinite(v) for v in final["losses"].values()):
-            out[i] = {"trial_id": reqs[i].trial_id,
-                      "error": f"diverged at step {steps}: non-finite validation loss {final['losses']}"}
+        why = final_failure(final, V, steps, reqs[i].trial_id)
+        if why:
+            out[i] = TrialFailure(reqs[i].trial_id, "diverged", why)
             continue
-        if final["train_loss"] > math.log(V):
-            out[i] = {"trial_id": reqs[i].trial_id, "error": f"diverged: final train loss {final['train_loss']:.4f} is "
-                      f"above ln(vocab) = {math.log(V):.4f}, the loss of a uniform guess (trial {reqs[i].trial_id})"}
-            continue
-        metrics = {
-            "train_loss": final["train_loss"], "tokens": tokens, "steps": steps,
-            "seconds": time.perf_counter() - t_start, "train_seconds": train_seconds,
-            "tokens_per_s": tokens / train_seconds, "flops_per_token": fpt,
-            "flops_per_s": fpt * tokens / train_seconds,
-            "params": ref.num_params(non_embedding=False),
-            "non_embedding_params": ref.num_params(non_embedding=True),
-            "active_params": ref.num_active_params(non_embedding=False),
-            "active_non_embedding_params": ref.num_active_params(non_embedding=True),
-            "pack_size": len(live), "pack_tokens_per_s": len(live) * tokens / train_seconds,
-        } | {k: final[k] for k in ROUTING_KEYS if k in final}
-        out[i] = TrialResult(final["losses"], history[j], metrics, reqs[i].trial_id).to_dict() | {"device": str(device)}
+        metrics = trial_metrics(specs[i], V, final, train_seconds, time.perf_counter() - t_start)
+        metrics |= {"pack_size": len(live), "pack_tokens_per_s": len(live) * metrics["tokens_per_s"]}
+        trajectory, mixing = online.result(j)  # an online mixer's weights at each change, and its cost
+        entries = sorted(history[j] + trajectory, key=lambda h: (h["step"], "weights" in h))
+        out[i] = TrialResult(final["losses"], entries, metrics | mixing, reqs[i].trial_id, str(device))
     return out
 
 
-def run_one(request: TrialRequest | dict[str, Any]) -> dict[str, Any]:
+def _leave(online: OnlineMembers, trainer: PackTrainer, out: list, reqs: list[TrialRequest], live: list[int]) -> None:
+    """Members whose online mixing failed: their trials fail, their slots are masked; the others go on."""
+    for j, kind, reason in online.take_failures():
+        if j not in trainer.dead:
+            out[live[j]] = TrialFailure(reqs[live[j]].trial_id, kind, reason)
+            trainer.kill(j)
+
+
+def run_one(request: TrialRequest | dict[str, Any]) -> TrialResult:
     """One trial through the engine (a pack of one): the executors' default trial function.
 
     Same request and result as :func:`mixopt.proxies.train.run_trial` (plus ``pack_size`` 1 and
@@ -379,6 +435,6 @@ def run_one(request: TrialRequest | dict[str, Any]) -> dict[str, Any]:
             missing from the corpus).
     """
     (result,) = run_pack([request])
-    if "error" in result:
-        raise (MixtureError if result.get("error_type") == "MixtureError" else TrialError)(result["error"])
+    if isinstance(result, TrialFailure):
+        raise result.to_exception()
     return result

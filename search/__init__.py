@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 
 from mixopt.core.errors import ConfigError
-from mixopt.search.base import Fidelity, Observation, Proposal, Recommendation, SearchContext, Searcher
+from mixopt.search.base import Fidelity, Observation, Proposal, Recommendation, Rung, SearchContext, Searcher
 
 # name -> (module, class); modules are imported lazily so LightGBM loads only when needed.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -26,9 +26,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "hybrid": ("mixopt.search.wrappers", "Hybrid"),
     "concurrency_limit": ("mixopt.search.wrappers", "ConcurrencyLimit"),
     "repeat": ("mixopt.search.wrappers", "Repeat"),
+    "merge_screen": ("mixopt.search.screen", "MergeScreen"),
 }
 
-__all__ = ["Fidelity", "Observation", "Proposal", "Recommendation", "SearchContext", "Searcher", "available",
+__all__ = ["Fidelity", "Rung", "Observation", "Proposal", "Recommendation", "SearchContext", "Searcher", "available",
            "get_searcher", "register"]
 
 

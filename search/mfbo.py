@@ -1,6 +1,6 @@
 """Multi-fidelity Bayesian optimization over the study's scale ladder (searcher ``mfbo``).
 
-ADMIRE-BayesOpt style: the fidelity is the proxy scale. Each rung i of ``ctx.fidelities``
+ADMIRE-BayesOpt style: the fidelity is the proxy scale. Each rung i of ``ctx.rungs``
 (cheapest first, the last is the target) gets a fidelity feature
 
     s_i = log(c_i / c_0) / log(c_T / c_0)  in [0, 1]   (c = measured cost per trial; s_T = 1)
@@ -21,6 +21,12 @@ caps), then repeat with it pending for the next batch element. Initial design (f
 ``min_fit`` finite trials over all rungs): Dirichlet mixtures at the cheapest rung, every
 ``target_every``-th at the target. ``recommend``: the posterior mean at the target fidelity,
 minimized over the space. A time limit and a pool fallback as in :mod:`mixopt.search.bo`.
+
+Merged scores (model-merging proxies, ``ctx.merged``): a mixture scored by merging domain experts is
+the zero-training fidelity. When the study has them, the cost model starts at what one costs
+(``ctx.merged_cost``), so they get the feature s = 0 and the rungs move up; the GP learns from them
+(``merged_rows`` of them) and the acquisition weighs every rung by its cost against theirs; they are
+never proposed (screening rounds score them in bulk).
 
 Target-rung evidence: once the model runs, a proposal goes to the target rung whenever fewer
 than ``min_target_share`` of the study's trials (pending included) would otherwise be there, so
@@ -78,7 +84,8 @@ class MFBOSearcher:
     n_candidates (max-value samples' candidate set), num_fantasies, num_restarts, maxiter,
     time_limit_s, strengths, max_tries, min_target_share (least share of trials at the target
     rung once the model runs), min_target (target-rung trials before the model's recommendation
-    is trusted), refit (schedule|always), fallback_to_best."""
+    is trusted), refit (schedule|always), fallback_to_best, merged_rows (merged scores the GP learns from
+    at most: the best half and a spread of the rest)."""
 
     name: str = "mfbo"
     min_fit: int = 10
@@ -96,6 +103,7 @@ class MFBOSearcher:
     min_target: int = 3
     refit: str = "schedule"
     fallback_to_best: bool = True
+    merged_rows: int = 128
 
     def __post_init__(self) -> None:
         if self.warp not in WARPS:
@@ -111,7 +119,8 @@ class MFBOSearcher:
         check_options(self.name, {"min_fit": self.min_fit, "target_every": self.target_every,
                                   "n_pool": self.n_pool, "n_candidates": self.n_candidates,
                                   "num_fantasies": self.num_fantasies, "num_restarts": self.num_restarts,
-                                  "maxiter": self.maxiter, "min_target": self.min_target},
+                                  "maxiter": self.maxiter, "min_target": self.min_target,
+                                  "merged_rows": self.merged_rows},
                      {"time_limit_s": self.time_limit_s})
         if self.min_fit < 2:
             raise ConfigError(f"search.options.min_fit: {self.min_fit!r} must be >= 2 (searcher {self.name!r})")
@@ -119,31 +128,54 @@ class MFBOSearcher:
         object.__setattr__(self, "strengths", tuple(float(v) for v in self.strengths))
 
     # ---- data ----------------------------------------------------------------------------
+    @staticmethod
+    def _merged_cost(ctx: SearchContext) -> float | None:
+        """The cost of a merged score when the study has merged scores (model-merging proxies), else None."""
+        c = ctx.merged_cost
+        return float(c) if ctx.merged and c is not None and math.isfinite(c) and c > 0 else None
+
     def _ladder(self, ctx: SearchContext) -> tuple[np.ndarray, np.ndarray]:
-        """(s, cost relative to the target), each (R,); ConfigError without a ladder."""
-        if len(ctx.fidelities) < 2:
+        """(s of each rung (R,), cost relative to the target); ConfigError without a ladder.
+
+        With merged scores the cost model starts at the merged score's cost: it is the cheapest
+        fidelity (feature 0), which is never proposed, only learned from."""
+        if len(ctx.rungs) < 2:
             raise ConfigError(NO_LADDER)
-        costs = [float(f.cost) for f in ctx.fidelities]
+        costs = [float(f.cost) for f in ctx.rungs]
         if not all(math.isfinite(c) and c > 0 for c in costs):
             costs = [float(i + 1) for i in range(len(costs))]
+        merged = self._merged_cost(ctx)
+        if merged is not None and merged < costs[0]:
+            costs = [merged, *costs]
+            return fidelity_features(costs)[1:], np.asarray(costs) / costs[-1]
         return fidelity_features(costs), np.asarray(costs) / costs[-1]
 
-    @staticmethod
-    def _data(ctx: SearchContext, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Finite trials of every rung in trial order: X (n, k), s (n,), y (n,); fidelity None is
-        the target."""
+    def _data(self, ctx: SearchContext, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The merged scores at feature 0 when the ladder's cost model starts at them (at most
+        ``merged_rows``: the best half and an even spread of the rest; first, so that trials extend the
+        rows a cached fit saw), then the finite trials of every rung in trial order: X (n, k), s (n,),
+        y (n,); rung None is the target."""
         T = len(s) - 1
-        rows = [(o.mixture.as_array(ctx.space.domains), s[T if o.fidelity is None else o.fidelity], float(o.value))
-                for o in ctx.observations
-                if o.is_finite and (o.fidelity is None or 0 <= o.fidelity <= T)]  # type: ignore[arg-type]
+        rows = []
+        if s[0] > 0:  # the merged scores are the zero-training fidelity, s = 0
+            merged = [o for o in ctx.merged if o.is_finite]
+            order = np.argsort([float(o.value) for o in merged], kind="stable")  # type: ignore[arg-type]
+            half = self.merged_rows // 2
+            rest = max(0, min(len(order) - half, half))  # an even spread of the rest, when there is a rest
+            keep = np.concatenate([order[:half], order[half:][np.linspace(0, len(order) - half - 1, rest).astype(int)]])
+            rows += [(merged[i].mixture.as_array(ctx.space.domains), 0.0, float(merged[i].value))  # type: ignore[arg-type]
+                     for i in np.sort(keep.astype(int))] if len(order) else []
+        rows += [(o.mixture.as_array(ctx.space.domains), s[T if o.rung is None else o.rung], float(o.value))
+                 for o in ctx.observations
+                 if o.is_finite and (o.rung is None or 0 <= o.rung <= T)]  # type: ignore[arg-type]
         X = np.array([r[0] for r in rows], dtype=float).reshape(-1, ctx.space.dim)
         return X, np.array([r[1] for r in rows], dtype=float), np.array([r[2] for r in rows], dtype=float)
 
     def _target_counts(self, ctx: SearchContext) -> tuple[int, int]:
         """(trials at the target rung, all trials): COMPLETE finite or PENDING/RUNNING ones."""
-        T = len(ctx.fidelities) - 1
+        T = len(ctx.rungs) - 1
         live = [o for o in ctx.observations if o.is_finite or o.state in ("PENDING", "RUNNING")]
-        return sum(1 for o in live if o.fidelity is None or o.fidelity == T), len(live)
+        return sum(1 for o in live if o.rung is None or o.rung == T), len(live)
 
     def _needs_target(self, n_target: int, n_all: int) -> bool:
         """True when one more trial off the target rung would leave it below min_target_share."""
@@ -154,7 +186,7 @@ class MFBOSearcher:
 
     def _pending(self, ctx: SearchContext, s: np.ndarray) -> np.ndarray:
         """PENDING/RUNNING trials as [mixture, s] rows, (m, k + 1)."""
-        rows = [np.append(o.mixture.as_array(ctx.space.domains), s[-1 if o.fidelity is None else o.fidelity])
+        rows = [np.append(o.mixture.as_array(ctx.space.domains), s[-1 if o.rung is None else o.rung])
                 for o in ctx.observations if o.state in ("PENDING", "RUNNING")]
         return np.array(rows, dtype=float).reshape(-1, ctx.space.dim + 1)
 
@@ -305,7 +337,7 @@ class MFBOSearcher:
             best = best_target_trial(ctx, "target" if top == T else top)
             return Recommendation(best.mixture, float(best.value), info={  # type: ignore[union-attr, arg-type]
                 "searcher": self.name, "source": "best_trial", "trial_id": best.trial_id,  # type: ignore[union-attr]
-                "fidelity": top, "n_fit": int(len(y)), "n_fit_per_rung": per_rung,
+                "rung": top, "n_fit": int(len(y)), "n_fit_per_rung": per_rung,
                 "reason": f"{per_rung[T]} finite target-rung trial(s), fewer than min_target={self.min_target}: "
                           f"the best measured trial of rung {top}, the highest with data"})
         with seeded_torch(ctx.rng(f"{self.name}.torch")):
@@ -315,7 +347,7 @@ class MFBOSearcher:
                               time.monotonic() + float(self.time_limit_s), fixed={k: 1.0})
             mean, std = posterior_mean_std(model, _col(x[None, :], 1.0))
         rec = Recommendation(Mixture.from_array(x, ctx.space.domains), float(-mean[0]), float(std[0]),
-                             info={"searcher": self.name, "n_fit": int(len(y)), "fidelity": T,
+                             info={"searcher": self.name, "n_fit": int(len(y)), "rung": T,
                                    "n_fit_per_rung": per_rung, "source": "mf_gp_posterior_mean_at_target"})
         return guard(ctx, rec, self.fallback_to_best,
                      lambda z: float(posterior_mean_std(model, _col(z[None, :], 1.0))[1][0]))

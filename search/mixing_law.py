@@ -15,6 +15,8 @@ Fit: :func:`scipy.optimize.least_squares` with a robust ``soft_l1`` loss over
 ``log(y - c)`` is linear in p: an ordinary least-squares start) plus seeded perturbations;
 the fit with the lowest robust cost is kept. A small ridge on ``t`` keeps fits with few
 points (n close to, or below, k + 2: the default ``min_fit`` is 4) from running off.
+Speed: below full rank ``t`` is fitted in the trials' row space, and a restart stops when its
+cost stalls (see :func:`fit_mixing_law`; ``bench/bench_replay.py --standin`` times it).
 
 Propose: minimize ``law(p) + kl_weight * KL(p || prior)`` (prior = ``space.prior_array()``)
 under the floors, caps and sum-to-one with SLSQP from several Dirichlet starts; a batch is the
@@ -133,6 +135,44 @@ def _gauge(c: float, logk: float, t: np.ndarray) -> MixingLaw:
     return MixingLaw(float(c), float(math.exp(min(logk + a, 700.0))), t - a)
 
 
+def _row_basis(X: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (k, r) of the row space of X (n, k) when its rank r < k, else None."""
+    _, sv, Vt = np.linalg.svd(X, full_matrices=False)
+    r = int(np.sum(sv > sv[0] * max(X.shape) * np.finfo(float).eps)) if len(sv) and sv[0] > 0 else 0
+    return Vt[:r].T if r < X.shape[1] else None
+
+
+def _resid(th: np.ndarray, X: np.ndarray, y: np.ndarray, spread: float, lam: float) -> np.ndarray:
+    """Residuals of ``(c, log k, t)`` in units of ptp(y) (so the ridge is scale-free), then ``lam * t``."""
+    z = np.clip(th[1] + X @ th[2:], -700, 700)
+    return np.concatenate([(th[0] + np.exp(z) - y) / spread, lam * th[2:]])
+
+
+def _jac(th: np.ndarray, X: np.ndarray, spread: float, lam: float) -> np.ndarray:
+    """Jacobian of :func:`_resid`, (n + d, d + 2) for X (n, d)."""
+    n, d = X.shape
+    e = np.exp(np.clip(th[1] + X @ th[2:], -700, 700))[:, None] / spread
+    ridge_rows = np.hstack([np.zeros((d, 2)), lam * np.eye(d)])
+    return np.vstack([np.hstack([np.full((n, 1), 1.0 / spread), e, e * X]), ridge_rows])
+
+
+STALL_WINDOW = 10     # a restart stops once STALL_WINDOW iterations lowered its cost by less than
+STALL_RTOL = 1e-3     # STALL_RTOL (relative): it is drifting along the flat valley k -> inf, t -> 0
+
+
+def _stall_stop(window: int, rtol: float):
+    """A ``least_squares`` callback raising StopIteration once the last ``window`` iterations
+    lowered the cost by less than ``rtol`` of it."""
+    costs: list[float] = []
+
+    def cb(intermediate_result) -> None:
+        costs.append(float(intermediate_result.cost))
+        if len(costs) > window and costs[-window - 1] - costs[-1] < rtol * costs[-1]:
+            raise StopIteration
+
+    return cb
+
+
 def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, restarts: int = 5,
                    ridge: float = 1e-6, f_scale: float | None = None, init: MixingLaw | None = None,
                    max_nfev: int | None = None) -> MixingLaw:
@@ -143,9 +183,17 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
     measured in units of ``ptp(y)``. ``init`` (a law fitted before, e.g. on fewer rows) is the
     first start (a warm start; ``restarts=1`` refines it alone). The profile starts (for five
     values of ``c`` below ``min(y)``, ``log(y - c)`` is linear in p) are solved as one
-    least-squares problem with five right-hand sides. ``max_nfev`` caps the function
-    evaluations of each restart (default ``40 * (k + 2)``: a fit that has not converged by then
-    is crawling along the law's flat valley ``k -> inf, t -> 0``, where the fits barely differ).
+    least-squares problem with five right-hand sides.
+
+    When X has rank r < k (fewer rows than domains, or a domain absent from every row), ``t`` is
+    fitted in the row space of X (r coordinates): the data see only ``X t`` and the ridge removes
+    any component outside it, so the minimizer lies there, and the solver no longer crawls while
+    the ridge's tiny curvature removes that component (what made fits with fewer runs than
+    domains slow). ``max_nfev`` caps the function evaluations of each restart (default ``40 *``
+    the number of fitted parameters, ``r + 2``); a restart also stops once ``STALL_WINDOW``
+    iterations lowered its cost by less than ``STALL_RTOL`` of it: it is then drifting along the
+    flat valley ``k -> inf, t -> 0`` (noisy rows, a little more rows than domains), where further
+    evaluations barely change how the law ranks mixtures.
 
     Example:
         >>> X = np.random.default_rng(0).dirichlet(np.ones(3), 40)
@@ -168,16 +216,11 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
         res = theta0[0] + np.exp(A @ theta0[1:]) - y
         f_scale = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), 1e-6 * spread)
     lam = math.sqrt(ridge * n)
+    B = _row_basis(X)                                  # t = B g; None: g = t
+    XB = X if B is None else X @ B
 
-    def resid(th: np.ndarray) -> np.ndarray:      # in units of ptp(y), so ridge is scale-free
-        z = np.clip(th[1] + X @ th[2:], -700, 700)
-        return np.concatenate([(th[0] + np.exp(z) - y) / spread, lam * th[2:]])
-
-    ridge_rows = np.hstack([np.zeros((dim, 2)), lam * np.eye(dim)])   # (k, k + 2)
-
-    def jac(th: np.ndarray) -> np.ndarray:        # (n + k, k + 2)
-        e = np.exp(np.clip(th[1] + X @ th[2:], -700, 700))[:, None] / spread
-        return np.vstack([np.hstack([np.full((n, 1), 1.0 / spread), e, e * X]), ridge_rows])
+    def reduce(th: np.ndarray) -> np.ndarray:
+        return th if B is None else np.concatenate([th[:2], B.T @ th[2:]])
 
     inits = ([init.theta()] if init is not None else []) + starts[:2]
     scale = max(float(np.std(theta0[2:])), 0.5)
@@ -189,20 +232,23 @@ def fit_mixing_law(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, resta
     for th in inits[: max(restarts, 1)]:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inside SciPy's trust region
-                sol = least_squares(resid, th, jac=jac, loss="soft_l1", f_scale=f_scale / spread,
-                                    method="trf", max_nfev=int(max_nfev or 40 * (dim + 2)))
+                sol = least_squares(lambda g: _resid(g, XB, y, spread, lam), reduce(th),
+                                    jac=lambda g: _jac(g, XB, spread, lam), loss="soft_l1", f_scale=f_scale / spread,
+                                    method="trf", max_nfev=int(max_nfev or 40 * (XB.shape[1] + 2)),
+                                    callback=_stall_stop(STALL_WINDOW, STALL_RTOL) if STALL_WINDOW else None)
         except (ValueError, FloatingPointError):
             continue
         if np.all(np.isfinite(sol.x)) and (best is None or sol.cost < best.cost):
             best = sol
     if best is None:   # every restart failed: the best profile fit
         return _gauge(theta0[0], theta0[1], theta0[2:])
-    law = _gauge(best.x[0], best.x[1], best.x[2:])
-    r = resid(best.x)[:n]
+    x = best.x if B is None else np.concatenate([best.x[:2], B @ best.x[2:]])
+    law = _gauge(x[0], x[1], x[2:])
+    r = _resid(x, X, y, spread, lam)[:n]
     sigma = max(1.4826 * float(np.median(np.abs(r - np.median(r)))), 1e-3)     # robust residual scale
-    J = jac(best.x)
+    J = _jac(x, X, spread, lam)
     cov = sigma ** 2 * np.linalg.pinv(J.T @ J, hermitian=True)     # resid and J are in units of ptp(y)
-    return MixingLaw(law.c, law.k, law.t, float(best.cost), _to_gauge_cov(cov, best.x))
+    return MixingLaw(law.c, law.k, law.t, float(best.cost), _to_gauge_cov(cov, x))
 
 
 def _to_gauge_cov(cov: np.ndarray, th: np.ndarray) -> np.ndarray:

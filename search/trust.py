@@ -2,7 +2,7 @@
 
 Model-based searchers (``regmix``, ``mixing_law``, ``bo``, ``mfbo``) recommend the optimum of
 their surrogate. When the surrogate's own prediction at that optimum is *worse* than the value
-the best finite trial (at the target fidelity) actually measured, the model is saying "I found
+the best finite trial (at the target rung) actually measured, the model is saying "I found
 nothing better than what you already ran": :func:`guard` then recommends that trial instead
 (``info["source"] = "best_trial"``, ``info["reason"]`` says why, and the model's choice is kept
 in ``info["model_mixture"]`` / ``info["model_predicted"]``). With ``fallback=False`` the model's
@@ -27,17 +27,17 @@ import numpy as np
 from mixopt.search.base import Observation, Recommendation, SearchContext
 
 
-def best_target_trial(ctx: SearchContext, fidelity: int | None | str = "target") -> Observation | None:
-    """The finite COMPLETE trial with the lowest value at ``fidelity`` ("target": the target rung
+def best_target_trial(ctx: SearchContext, rung: int | None | str = "target") -> Observation | None:
+    """The finite COMPLETE trial with the lowest value at ``rung`` ("target": the target rung
     or no rung; an int: that rung); None if there is none."""
     best = None
     for o in ctx.observations:
         if not o.is_finite:
             continue
-        if fidelity == "target":
-            if not (o.fidelity is None or o.fidelity == ctx.target_fidelity):
+        if rung == "target":
+            if not (o.rung is None or o.rung == ctx.target_rung):
                 continue
-        elif o.fidelity != fidelity:
+        elif o.rung != rung:
             continue
         if best is None or float(o.value) < float(best.value):  # type: ignore[arg-type]
             best = o

@@ -20,6 +20,7 @@ options:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +54,9 @@ def _positive_int(owner: str, key: str, v: object, low: int) -> None:
 def with_pending(ctx: SearchContext, proposals: list[Proposal]) -> SearchContext:
     """``ctx`` plus a PENDING observation per proposal (new trial ids after the last)."""
     start = max((o.trial_id for o in ctx.observations), default=-1) + 1
-    extra = tuple(Observation(start + i, p.mixture, "PENDING", None, p.fidelity)
+    extra = tuple(Observation(start + i, p.mixture, "PENDING", None, p.rung)
                   for i, p in enumerate(proposals))
-    return SearchContext(ctx.space, ctx.observations + extra, ctx.seed, ctx.fidelities)
+    return dataclasses.replace(ctx, observations=ctx.observations + extra)  # keeps rungs and objective weights
 
 
 @dataclass(frozen=True)
@@ -158,32 +159,32 @@ class Repeat:
         object.__setattr__(self, "searcher", _build(self.name, "searcher", self.searcher, self.options))
 
     def collapse(self, ctx: SearchContext) -> SearchContext:
-        """One observation per (mixture, fidelity): COMPLETE with the nanmean if any repeat has a
+        """One observation per (mixture, rung): COMPLETE with the nanmean if any repeat has a
         finite value, else PENDING if one is still pending, else FAILED. Order of first trial."""
         groups: dict[tuple, list[Observation]] = {}
         for o in ctx.observations:
-            groups.setdefault((_key(o.mixture, ctx.space.domains), o.fidelity), []).append(o)
+            groups.setdefault((_key(o.mixture, ctx.space.domains), o.rung), []).append(o)
         out = []
         for obs in groups.values():
             vals = [float(o.value) if o.is_finite else math.nan for o in obs if o.state == "COMPLETE"]
             first = obs[0]
             if any(math.isfinite(v) for v in vals):
                 out.append(Observation(first.trial_id, first.mixture, "COMPLETE", float(np.nanmean(vals)),
-                                       first.fidelity))
+                                       first.rung))
             elif any(o.state in ("PENDING", "RUNNING") for o in obs):
-                out.append(Observation(first.trial_id, first.mixture, "PENDING", None, first.fidelity))
+                out.append(Observation(first.trial_id, first.mixture, "PENDING", None, first.rung))
             else:
-                out.append(Observation(first.trial_id, first.mixture, "FAILED", None, first.fidelity))
-        return SearchContext(ctx.space, tuple(out), ctx.seed, ctx.fidelities)
+                out.append(Observation(first.trial_id, first.mixture, "FAILED", None, first.rung))
+        return dataclasses.replace(ctx, observations=tuple(out))
 
     def _top_ups(self, ctx: SearchContext) -> list:
         counts: dict[tuple, list] = {}
         for o in ctx.observations:
-            counts.setdefault((_key(o.mixture, ctx.space.domains), o.fidelity), []).append(o)
+            counts.setdefault((_key(o.mixture, ctx.space.domains), o.rung), []).append(o)
         out: list = []
         for obs in counts.values():
             o = obs[0]
-            item = Proposal(o.mixture, o.fidelity)
+            item = Proposal(o.mixture, o.rung)
             out += [item] * max(int(self.repeats) - len(obs), 0)
         return out
 

@@ -7,12 +7,14 @@ import json
 import sys
 from collections.abc import Callable
 
+from mixopt.analysis.autohp import resolve_config
 from mixopt.analysis.fits import run_fit
+from mixopt.analysis.hparams_cli import add_fit_arguments, cmd_fit_runs, parse_point, print_fit
 from mixopt.analysis.predict import predict
 from mixopt.analysis.replay import add_replay_parser, cmd_replay
 from mixopt.analysis.transfer import run_transfer
 from mixopt.core.errors import UserError
-from mixopt.run.cli import config_from_args, no_extra, open_study_from_args
+from mixopt.run.cli import config_from_args, no_extra, open_study_from_args, resolved
 
 
 def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
@@ -30,17 +32,20 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--json", action="store_true")
 
-    fit = sub.add_parser("fit", help="scaling-law fits on a study's runs; logged to MLflow")
+    fit = sub.add_parser("fit", help="scaling-law fits on a study's runs (logged to MLflow) or, kind hparams, "
+                         "on a runs table")
     fit.add_argument("config", nargs="?", help="study YAML (names the study and store)")
     fit.add_argument("--study")
     fit.add_argument("--tracking-uri")
-    fit.add_argument("--kind", default="loss_scale,mixing_law",
+    fit.add_argument("--kind", default=None,
                      help="comma-separated: loss_scale (L = E + A/N^a + B/D^b per mixture), mixing_law (across scale), "
-                     "moe_el (MoE efficiency leverage vs dense; needs dense and MoE rungs)")
+                     "moe_el (MoE efficiency leverage vs dense; needs dense and MoE rungs), hparams (lr and batch "
+                     "size laws, Step Law forms); default loss_scale,mixing_law, or hparams with --runs")
     fit.add_argument("--target-params", type=float, help="N of the target scale (default 4x the largest rung)")
     fit.add_argument("--target-tokens", type=float, help="D of the target scale (default 4x the largest rung)")
     fit.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for intervals")
     fit.add_argument("--json", action="store_true")
+    add_fit_arguments(fit)
 
     tr = sub.add_parser("transfer", help="train the recommendations and baselines at a larger scale, several seeds; "
                         "paired comparison and a scaling-law prediction of each")
@@ -48,7 +53,8 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     tr.add_argument("--study")
     tr.add_argument("--tracking-uri")
     tr.add_argument("--seeds", type=int, default=3)
-    tr.add_argument("--scale", type=float, default=4.0, help="x params and x tokens of the proxies")
+    tr.add_argument("--factor", type=float, default=4.0, help="x params and x tokens of the proxies")
+    tr.add_argument("--scale", dest="factor_old", type=float, help=argparse.SUPPRESS)  # the old name of --factor
     tr.add_argument("--preset", help="explicit larger preset")
     tr.add_argument("--tokens", type=int, help="explicit token budget")
     tr.add_argument("--from", dest="sources", action="append", default=[], metavar="STUDY",
@@ -58,19 +64,58 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
                     help="a smaller scale every arm is also trained at once (repeatable; >= 4 for a prediction): "
                     "L = E + A/N^a + B/D^b is fitted on the rungs and each arm's target loss predicted")
     tr.add_argument("--no-best", action="store_true", help="leave out the best proxy trial's own mixture")
-    tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too (repeatable)")
+    tr.add_argument("--mixture", action="append", default=[], help="YAML/JSON mixture to compare too, labelled by its "
+                    "file name (repeatable)")
+    tr.add_argument("--arm", action="append", default=[], metavar="LABEL:FILE",
+                    help="a mixture file as an arm named LABEL, e.g. inferred:mixture.yaml from `mixopt infer-mixture` "
+                    "(repeatable)")
     tr.add_argument("--name", help="the transfer study's name (default: <study>-transfer)")
     tr.add_argument("--resume", action="store_true")
 
+    mc = sub.add_parser("merge-check", help="train random mixtures for real beside their merged scores (model-merging "
+                        "proxies): rank correlation per objective, model size and seed fraction, with the compute")
+    mc.add_argument("config", nargs="?", help="study YAML (its data, proxy and objective)")
+    mc.add_argument("--mixtures", type=int, default=32, help="random mixtures trained and merged (default 32)")
+    mc.add_argument("--seed-fraction", type=float, action="append", default=[], metavar="S",
+                    help="the seed's share of the proxy's tokens (repeatable; default: the config's merge.seed_fraction)")
+    mc.add_argument("--preset", action="append", default=[], help="proxy preset(s) to check (default: the config's)")
+    mc.add_argument("--target", help="held-out target domain (default: the config's objective target)")
+    mc.add_argument("--no-regmix", action="store_true", help="leave out RegMix's regression on the same compute")
+    mc.add_argument("--resamples", type=int, default=3, help="resampled validation sets for a merged score's noise")
+    mc.add_argument("--name", help="the check's study name (default: <study>-merge-check)")
+    mc.add_argument("--study")
+    mc.add_argument("--tracking-uri")
+    mc.add_argument("--resume", action="store_true")
+    mc.add_argument("--json", action="store_true")
+
     add_replay_parser(sub)
-    return {"predict": _cmd_predict, "fit": _cmd_fit, "replay": cmd_replay, "transfer": _cmd_transfer}
+    return {"predict": _cmd_predict, "fit": _cmd_fit, "replay": cmd_replay, "transfer": _cmd_transfer,
+            "merge-check": _cmd_merge_check}
+
+
+def _cmd_merge_check(args, extra) -> int:
+    from mixopt.analysis.merge_check import run_merge_check
+
+    cfg = resolved(config_from_args(args, extra), resolve_config, args.config)  # `auto` lr / batch size
+    if args.resamples < 0:
+        raise UserError("merge-check --resamples: must be >= 0")
+    doc = run_merge_check(cfg, mixtures=args.mixtures, seed_fractions=tuple(args.seed_fraction or [cfg.merge.seed_fraction]),
+                          presets=tuple(args.preset), target=args.target, regmix=not args.no_regmix,
+                          resamples=args.resamples, name=args.name, resume=args.resume,
+                          progress=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(doc))
+    return 0
 
 
 def _cmd_transfer(args, extra) -> int:
-    args.trials = None
-    cfg = config_from_args(args, extra)
-    run_transfer(cfg, seeds=args.seeds, scale=args.scale, preset=args.preset, tokens=args.tokens,
-                 mixture_files=tuple(args.mixture), sources=tuple(args.sources), rungs=tuple(args.rung),
+    cfg = resolved(config_from_args(args, extra), resolve_config, args.config)  # `auto` lr / batch size
+    if args.factor_old is not None:
+        print("mixopt transfer: --scale is now --factor (x params and x tokens)", file=sys.stderr)
+        args.factor = args.factor_old
+    run_transfer(cfg, seeds=args.seeds, factor=args.factor, preset=args.preset, tokens=args.tokens,
+                 mixture_files=tuple(args.mixture), arm_files=tuple(args.arm), sources=tuple(args.sources),
+                 rungs=tuple(args.rung),
                  best=not args.no_best, name=args.name, resume=args.resume)
     return 0
 
@@ -106,7 +151,10 @@ def _key_values(items: list[str], flag: str) -> dict:
 
 
 def _cmd_fit(args, extra) -> int:
-    args.trials = None
+    kinds = [k.strip() for k in (args.kind or ("hparams" if args.runs else "loss_scale,mixing_law")).split(",")
+             if k.strip()]
+    if args.runs:
+        return cmd_fit_runs(args, kinds, extra)
     cfg, study = open_study_from_args(args, extra)
     if args.bootstrap < 0:
         raise UserError("fit --bootstrap: must be >= 0")
@@ -115,9 +163,10 @@ def _cmd_fit(args, extra) -> int:
         if not (args.target_params and args.target_tokens):
             raise UserError("fit: give both --target-params and --target-tokens (or neither)")
         target = (args.target_params, args.target_tokens)
-    res = run_fit(study, study.storage,
-                  [k.strip() for k in args.kind.split(",") if k.strip()], target, args.bootstrap, cfg.output_dir,
-                  progress=lambda m: print(m, file=sys.stderr))
+    if args.predict:
+        target = parse_point(args.predict)
+    res = run_fit(study, study.storage, kinds, target, args.bootstrap, cfg.output_dir,
+                  progress=lambda m: print(m, file=sys.stderr), tolerance=args.tolerance, seq_len=args.seq_len)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -140,6 +189,13 @@ def _cmd_fit(args, extra) -> int:
         elif kind == "moe_el":
             print(f"MoE efficiency leverage: {r['form']}; a={r['a']:.3f} d={r['d']:.3f} beta={r['beta']:.3f} "
                   f"gamma={r['gamma']:.3f}; mean relative error {r['rel_error_mean']:.2%} over {len(r['runs'])} runs")
+            held = r["heldout"]
+            print("  held-out compute level: " + ("n/a (one compute level)" if held is None else
+                  f"D={held['tokens']:.3g} tokens (C={held['compute'][0]:.3g}-{held['compute'][1]:.3g}), "
+                  f"mean relative error {held['rel_error_mean']:.2%}") +
+                  f"; the paper's law: mean relative error {r['published']['rel_error_mean']:.2%}")
+        elif kind == "hparams":
+            print_fit(r)
         else:
             best = ", ".join(f"{d}={w:.3f}" for d, w in r["best_mixture_at_target"].items())
             print(f"mixing law across {len(r['rungs'])} scales -> best mixture at the target: {best} "

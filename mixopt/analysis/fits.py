@@ -1,8 +1,9 @@
 """``mixopt fit``: scaling-law fits read from a study's runs in MLflow and logged back to it.
 
 Reads trials through the study API (never by parsing run names), groups COMPLETE trials by
-mixture, fits (1) loss vs scale per mixture and (2) the mixing law across scale
-(:mod:`mixopt.analysis.scaling_laws`), prints a table, and logs each fit as an MLflow run of its own
+mixture, fits (1) loss vs scale per mixture, (2) the mixing law across scale, (3) the MoE efficiency
+leverage (:mod:`mixopt.analysis.scaling_laws`) and (4) the lr / batch-size laws
+(:mod:`mixopt.analysis.hparams`), prints a table, and logs each fit as an MLflow run of its own
 (role ``fit``) with parameters, held-out goodness of fit, bootstrap intervals and plots.
 """
 
@@ -15,13 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from mixopt.analysis.hparams import DEFAULT_TOLERANCE, STEP_LAW_SEQ_LEN, fit_hparams, table_from_trials
 from mixopt.analysis.scaling_laws import (
+    PUBLISHED_EL,
     bootstrap_predictions,
     efficiency_leverage,
+    el_range_message,
     fit_dense_curve,
     fit_el,
     fit_law_across_scale,
     fit_loss_scale,
+    forward_flops_per_token,
     holdout_error,
     on_bound,
 )
@@ -31,7 +36,7 @@ from mixopt.search.mixing_law import minimize_law
 from mixopt.study.study import Study
 
 
-def scale_of(spec) -> float:
+def params_of(spec) -> float:
     """N: non-embedding params that compute per token (active params for MoE)."""
     active = getattr(spec, "active_non_embedding_params", None)
     return float(active() if callable(active) else spec.non_embedding_params())
@@ -49,7 +54,7 @@ def collect(study: Study) -> dict[str, Any]:
             keys[key] = len(keys)
             labels.append(t.label or f"m{len(keys) - 1}")
             mixtures.append(t.mixture.as_array(study.space.domains))
-        rows.append((keys[key], scale_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value,
+        rows.append((keys[key], params_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value,
                      t.spec))
     if not rows:
         raise UserError(f"fit: study {study.name!r} has no COMPLETE trials with a proxy spec")
@@ -134,41 +139,78 @@ def fit_mixing_law_across_scale(study: Study, target: tuple[float, float], out: 
     return result
 
 
-def fit_moe_leverage(study: Study, out: Path, storage=None) -> dict[str, Any]:
-    """Efficiency leverage of each MoE run against the dense loss-vs-compute curve of the same
-    mixture, then ``EL(A, G, C)`` fitted across the MoE runs (:func:`mixopt.analysis.scaling_laws.fit_el`)."""
-
-    data = collect(study)
-    rows = []  # (A, G, C, EL, label)
+def _moe_rows(data: dict[str, Any]) -> list[tuple]:
+    """(A, G, C, EL, label, D) per MoE run, EL measured against its mixture's dense loss-vs-compute curve;
+    C = M D (forward non-embedding FLOPs per token x tokens, arXiv 2507.17702 Eq. 2), G the paper's."""
+    rows = []
+    C = np.array([forward_flops_per_token(sp) for sp in data["specs"]]) * data["D"]
     for i, label in enumerate(data["labels"]):
         idx = np.flatnonzero(data["g"] == i)
         dense = [j for j in idx if data["specs"][j].arch == "dense"]
         moe = [j for j in idx if data["specs"][j].arch == "moe"]
         if len(dense) < 3 or not moe:
             continue
-        C = 6 * data["N"] * data["D"]
         curve = fit_dense_curve(C[dense], data["L"][dense])
-        el = efficiency_leverage(curve, C[moe], data["L"][moe])
-        for j, e in zip(moe, el):
+        for j, e in zip(moe, efficiency_leverage(curve, C[moe], data["L"][moe])):
             sp = data["specs"][j]
-            rows.append((sp.activation_ratio, float(sp.granularity), float(C[j]), float(e), label))
+            rows.append((sp.activation_ratio, sp.granularity / 2.0, float(C[j]), float(e), label, float(data["D"][j])))
+    return rows
+
+
+def _heldout_el(A, G, C, EL, D) -> dict[str, Any] | None:
+    """Fit on the MoE runs below the largest compute level (the largest token budget; the largest
+    compute when every MoE run has one budget) and predict the runs at it (None: too few runs)."""
+    ok = np.isfinite(EL) & (EL > 0)
+    key = D if len(np.unique(D[ok])) >= 2 else C
+    if len(np.unique(key[ok])) < 2:
+        return None
+    top = ok & np.isclose(key, key[ok].max(), rtol=1e-9)
+    train = ok & ~top
+    try:
+        law = fit_el(A[train], G[train], C[train], EL[train])
+    except UserError:
+        return None
+    pred = law.predict(A[top], G[top], C[top])
+    err = np.abs(pred - EL[top]) / EL[top]
+    return {"tokens": float(D[top].max()), "compute": [float(C[top].min()), float(C[top].max())],
+            "train_runs": int(train.sum()), "fixed": list(law.fixed), "rel_error_mean": float(err.mean()),
+            "runs": [{"A": float(a), "G": float(g), "C": float(c), "EL": float(e), "EL_pred": float(p)}
+                     for a, g, c, e, p in zip(A[top], G[top], C[top], EL[top], pred)]}
+
+
+def fit_moe_leverage(study: Study, out: Path, storage=None) -> dict[str, Any]:
+    """Efficiency leverage of each MoE run against the dense loss-vs-compute curve of the same
+    mixture, then the law ``EL(A, G, C)`` of arXiv 2507.17702 fitted across the MoE runs
+    (:func:`mixopt.analysis.scaling_laws.fit_el`; what the ladder cannot identify stays at the
+    paper's Table 2 values), checked by predicting the largest compute level from the others, and
+    set beside the paper's own law."""
+
+    rows = _moe_rows(collect(study))
     if not rows:
         raise UserError(f"fit moe_el: study {study.name!r} has no mixture trained at >= 3 dense scales and >= 1 MoE "
                         "scale; put dense and MoE rungs on the ladder")
-    A, G, C, EL, labels = (np.array(v) for v in zip(*rows))
+    A, G, C, EL, labels, D = (np.array(v) for v in zip(*rows))
     law = fit_el(A, G, C, EL)
-    pred = law.predict(A, G, C)
+    pred, published = law.predict(A, G, C), PUBLISHED_EL.predict(A, G, C)
     ok = np.isfinite(EL)
-    result = {"kind": "moe_el", "form": "EL = (1/A)^(a + d*log(C/1e12) + gamma*log(G)^2 + beta*log(G))",
-              "a": law.a, "d": law.d, "beta": law.beta, "gamma": law.gamma,
-              "rel_error_mean": float(np.mean(np.abs(pred[ok] - EL[ok]) / EL[ok])),
+    result = {"kind": "moe_el", "form": "EL = Ahat^(a + d*log10(C) + gamma*log2(G)^2 + beta*log2(G)), C = M*D "
+              "(arXiv 2507.17702 Eq. 13)", "a": law.a, "d": law.d, "beta": law.beta, "gamma": law.gamma,
+              "fixed": list(law.fixed), "rel_error_mean": float(np.mean(np.abs(pred[ok] - EL[ok]) / EL[ok])),
+              "heldout": _heldout_el(A, G, C, EL, D),
+              "published": {"a": PUBLISHED_EL.a, "d": PUBLISHED_EL.d, "beta": PUBLISHED_EL.beta,
+                            "gamma": PUBLISHED_EL.gamma,
+                            "rel_error_mean": float(np.mean(np.abs(published[ok] - EL[ok]) / EL[ok]))},
               "runs": [{"label": str(lab), "A": float(a), "G": float(g), "C": float(c), "EL": float(e),
-                        "EL_fit": float(p)} for a, g, c, e, lab, p in zip(A, G, C, EL, labels, pred)]}
+                        "EL_fit": float(p), "EL_published": float(q), "note": el_range_message(a, g, c)}
+                       for a, g, c, e, lab, p, q in zip(A, G, C, EL, labels, pred, published)]}
     files = [_write_json(out / "fit_moe_el.json", result)]
     if storage is not None:
-        storage.log_run(study.name, "fit-moe-efficiency-leverage", "fit", {"form": result["form"], "runs": len(A)},
-                        {k: result[k] for k in ("a", "d", "beta", "gamma", "rel_error_mean")},
-                        {"mixopt.fit": "moe_el"}, files)
+        metrics = {k: result[k] for k in ("a", "d", "beta", "gamma", "rel_error_mean")}
+        if result["heldout"] is not None:
+            metrics["heldout_rel_error_mean"] = result["heldout"]["rel_error_mean"]
+        storage.log_run(study.name, "fit-moe-efficiency-leverage", "fit",
+                        {"form": result["form"], "runs": len(A), "fixed": ",".join(law.fixed) or "none"},
+                        metrics, {"mixopt.fit": "moe_el"}, files)
     return result
 
 
@@ -207,19 +249,38 @@ def _plot_loss_scale(fit, g, N, D, L, target, out: Path) -> str:
     return str(path)
 
 
+def fit_hparams_of_study(study: Study, target: tuple[float, float], reps: int, out: Path, storage=None,
+                         tolerance: float = DEFAULT_TOLERANCE, seq_len: int = STEP_LAW_SEQ_LEN) -> dict[str, Any]:
+    """The Step-Law forms fitted to the study's trials (:func:`mixopt.analysis.hparams.fit_hparams`),
+    predicted at ``target``; written to ``fit_hparams.json`` and logged as a run of role ``fit``."""
+    fit = fit_hparams(table_from_trials(study.trials), tolerance, reps, source=f"study {study.name!r}")
+    result = {"kind": "hparams", **fit.to_dict(), "predicted": fit.predict(*target, seq_len=seq_len).to_dict()}
+    files = [_write_json(out / "fit_hparams.json", result)]
+    if storage is not None:
+        storage.log_run(study.name, "fit-hparams", "fit",
+                        {"form": "lr = c N^a D^b; batch_tokens = c D^g (Step Law)", "tolerance": tolerance,
+                         "bootstrap_reps": reps, "fixed": ",".join(fit.fixed) or "none"},
+                        {"lr.n_exp": fit.lr.n_exp, "lr.d_exp": fit.lr.d_exp, "batch.d_exp": fit.batch.d_exp,
+                         "pred_lr": result["predicted"]["lr"], "pred_batch_tokens": result["predicted"]["batch_tokens"]},
+                        {"mixopt.fit": "hparams"}, files)
+    return result
+
+
 def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float] | None, reps: int,
-            out_dir: str, progress: Callable[[str], None] = print) -> dict[str, Any]:
+            out_dir: str, progress: Callable[[str], None] = print, tolerance: float = DEFAULT_TOLERANCE,
+            seq_len: int = STEP_LAW_SEQ_LEN) -> dict[str, Any]:
     """Run the requested fits; ``target`` defaults to 4x the largest N and D on the ladder."""
     for kind in kinds:
-        if kind not in ("loss_scale", "mixing_law", "moe_el"):
-            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law, moe_el")
+        if kind not in ("loss_scale", "mixing_law", "moe_el", "hparams"):
+            raise UserError(f"fit --kind: {kind!r}; allowed: loss_scale, mixing_law, moe_el, hparams")
     data = collect(study)
     if target is None:
         target = (4 * float(data["N"].max()), 4 * float(data["D"].max()))
     out = Path(out_dir) / study.name / "fits"
     fits = {"loss_scale": lambda: fit_loss_vs_scale(study, target, reps, out, storage),
             "mixing_law": lambda: fit_mixing_law_across_scale(study, target, out, storage),
-            "moe_el": lambda: fit_moe_leverage(study, out, storage)}
+            "moe_el": lambda: fit_moe_leverage(study, out, storage),
+            "hparams": lambda: fit_hparams_of_study(study, target, reps, out, storage, tolerance, seq_len)}
     results: dict[str, Any] = {}
     errors: list[str] = []
     for kind in kinds:

@@ -24,7 +24,8 @@ task; with ``workers > 1`` they run in that many spawned processes (one torch / 
 otherwise in this process, also with one thread for the duration, so the figures are identical
 for any number of workers (model fits are deterministic: :mod:`mixopt.search.refit`). Progress
 lines go to ``progress`` (the CLI: stderr). ``wall_s`` is the sum of a searcher's per-seed
-seconds (its cost, comparable across worker counts), ``elapsed_s`` the whole replay's wall time.
+seconds (its cost, comparable across worker counts), ``cpu_s`` the same in CPU seconds of the
+replaying process (comparable on a busy machine), ``elapsed_s`` the whole replay's wall time.
 A script that calls :func:`replay_pool` with ``workers > 1`` needs the usual
 ``if __name__ == "__main__":`` guard (spawned processes import the main module again).
 
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.core.errors import UserError
+from mixopt.core.trial import TrialState
 
 TOPS = (("top1", 0.01), ("top5", 0.05))
 
@@ -127,8 +129,9 @@ def _top_sets(v: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _run_one(searcher: Any, space: Any, mixtures: list, W: np.ndarray, v: np.ndarray,
-             budget: int, seed: int, init_rows: np.ndarray) -> list[int]:
-    """The rows evaluated by ``searcher`` in order, length ``budget``."""
+             budget: int, seed: int, init_rows: np.ndarray, stop: np.ndarray | None = None) -> list[int]:
+    """The rows evaluated by ``searcher`` in order, length ``budget`` (shorter: it stopped at the
+    first row where the mask ``stop`` is true)."""
     from mixopt.search import Observation, SearchContext
     from mixopt.search.pool import select_from_pool
 
@@ -138,14 +141,14 @@ def _run_one(searcher: Any, space: Any, mixtures: list, W: np.ndarray, v: np.nda
 
     def see(i: int) -> None:
         ok = bool(np.isfinite(v[i]))
-        obs.append(Observation(len(obs), mixtures[i], "COMPLETE" if ok else "FAILED",
+        obs.append(Observation(len(obs), mixtures[i], TrialState.COMPLETE if ok else TrialState.FAILED,
                                float(v[i]) if ok else None))
         order.append(i)
         left[i] = False
 
     for i in init_rows:
         see(int(i))
-    while len(order) < budget:
+    while len(order) < budget and not (stop is not None and stop[order].any()):
         idx = np.flatnonzero(left)
         ctx = SearchContext(space, tuple(obs), seed)
         pick = select_from_pool(searcher, ctx, W[idx], 1)
@@ -175,21 +178,22 @@ class _Job:
     """One pool replay's data, shared by its tasks (sent once to each worker process)."""
 
     def __init__(self, specs: list[tuple[str, str, dict]], W: np.ndarray, v: np.ndarray,
-                 domains: tuple[str, ...], budget: int, inits: list[np.ndarray]) -> None:
+                 domains: tuple[str, ...], budget: int, inits: list[np.ndarray],
+                 stop: np.ndarray | None = None) -> None:
         from mixopt.core.mixture import Mixture, MixtureSpace
 
-        self.specs, self.W, self.v, self.budget, self.inits = specs, W, v, budget, inits
+        self.specs, self.W, self.v, self.budget, self.inits, self.stop = specs, W, v, budget, inits, stop
         prior = tuple(W.mean(axis=0).tolist())
         self.space = MixtureSpace(tuple(domains), (0.0,) * len(domains), (1.0,) * len(domains), prior)
         self.mixtures = [Mixture.from_array(w, self.space.domains) for w in W]
         self.built = _build_searchers(specs)
 
-    def run(self, label: str, seed: int) -> tuple[list[int], float]:
-        t0 = time.perf_counter()
+    def run(self, label: str, seed: int) -> tuple[list[int], float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         with _one_thread():
             order = _run_one(self.built[label], self.space, self.mixtures, self.W, self.v, self.budget, seed,
-                             self.inits[seed])
-        return order, time.perf_counter() - t0
+                             self.inits[seed], self.stop)
+        return order, time.perf_counter() - t0, time.process_time() - c0
 
 
 _WORKER_JOB: _Job | None = None
@@ -203,17 +207,19 @@ def _worker_init(args: tuple) -> None:
     _WORKER_JOB = _Job(*args)
 
 
-def _worker_run(label: str, seed: int) -> tuple[list[int], float]:
+def _worker_run(label: str, seed: int) -> tuple[list[int], float, float]:
     assert _WORKER_JOB is not None
     return _WORKER_JOB.run(label, seed)
 
 
 def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], searchers: str | list,
                 budget: int, seeds: int, init: int = 0, workers: int = 1,
-                progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+                progress: Callable[[str], None] | None = None, stop_at_top1: bool = False) -> dict[str, dict]:
     """Replay ``searchers`` on a pool: weights W (N, k) aligned to ``domains``, ``values`` (N,) to
     minimize (nan = failed run), ``workers`` processes. Returns ``{label: figures}`` (see the
-    module docstring)."""
+    module docstring). ``stop_at_top1``: each seed stops at its first top-1% row (the
+    evaluations-to-top figures are unchanged, top 1% lying inside top 5%; the curve after the
+    stop repeats its last value; for benchmarks that need only those figures)."""
     W = np.asarray(W, dtype=float)
     v = np.asarray(values, dtype=float)
     specs = parse_searchers(searchers) if isinstance(searchers, str) else list(searchers)
@@ -234,15 +240,17 @@ def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], sea
     secs: dict[tuple[str, int], float] = {}
     t_start = time.perf_counter()
 
-    def done(label: str, seed: int, order: list[int], dt: float) -> None:
-        orders[(label, seed)], secs[(label, seed)] = order, dt
+    cpu: dict[tuple[str, int], float] = {}
+
+    def done(label: str, seed: int, order: list[int], dt: float, dc: float) -> None:
+        orders[(label, seed)], secs[(label, seed)], cpu[(label, seed)] = order, dt, dc
         n = sum(1 for (lab, _) in orders if lab == label)
         if progress is not None:
             total = sum(secs[(label, s)] for s in range(seeds) if (label, s) in secs)
             progress(f"replay: {label}: seed {seed} done in {dt:.1f} s ({n}/{seeds} seeds, {total:.1f} s)"
                      + (" - finished" if n == seeds else ""))
 
-    args = (specs, W, v, tuple(domains), budget, inits)
+    args = (specs, W, v, tuple(domains), budget, inits, tops["top1"] if stop_at_top1 else None)
     if workers == 1 or len(tasks) == 1:
         job = _Job(*args)
         for label, seed in tasks:
@@ -268,6 +276,7 @@ def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], sea
                 firsts[key].append(int(hit[0]) + 1 if len(hit) else budget + 1)
             seen = np.where(np.isfinite(v[order]), v[order], np.inf)
             bsf = np.minimum.accumulate(seen)
+            bsf = np.concatenate([bsf, np.full(budget - len(bsf), bsf[-1] if len(bsf) else np.inf)])
             curves.append(np.where(np.isfinite(bsf), bsf - best, worst - best))
         res: dict[str, Any] = {}
         for key, _ in TOPS:
@@ -277,6 +286,7 @@ def replay_pool(W: np.ndarray, values: np.ndarray, domains: tuple[str, ...], sea
             res[f"evals_to_{key}"] = firsts[key]
             res[f"missed_{key}"] = int(sum(f > budget for f in firsts[key]))
         res["wall_s"] = round(sum(secs[(label, s)] for s in range(seeds)), 3)
+        res["cpu_s"] = round(sum(cpu[(label, s)] for s in range(seeds)), 3)
         res["elapsed_s"] = round(elapsed, 3)
         results[label] = res
     return results

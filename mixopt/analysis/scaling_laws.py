@@ -10,6 +10,9 @@
 2. **Mixing law across scale**: at each rung of the ladder, the exponential mixing law
    ``L(p) = c + k * exp(t . p)`` of the objective (Data Mixing Laws), then each parameter
    extrapolated linearly in log-compute to the target scale, and the law minimized there.
+3. **MoE efficiency leverage** (arXiv 2507.17702): EL = dense compute / MoE compute at equal loss,
+   measured against a dense loss-vs-compute curve and fitted (or taken from the paper's Table 2) as
+   ``EL(A, G, C)``; :func:`spec_leverage` gives an MoE spec's dense-equivalent compute.
 
 Everything here is numpy/scipy; reading runs and logging fits to MLflow is in
 :func:`run_fit`, through the study API and :mod:`mixopt.study.mlflow_storage`.
@@ -24,6 +27,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from mixopt.core.errors import UserError
+from mixopt.core.spec import ProxySpec
 from mixopt.search.mixing_law import MixingLaw, fit_mixing_law
 
 
@@ -233,20 +237,65 @@ def fit_dense_curve(C: np.ndarray, L: np.ndarray) -> DenseCurve:
     return DenseCurve(float(E), float(np.exp(logb) * c0 ** gamma), float(gamma))
 
 
-@dataclass
+# Efficiency-leverage law of Tian et al. 2025 (arXiv 2507.17702), Table 2.
+EL_A_START, EL_A_MAX = 1.63e-2, 5.28e16
+#: The ranges the paper's EL law was fitted on: activation ratio 0.8 %-100 % (its §4.1.1), granularity
+#: 2-16 (§4.1.2), compute 1e18-3e20 FLOPs (§4.1.1, C = M D); it validated one point at 1e22 (§5).
+EL_FIT_RANGE = {"A": (0.008, 1.0), "G": (2.0, 16.0), "C": (1e18, 3e20)}
+
+
+def saturated_activation(A, a_start: float = EL_A_START, a_max: float = EL_A_MAX):
+    """``Â`` with ``1/Â = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max`` (arXiv 2507.17702 Eq. 10,
+    the saturation of Clark et al. 2022): about ``A + A_start`` for the paper's constants."""
+    A = np.asarray(A, float)
+    return 1.0 / (1.0 / (A + 1.0 / (1.0 / a_start - 1.0 / a_max)) + 1.0 / a_max)
+
+
+@dataclass(frozen=True)
 class ELFit:
-    """``EL(A, G, C) = Ahat ** (alpha + gamma * log(G)**2 + beta * log(G))``, ``alpha = a + d * log(C)``,
-    with ``Ahat = 1 / A`` (A = activation ratio; EL grows as fewer experts are active)."""
+    """Efficiency leverage EL = C_dense / C_moe at equal loss (Tian et al. 2025, arXiv 2507.17702, Eq. 13)::
+
+        EL(A, G, C) = Â ** (a + d * log10(C) + gamma * log2(G)**2 + beta * log2(G))
+
+    A = (E_a + E_s) / (E + E_s) the activation ratio, Â its saturation (:func:`saturated_activation`),
+    G = 2 d_model / d_expert the paper's granularity (half of ``ProxySpec.granularity``), C = M D the
+    training compute with M the non-embedding **forward** FLOPs per token (its Eq. 2; about a third
+    of 6 N D). The paper writes ``log`` without a base; its Table 2 reproduces its own two results only
+    with log10 of C in FLOPs and log2 of G: EL = 7.2 at C = 1e22, A = 3.1 %, G = 12 ("over 7x", §4.2.2)
+    and the best granularity 2**(-beta / (2 gamma)) = 11.3 (its optimum "around 12", §4.1.2); natural
+    logs give EL ~ 5e3 and G* ~ 33. ``fixed`` names the parameters a fit held at a prior's values.
+    """
 
     a: float
     d: float
     beta: float
     gamma: float
+    a_start: float = EL_A_START
+    a_max: float = EL_A_MAX
+    fixed: tuple[str, ...] = ()
+
+    def exponent(self, G, C):
+        lg = np.log2(np.asarray(G, float))
+        return self.a + self.d * np.log10(np.asarray(C, float)) + self.gamma * lg ** 2 + self.beta * lg
 
     def predict(self, A, G, C):
-        A, G, C = (np.asarray(v, float) for v in (A, G, C))
-        lg = np.log(G)
-        return (1.0 / A) ** (self.a + self.d * np.log(C / 1e12) + self.gamma * lg ** 2 + self.beta * lg)
+        """EL at activation ratio A, paper granularity G and compute C = M D (arrays broadcast)."""
+        return saturated_activation(A, self.a_start, self.a_max) ** self.exponent(G, C)
+
+    def optimal_granularity(self) -> float:
+        """The G that maximizes EL (where the exponent is smallest; inf if gamma <= 0)."""
+        return float(2.0 ** (-self.beta / (2 * self.gamma))) if self.gamma > 0 else math.inf
+
+
+#: The paper's fitted law (Table 2).
+PUBLISHED_EL = ELFit(a=1.23, d=-7.61e-2, beta=-1.17e-1, gamma=1.67e-2)
+
+
+def el_range_message(A: float, G: float, C: float) -> str:
+    """'' if (A, G, C) lies inside :data:`EL_FIT_RANGE`, else what lies outside it."""
+    out = [f"{k}={v:.3g} is outside {EL_FIT_RANGE[k][0]:.3g}-{EL_FIT_RANGE[k][1]:.3g}"
+           for k, v in (("A", A), ("G", G), ("C", C)) if not EL_FIT_RANGE[k][0] <= v <= EL_FIT_RANGE[k][1]]
+    return f"{' and '.join(out)} (range of arXiv 2507.17702's EL fit): extrapolated" if out else ""
 
 
 def efficiency_leverage(dense: DenseCurve, C_moe: np.ndarray, L_moe: np.ndarray) -> np.ndarray:
@@ -254,15 +303,87 @@ def efficiency_leverage(dense: DenseCurve, C_moe: np.ndarray, L_moe: np.ndarray)
     return dense.compute_for(L_moe) / np.asarray(C_moe, float)
 
 
-def fit_el(A: np.ndarray, G: np.ndarray, C: np.ndarray, EL: np.ndarray) -> ELFit:
-    """Least squares on log EL = log(1/A) * (a + d log C + gamma (log G)^2 + beta log G) — linear in
-    (a, d, gamma, beta), so it is solved exactly (lstsq); fewer than 4 finite runs is an error."""
+def fit_el(A: np.ndarray, G: np.ndarray, C: np.ndarray, EL: np.ndarray, prior: ELFit = PUBLISHED_EL) -> ELFit:
+    """Least squares on ``log EL = log Â * (a + d log10 C + gamma log2(G)^2 + beta log2 G)``.
+
+    For the saturation of ``prior`` (A_start, A_max) the law is linear in (a, d, gamma, beta), so it is
+    solved exactly (lstsq). What the runs cannot identify stays at ``prior``'s value and is named in
+    ``fixed``: d with one compute level, beta with one granularity, gamma with fewer than three (and,
+    if the design is still rank-deficient, gamma, beta, d in that order). Needs >= 2 finite runs.
+    Args: A, G, C, EL: (n,) activation ratio, paper granularity, compute M D, measured EL.
+    """
     A, G, C, EL = (np.asarray(v, float) for v in (A, G, C, EL))
-    ok = np.isfinite(EL) & (EL > 0) & (A < 1)
-    if ok.sum() < 4:
-        raise UserError(f"fit moe_el: {int(ok.sum())} MoE runs with a finite efficiency leverage; the law has 4 "
-                        "parameters (add MoE rungs of other activation ratios, granularities or compute)")
-    la, lg = np.log(1.0 / A[ok]), np.log(G[ok])
-    X = np.column_stack([la, la * np.log(C[ok] / 1e12), la * lg ** 2, la * lg])
-    coef, *_ = np.linalg.lstsq(X, np.log(EL[ok]), rcond=None)
-    return ELFit(float(coef[0]), float(coef[1]), float(coef[3]), float(coef[2]))
+    ok = np.isfinite(EL) & (EL > 0) & (A < 1) & (A > 0) & (G > 0) & (C > 0)
+    if ok.sum() < 2:
+        raise UserError(f"fit moe_el: {int(ok.sum())} MoE run(s) with a finite efficiency leverage; the law needs "
+                        "at least 2 (add MoE rungs of other activation ratios, granularities or compute)")
+    la = np.log(saturated_activation(A[ok], prior.a_start, prior.a_max))
+    lc, lg = np.log10(C[ok]), np.log2(G[ok])
+    cols = {"a": la, "d": la * lc, "gamma": la * lg ** 2, "beta": la * lg}
+    free = ["a"] + ["d"] * (len(np.unique(C[ok])) >= 2) + ["beta"] * (len(np.unique(G[ok])) >= 2) \
+        + ["gamma"] * (len(np.unique(G[ok])) >= 3)
+    while len(free) > 1 and np.linalg.matrix_rank(np.column_stack([cols[p] for p in free])) < len(free):
+        free.pop()
+    fixed = tuple(p for p in ("d", "beta", "gamma") if p not in free)
+    y = np.log(EL[ok]) - sum((getattr(prior, p) * cols[p] for p in fixed), np.zeros_like(la))
+    coef, *_ = np.linalg.lstsq(np.column_stack([cols[p] for p in free]), y, rcond=None)
+    vals = {p: getattr(prior, p) for p in ("a", "d", "beta", "gamma")} | dict(zip(free, map(float, coef)))
+    return ELFit(vals["a"], vals["d"], vals["beta"], vals["gamma"], prior.a_start, prior.a_max, fixed)
+
+
+# --- an MoE spec's dense-equivalent compute ---------------------------------------------------------
+def forward_flops_per_token(spec: ProxySpec) -> float:
+    """M of arXiv 2507.17702 (Eq. 2): non-embedding forward FLOPs per token, ``2 N_active + 4 n_layer
+    d_model T`` (matmuls of the active non-embedding weights, plus attention scores and values)."""
+    return 2.0 * spec.active_non_embedding_params() + 4.0 * spec.n_layer * spec.d_model * spec.seq_len
+
+
+@dataclass(frozen=True)
+class MoeLeverage:
+    """An MoE target's efficiency leverage and what dense compute it is worth.
+
+    ``compute`` = M D (FLOPs, the paper's C); ``dense_compute`` = EL * compute: the compute a dense
+    model needs for the same loss; ``dense_active_params`` = EL * N_active: the dense size worth as
+    much at the same D (the paper's "EL ~ M_dense / M_moe at fixed D", §3)."""
+
+    activation_ratio: float
+    granularity: float  # the paper's G = 2 d_model / d_expert
+    compute: float
+    el: float
+    dense_compute: float
+    dense_active_params: float
+    in_range: bool
+    message: str
+    source: str = "efficiency leverage law (arXiv 2507.17702, Eq. 13, Table 2)"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def moe_leverage(active_params: float, activation_ratio: float, granularity: float, tokens: float,
+                 flops_per_token: float | None = None, law: ELFit = PUBLISHED_EL) -> MoeLeverage:
+    """EL and dense-equivalent compute of an MoE with ``active_params`` non-embedding params per token,
+    activation ratio A, paper granularity G, trained on ``tokens``; ``flops_per_token`` is M (default
+    ``2 * active_params``, attention's sequence term left out)."""
+    for name, v in (("active_params", active_params), ("activation_ratio", activation_ratio),
+                    ("granularity", granularity), ("tokens", tokens)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise UserError(f"moe {name}: {v!r} must be a number > 0")
+    if activation_ratio > 1:
+        raise UserError(f"moe activation_ratio: {activation_ratio!r} must be in (0, 1]")
+    M = float(flops_per_token) if flops_per_token else 2.0 * active_params
+    C = M * tokens
+    el = float(law.predict(activation_ratio, granularity, C))
+    msg = el_range_message(activation_ratio, granularity, C)
+    return MoeLeverage(float(activation_ratio), float(granularity), C, el, el * C, el * active_params, not msg, msg)
+
+
+def spec_leverage(spec: ProxySpec, tokens: float | None = None, law: ELFit = PUBLISHED_EL) -> MoeLeverage:
+    """:func:`moe_leverage` of a ProxySpec (``tokens`` defaults to its budget). G is the paper's, half of
+    ``spec.granularity``; a dense spec has EL 1 by definition."""
+    tokens = float(tokens if tokens is not None else spec.tokens)
+    if spec.arch != "moe":
+        C = forward_flops_per_token(spec) * tokens
+        return MoeLeverage(1.0, 0.0, C, 1.0, C, float(spec.non_embedding_params()), True, "dense: EL = 1")
+    return moe_leverage(float(spec.active_non_embedding_params()), spec.activation_ratio, spec.granularity / 2.0,
+                        tokens, forward_flops_per_token(spec), law)

@@ -1,7 +1,7 @@
 """``mixopt transfer``: does the mixture found with small proxies win at a larger scale?
 
-Arms, each trained at the target scale (by default the smallest preset with >= ``scale`` x the
-proxies' (active) non-embedding params, and ``scale`` x their tokens; or an explicit preset and
+Arms, each trained at the target scale (by default the smallest preset with >= ``factor`` x the
+proxies' (active) non-embedding params, and ``factor`` x their tokens; or an explicit preset and
 token budget) with ``seeds`` seeds:
 
 * the recommendation of the study, and of every ``--from`` study (same domains and objective;
@@ -28,42 +28,43 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from mixopt.analysis.autohp import resolve_derived
 from mixopt.analysis.scaling_laws import EXPONENT_BOUNDS, bootstrap_fits, fit_loss_scale, on_bound
-from mixopt.core.errors import ConfigError, MixtureError, UserError
+from mixopt.core.errors import AlreadyExistsError, ConfigError, MixtureError, UserError
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
 from mixopt.core.spec import DENSE_PRESETS, MOE_PRESETS, ProxySpec
 from mixopt.run.config import BudgetConfig, SearchConfig, StudyConfig, SweepConfig
 from mixopt.run.loop import execute
 from mixopt.run.plan import StudyPlan
-from mixopt.study import Storage, Study, create_study, get_storage, load_study
+from mixopt.study import Storage, Study, get_storage, load_study
 
 BASELINES = ("uniform", "natural")
 BEST = "best-trial"
 
 
-def larger_spec(spec: ProxySpec, scale: float, preset: str | None = None, tokens: int | None = None) -> ProxySpec:
-    """The smallest preset of the same family with >= scale x the (active) non-embedding params, and
-    scale x the tokens (unless given)."""
+def larger_spec(spec: ProxySpec, factor: float, preset: str | None = None, tokens: int | None = None) -> ProxySpec:
+    """The smallest preset of the same family with >= factor x the (active) non-embedding params, and
+    factor x the tokens (unless given)."""
     if preset is None:
         family = MOE_PRESETS if spec.arch == "moe" else DENSE_PRESETS
-        need = scale * spec.active_non_embedding_params()
+        need = factor * spec.active_non_embedding_params()
         fitting = sorted((spec.with_preset(p).active_non_embedding_params(), p) for p in family
                          if spec.with_preset(p).active_non_embedding_params() >= need)
         if not fitting:
-            raise UserError(f"transfer: no {spec.arch} preset has {scale:g}x the "
+            raise UserError(f"transfer: no {spec.arch} preset has {factor:g}x the "
                             f"{spec.active_non_embedding_params():,} (active) non-embedding params of "
-                            f"{spec.preset!r}; pass --preset or a smaller --scale")
+                            f"{spec.preset!r}; pass --preset or a smaller --factor")
         preset = fitting[0][1]
-    return spec.with_preset(preset, tokens=int(tokens or math.ceil(scale * spec.tokens)))
+    return spec.with_preset(preset, tokens=int(tokens or math.ceil(factor * spec.tokens)))
 
 
 def parse_rung(text: str, base: ProxySpec) -> ProxySpec:
@@ -82,20 +83,12 @@ def parse_rung(text: str, base: ProxySpec) -> ProxySpec:
         raise UserError(f"transfer --rung {text!r}: {e}") from None
 
 
-def read_mixture(path: str, domains) -> Mixture:
-    """A mixture from YAML/JSON: a mapping domain -> weight, or a recommendation file's ``mixture``."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"transfer --mixture {path}: file not found")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"transfer --mixture {path}: not YAML/JSON ({e})") from None
-    if isinstance(doc, dict) and isinstance(doc.get("mixture"), dict):
-        doc = doc["mixture"]
-    if not isinstance(doc, dict):
-        raise UserError(f"transfer --mixture {path}: expected a mapping domain -> weight")
-    return Mixture(doc, list(domains), where=f"{path}")
+def parse_arm(text: str) -> tuple[str | None, str]:
+    """``--arm LABEL:FILE`` (or ``--mixture FILE``, labelled by the file name) -> (label or None, file)."""
+    label, sep, path = str(text).partition(":")
+    if not sep or not label or not path:
+        raise UserError(f"transfer --arm {text!r}: expected LABEL:FILE, e.g. inferred:mixture.yaml")
+    return label, path
 
 
 def source_arms(src: Study, others: Sequence[Study], best: bool = True) -> dict[str, dict[str, Any]]:
@@ -134,14 +127,20 @@ def source_arms(src: Study, others: Sequence[Study], best: bool = True) -> dict[
     return arms
 
 
-def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset: str | None = None,
-                 tokens: int | None = None, mixture_files: tuple[str, ...] = (), sources: tuple[str, ...] = (),
+def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, preset: str | None = None,
+                 tokens: int | None = None, mixture_files: tuple[str, ...] = (), arm_files: tuple[str, ...] = (),
+                 sources: tuple[str, ...] = (),
                  rungs: tuple[str, ...] = (), best: bool = True, name: str | None = None, resume: bool = False,
-                 executor=None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+                 executor=None, progress: Callable[[str], None] = print, scale: float | None = None) -> dict[str, Any]:
     """Train every arm at the target scale (and the rungs) as study ``name`` (default
-    ``<study>-transfer``), then :func:`transfer_table`."""
-    if seeds < 1 or scale <= 0:
-        raise UserError("transfer: --seeds must be >= 1 and --scale > 0")
+    ``<study>-transfer``), then :func:`transfer_table`. ``mixture_files`` are arms labelled by file name,
+    ``arm_files`` ``LABEL:FILE`` arms (e.g. ``inferred:mixture.yaml`` from ``mixopt infer-mixture``); weight
+    a file puts on a held-out target domain is dropped and the rest renormalized."""
+    if scale is not None:
+        warnings.warn("run_transfer(scale=...) is now run_transfer(factor=...)", DeprecationWarning, stacklevel=2)
+        factor = scale
+    if seeds < 1 or factor <= 0:
+        raise UserError("transfer: --seeds must be >= 1 and --factor > 0")
     tname = check_study_name(name, "transfer --name") if name is not None else f"{cfg.study}-transfer"
     if tname in (cfg.study, *sources):
         raise UserError(f"transfer --name {tname}: that is a source study; the transfer study needs a name of its own")
@@ -154,8 +153,11 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
             raise UserError(f"transfer --from {name}: no such study in {uri}")
         others.append(load_study(name, store))
     base = src.spec or cfg.proxy
-    spec = larger_spec(base, scale, preset, tokens)
+    spec = larger_spec(base, factor, preset, tokens)
     rung_specs = [parse_rung(r, base) for r in rungs]
+    # `lr: auto` / `batch_size: auto` on the proxies: the target and every rung get the law's numbers at their size
+    (spec,), auto_target = resolve_derived(cfg, [spec], "transfer.target", store)
+    rung_specs, auto_rungs = resolve_derived(cfg, rung_specs, "transfer.rungs", store)
     for r, rs in zip(rungs, rung_specs):
         if rs.flops_per_token(1) * rs.tokens >= spec.flops_per_token(1) * spec.tokens:
             raise UserError(f"transfer --rung {r}: not smaller than the target ({spec.preset}, {spec.tokens:,} "
@@ -164,56 +166,50 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, scale: float = 4.0, preset
         raise UserError("transfer --rung: a rung is given twice")
     arms = source_arms(src, others, best)
     users: dict[str, dict[str, Any]] = {}  # after the baselines, which are projected into the target's space below
-    for i, f in enumerate(mixture_files):
-        label = Path(f).stem or f"user{i}"
+    files = [(None, f) for f in mixture_files] + [parse_arm(a) for a in arm_files]
+    for i, (label, f) in enumerate(files):
+        flag = f"--arm {label}:{f}" if label else f"--mixture {f}"
+        label = label or Path(f).stem or f"user{i}"
         taken = [*arms, *BASELINES, *users]
         if label in taken:
-            raise UserError(f"transfer --mixture {f}: the label {label!r} (from the file name) is taken; "
-                            f"rename the file (taken: {', '.join(taken)})")
-        users[label] = {"mixture": read_mixture(f, src.space.domains), "proxy": None, "from": f}
+            raise UserError(f"transfer {flag}: the label {label!r} is taken; choose another (taken: {', '.join(taken)})")
+        m = Mixture.from_file(f, src.space.domains, f"transfer {flag}", held_out=src.objective.targets)
+        users[label] = {"mixture": m, "proxy": None, "from": f}
     n_trials = (len(arms) + len(BASELINES) + len(users)) * (seeds + len(rung_specs))
     tcfg = replace(cfg, study=tname, proxy=spec, ladder=[], sweep=SweepConfig(), search=SearchConfig("random", {}, 0),
-                   budget=BudgetConfig(trials=n_trials))
-    most = max(s.tokens for s in [spec, *rung_specs])  # the repetition cap is tightest at the most tokens
-    plan = StudyPlan.build(replace(tcfg, proxy=replace(spec, tokens=most)), storage=store, check_exists=False)
+                   budget=BudgetConfig(trials=n_trials),
+                   hparams=replace(cfg.hparams, resolved={**cfg.hparams.resolved, **auto_target, **auto_rungs}))
+    try:  # --resume continues the transfer study if there is one, else starts it
+        plan = StudyPlan.build(tcfg, resume=resume and store.load_meta(tname) is not None, storage=store)
+    except AlreadyExistsError:
+        raise AlreadyExistsError(f"transfer study {tname!r} exists in {uri}; pass --resume to continue it") from None
+    if dict(plan.objective.weights) != dict(src.objective.weights):
+        raise UserError(f"transfer: the config's objective ({plan.objective.description}) is not study {cfg.study!r}'s "
+                        f"({src.objective.description}); use the config the study was run with")
     corpus = plan.open_corpus(progress)
-    space = plan.build_space(corpus.token_counts("train"))
-    arms["uniform"] = {"mixture": Mixture.from_array(space.project(np.full(space.dim, 1 / space.dim)), space.domains),
-                       "proxy": None, "from": "baseline"}
-    arms["natural"] = {"mixture": Mixture.from_array(space.project(space.prior_array()), space.domains),
-                       "proxy": None, "from": "baseline"}
+    most = max(s.tokens for s in [spec, *rung_specs])  # the repetition cap is tightest at the most tokens
+    space = plan.build_space(corpus.token_counts("train"), proxy_tokens=most)
+    arms.update({b: {"mixture": m, "proxy": None, "from": "baseline"} for b, m in plan.baselines(space).items()})
     arms.update(users)
     for label, arm in arms.items():
         try:
             space.validate(arm["mixture"], f"transfer mixture {label!r}")
         except MixtureError as e:
-            raise UserError(f"{e} (at {most:,} tokens the repetition cap is tighter; lower --scale/--tokens)") \
+            raise UserError(f"{e} (at {most:,} tokens the repetition cap is tighter; lower --factor/--tokens)") \
                 from None
+    queue = [(label, arm["mixture"], replace(spec, seed=s)) for s in range(seeds) for label, arm in arms.items()]
+    queue += [(label, arm["mixture"], replace(rs, seed=0)) for rs in rung_specs for label, arm in arms.items()]
+    study = plan.open_study(space, queue=queue,  # the long runs first: they set the wall time
+                            extra={"transfer_of": cfg.study, "transfer_arms": _arms_doc(arms),
+                                   "transfer_rungs": [r.to_dict() for r in rung_specs]})
     storage = plan.storage()
-    if storage.load_meta(tname) is not None:
-        if not resume:
-            raise UserError(f"transfer study {tname!r} exists in {uri}; pass --resume to continue it")
-        study = load_study(tname, storage)
-    else:
-        study = create_study(tname, space=space, objective=src.objective, searcher="random", seed=cfg.seed,
-                             spec=spec, storage=storage,
-                             extra={"config": tcfg.to_dict(), "transfer_of": cfg.study,
-                                    "transfer_arms": _arms_doc(arms),
-                                    "transfer_rungs": [r.to_dict() for r in rung_specs]})
-        for s in range(seeds):  # the long runs first: they set the wall time
-            for label, arm in arms.items():
-                study.enqueue(arm["mixture"], replace(spec, seed=s), label)
-        for rs in rung_specs:
-            for label, arm in arms.items():
-                study.enqueue(arm["mixture"], replace(rs, seed=0), label)
     ratio = spec.active_non_embedding_params() / base.active_non_embedding_params()
     progress(f"transfer: {len(arms)} arms x {seeds} seeds at {spec.preset} ({spec.non_embedding_params():,} "
              f"non-embedding params, {spec.tokens:,} tokens; {ratio:.1f}x "
              f"the params and {spec.tokens / base.tokens:.1f}x the tokens of the proxies at {base.preset}, "
              f"{base.tokens:,} tokens)" + (f", and once at {len(rung_specs)} smaller rungs" if rung_specs else ""))
     execute(tcfg, study, corpus, executor, progress)
-    meta = study.meta
-    arms_doc = meta.get("transfer_arms") or _arms_doc(arms)
+    arms_doc = study.meta.extra.get("transfer_arms") or _arms_doc(arms)
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
 
 
@@ -246,9 +242,9 @@ def scaling_prediction(study: Study, labels: list[str], target: ProxySpec, reps:
                        seed: int = 0) -> dict[str, Any] | None:
     """Fit ``L = E + A/N^alpha + B/D^beta`` on the rung runs (not the target's) of every arm and
     predict each arm at the target; None without enough rung runs (>= 3 per arm + 2)."""
-    from mixopt.analysis.fits import scale_of
+    from mixopt.analysis.fits import params_of
 
-    rows = [(labels.index(t.label), scale_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value)
+    rows = [(labels.index(t.label), params_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value)
             for t in study.trials if t.ok and t.label in labels and not _same_scale(t.spec, target)]
     if not rows:
         return None
@@ -261,7 +257,7 @@ def scaling_prediction(study: Study, labels: list[str], target: ProxySpec, reps:
     gi = np.array([remap[x] for x in g.tolist()])
     names = [labels[i] for i in present]
     fit = fit_loss_scale(gi, N, D, L, len(present), names, seed=seed)
-    tN, tD = scale_of(target), float(target.tokens)
+    tN, tD = params_of(target), float(target.tokens)
     pred = fit.predict(np.arange(len(present)), np.full(len(present), tN), np.full(len(present), tD))
     boots = bootstrap_fits(fit, gi, N, D, L, reps=reps, seed=seed)
     alpha_ci = beta_ci = None
@@ -286,9 +282,23 @@ def scaling_prediction(study: Study, labels: list[str], target: ProxySpec, reps:
 
 def transfer_table(study: Study, storage: Storage, out: Path, arms: dict[str, dict[str, Any]], base: ProxySpec,
                    progress: Callable[[str], None], reps: int = 100) -> dict[str, Any]:
-    """The report: per arm mean, std, s.e. over seeds at the target and the predicted loss; paired
-    differences against uniform and natural; printed, written to ``transfer.json`` + a plot, and
-    logged as an MLflow run."""
+    """The report (:func:`transfer_report`) printed, written to ``transfer.json`` + a plot, and logged
+    as an MLflow run."""
+    doc = transfer_report(study, arms, base, reps)
+    progress(format_table(doc))
+    _write_report(doc, study, storage, out, base)
+    return doc
+
+
+def transfer_report(study: Study, arms: dict[str, dict[str, Any]], base: ProxySpec, reps: int = 100) -> dict[str, Any]:
+    """The report of a transfer study, from its trials alone (no store, no files): per arm the mean, std
+    and s.e. over seeds at the target (``study.spec``) and the predicted loss; paired differences against
+    uniform and natural; each other arm's margin over the better baseline in paired s.e.
+
+    Args:
+        arms: {label: {"mixture", "proxy", "from", ["same_as"]}}, the labels the study's trials carry.
+        base: the proxies' spec (for the params and tokens ratios).
+    """
     target = study.spec
     labels = list(arms)
     by_seed: dict[str, dict[int, float]] = {lab: {} for lab in labels}
@@ -332,7 +342,13 @@ def transfer_table(study: Study, storage: Storage, out: Path, arms: dict[str, di
            "params_ratio": target.active_non_embedding_params() / base.active_non_embedding_params(),
            "tokens_ratio": target.tokens / base.tokens, "stats": stats, "diffs": diffs,
            "better_baseline": better, "margin_over_better_baseline_in_se": margins, "scaling_fit": fit}
-    progress(format_table(doc))
+    return doc
+
+
+def _write_report(doc: dict[str, Any], study: Study, storage: Storage, out: Path, base: ProxySpec) -> None:
+    """``transfer.json``, ``transfer.png`` and the MLflow run of a report."""
+    stats, diffs, margins, fit, target = (doc["stats"], doc["diffs"], doc["margin_over_better_baseline_in_se"],
+                                          doc["scaling_fit"], study.spec)
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "transfer.json"
     jpath.write_text(json.dumps(doc, indent=2))
@@ -351,7 +367,6 @@ def transfer_table(study: Study, storage: Storage, out: Path, arms: dict[str, di
                     {"preset": target.preset, "tokens": target.tokens, "proxy_preset": base.preset,
                      "proxy_tokens": base.tokens, "arms": ",".join(stats), "seeds": max(st["n"] for st in stats.values())},
                     {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}, {}, files)
-    return doc
 
 
 def _f(x: Any, spec: str = ".4f") -> str:
@@ -449,4 +464,5 @@ def _plot(doc: dict[str, Any], out: Path) -> str:
     return str(path)
 
 
-__all__ = ["larger_spec", "parse_rung", "paired", "run_transfer", "scaling_prediction", "transfer_table"]
+__all__ = ["format_table", "larger_spec", "parse_arm", "parse_rung", "paired", "run_transfer", "scaling_prediction",
+           "transfer_report", "transfer_table"]

@@ -110,7 +110,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         raise ConfigError(msg) from None
 
 
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+def set_dotted(d: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """``d[a][b][c] = value`` for ``dotted`` "a.b.c", creating mappings on the way (in place)."""
     parts = dotted.split(".")
     cur = d
     for p in parts[:-1]:
@@ -143,7 +144,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        _set_dotted(out, key, value, f"override --{key}")
+        set_dotted(out, key, value, f"override --{key}")
         i += 1
     return out
 

@@ -9,8 +9,11 @@ the repetition cap ``max_epochs * tokens_j / target_tokens`` (RegMix / Olmix).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +94,42 @@ class Mixture(Mapping[str, float]):
         inner = ", ".join(f"{k}={v:.4f}" for k, v in self._w.items())
         return f"Mixture({inner})"
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, domains: Sequence[str], where: str | None = None,
+                  held_out: Sequence[str] = ()) -> Mixture:
+        """A mixture from a YAML/JSON file: a mapping domain -> weight, or any document whose ``mixture``
+        is one (``recommendation.yaml``, ``mixopt infer-mixture --out``). Weight on ``held_out`` domains
+        (a study's held-out targets) is dropped and the rest renormalized; any other domain must be one
+        of ``domains``.
+
+        Raises:
+            MixtureError: the file is missing, not YAML/JSON, not a mapping, or not a mixture of ``domains``.
+        """
+        import yaml
+
+        where = where or str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise MixtureError(f"{where}: file not found")
+        try:
+            doc = yaml.safe_load(p.read_text())
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+            raise MixtureError(f"{where}: not YAML/JSON ({str(e).splitlines()[0]})") from None
+        if isinstance(doc, Mapping) and isinstance(doc.get("mixture"), Mapping):
+            doc = doc["mixture"]
+        if not isinstance(doc, Mapping) or not doc:
+            raise MixtureError(f"{where}: expected a mapping domain -> weight (or a document with a 'mixture' one)")
+        kept = {k: v for k, v in doc.items() if k not in held_out}
+        total = 0.0
+        for k, v in kept.items():
+            try:
+                total += float(v)
+            except (TypeError, ValueError):
+                raise MixtureError(f"{where}.{k}: weight {v!r} is not a number") from None
+        if len(kept) < len(doc) and total > 0:  # renormalize what is left after the held-out domains
+            kept = {k: float(v) / total for k, v in kept.items()}
+        return cls(kept, list(domains), where=where)
+
     def as_array(self, domains: Sequence[str]) -> np.ndarray:
         return np.array([self._w.get(d, 0.0) for d in domains], dtype=float)
 
@@ -151,16 +190,45 @@ class MixtureSpace:
                     raise SpaceError(f"{where}.{name}.{d}: unknown domain; allowed: {', '.join(domains)}")
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v <= 1):
                     raise SpaceError(f"{where}.{name}.{d}: {v!r} must be a number in [0, 1]")
-        lower = [float(floors.get(d, 0.0)) for d in domains]
-        upper = [float(caps.get(d, 1.0)) for d in domains]
-        if max_epochs is not None and target_tokens and tokens is not None:
-            for j, d in enumerate(domains):
-                upper[j] = min(upper[j], max_epochs * float(tokens[d]) / float(target_tokens))
-        prior: tuple[float, ...] = ()
-        if tokens is not None:
-            t = np.array([float(tokens[d]) for d in domains])
-            prior = tuple((t / t.sum()).tolist()) if t.sum() > 0 else ()
-        return cls(domains, tuple(lower), tuple(upper), prior)
+        space = cls(domains, tuple(float(floors.get(d, 0.0)) for d in domains),
+                    tuple(float(caps.get(d, 1.0)) for d in domains))
+        return space if tokens is None else space.capped(tokens, target_tokens, max_epochs)
+
+    def capped(self, tokens: Mapping[str, int], target_tokens: float | None = None,
+               max_epochs: float | None = None) -> MixtureSpace:
+        """This space with the natural mixture (token shares) as its prior and, given ``target_tokens`` and
+        ``max_epochs``, the repetition cap ``p_j <= max_epochs * tokens_j / target_tokens`` folded into its caps.
+
+        Raises:
+            SpaceError: the capped space holds no mixture.
+        """
+        upper = self.upper
+        if max_epochs is not None and target_tokens:
+            upper = tuple(min(hi, max_epochs * float(tokens[d]) / float(target_tokens))
+                          for d, hi in zip(self.domains, self.upper))
+        t = np.array([float(tokens[d]) for d in self.domains])
+        prior = tuple((t / t.sum()).tolist()) if t.sum() > 0 else ()
+        return replace(self, upper=upper, prior=prior)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``domains``, ``lower``, ``upper``, ``prior``); :meth:`from_dict` reads it back."""
+        return {"domains": list(self.domains), "lower": list(self.lower), "upper": list(self.upper),
+                "prior": list(self.prior)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "space") -> MixtureSpace:
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            SpaceError: a missing or malformed field, or bounds that hold no mixture.
+        """
+        try:
+            lists = [tuple(d[k]) for k in ("domains", "lower", "upper")]
+            prior = tuple(float(x) for x in d.get("prior") or ())
+            lo, hi = (tuple(float(x) for x in v) for v in lists[1:])
+        except (KeyError, TypeError, ValueError) as e:
+            raise SpaceError(f"{where}: needs lists domains, lower, upper (and optional prior) ({e})") from None
+        return cls(tuple(str(x) for x in lists[0]), lo, hi, prior)
 
     @property
     def dim(self) -> int:

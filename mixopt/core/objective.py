@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mixopt.core.errors import ConfigError
@@ -31,7 +31,6 @@ class Objective:
     weights: Mapping[str, float]
     targets: tuple[str, ...] = ()
     description: str = ""
-    maximize: bool = field(default=False)
 
     def value(self, losses: Mapping[str, float]) -> float:
         """Objective value (lower is better); nan if any needed loss is missing or not finite."""
@@ -47,10 +46,42 @@ class Objective:
     def domains(self) -> tuple[str, ...]:
         return tuple(self.weights)
 
+    def training_domains(self, domains: Sequence[str]) -> list[str]:
+        """The domains a mixture may weight: ``domains`` less the held-out targets (order kept)."""
+        return [d for d in domains if d not in self.targets]
+
     def to_config(self) -> dict[str, Any]:
         if self.targets:
             return {"target": list(self.targets)}
         return {"weights": dict(self.weights)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """This objective exactly, as plain data (:meth:`from_dict` reads it back)."""
+        return {"weights": dict(self.weights), "targets": list(self.targets), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "objective") -> Objective:
+        """The inverse of :meth:`to_dict`; weights must be finite numbers >= 0 with a positive sum.
+
+        Raises:
+            ConfigError: not a mapping, an unknown key, or a bad weight.
+        """
+        if not isinstance(d, Mapping) or not isinstance(d.get("weights"), Mapping) or not d["weights"]:
+            raise ConfigError(f"{where}: must be a mapping with non-empty 'weights' (domain -> weight)")
+        extra = sorted(set(d) - {"weights", "targets", "description"})
+        if extra:
+            raise ConfigError(f"{where}.{extra[0]}: unknown key; allowed: description, targets, weights")
+        ws = {}
+        for k, w in d["weights"].items():
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"{where}.weights.{k}: {w!r} must be a finite number >= 0")
+            ws[str(k)] = float(w)
+        if sum(ws.values()) <= 0:
+            raise ConfigError(f"{where}.weights: all weights are 0")
+        targets = d.get("targets") or ()
+        if isinstance(targets, str) or not all(isinstance(t, str) for t in targets):
+            raise ConfigError(f"{where}.targets: must be a list of domain names")
+        return cls(ws, tuple(targets), str(d.get("description") or ""))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None, corpus_domains: Sequence[str],

@@ -16,6 +16,7 @@ trips through YAML and MLflow params.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ DENSE_PRESETS: dict[str, tuple[int, int, int]] = {
     "dense-1m": (5, 4, 128),  # ~0.98M
     "dense-3m": (6, 6, 192),  # ~2.7M
     "dense-10m": (8, 5, 320),  # ~9.8M
+    # a width family (2 layers, 4 heads): the dense backbones of moe-w64/128/256 (muP's lr transfer)
+    "dense-w64": (2, 4, 64),  # ~0.10M
+    "dense-w128": (2, 4, 128),  # ~0.39M
+    "dense-w256": (2, 4, 256),  # ~1.6M
 }
 
 # name -> (n_layer, n_head, d_model, n_experts E, top_k, granularity G, shared_expert).
@@ -45,10 +50,18 @@ MOE_PRESETS: dict[str, tuple[int, int, int, int, int, int, bool]] = {
     "moe-1m": (5, 4, 128, 8, 2, 2, False),  # ~0.99M active / ~2.96M total
     "moe-1m-fg": (5, 4, 128, 16, 3, 4, True),  # fine-grained + shared: ~0.99M / ~3.1M
     "moe-3m": (6, 6, 192, 8, 2, 2, False),  # ~2.7M active / ~8.0M total
+    # a width family (2 layers, 4 heads, 8 experts, top-2) for muP's lr transfer (bench/bench_mup.py)
+    "moe-w64": (2, 4, 64, 8, 2, 2, False),  # ~0.10M active / ~0.30M total
+    "moe-w128": (2, 4, 128, 8, 2, 2, False),  # ~0.40M active / ~1.2M total
+    "moe-w256": (2, 4, 256, 8, 2, 2, False),  # ~1.6M active / ~4.7M total
 }
 MOE_DEFAULT_AUX_LOSS_COEF = 0.01  # Switch Transformer load-balancing coefficient
 MOE_DEFAULT_Z_LOSS_COEF = 0.001  # ST-MoE router z-loss coefficient
 ARCHS = ("dense", "moe")
+PARAMETRIZATIONS = ("standard", "mup")
+#: muP's base width: width_mult = d_model / MUP_BASE_WIDTH, so a d_model-64 proxy trains the same in both
+#: parametrizations but for attention's 1/d scaling (``mixopt.proxies.gpt``)
+MUP_BASE_WIDTH = 64
 _MOE_FIELDS = ("n_experts", "top_k", "granularity", "shared_expert", "aux_loss_coef", "z_loss_coef",
                "capacity_factor")
 _DERIVED_FROM_PRESET = ("arch",) + _MOE_FIELDS
@@ -74,13 +87,17 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return merged
 
 
+#: arguments of ``mixopt.online.make_mixer`` that are not the mixer's options (the engine sets them)
+RESERVED_ONLINE_KEYS = frozenset({"name", "domains", "start", "study"})
+
 #: ProxySpec fields that may differ between the members of one pack (each member has its own)
-PER_MEMBER = ("seed", "lr", "warmup_frac", "min_lr_frac", "weight_decay", "aux_loss_coef", "z_loss_coef")
+PER_MEMBER = ("seed", "lr", "warmup_frac", "min_lr_frac", "weight_decay", "aux_loss_coef", "z_loss_coef", "online",
+              "online_options")
 
 
 @dataclass(frozen=True)
 class ProxySpec:
-    """A proxy model and its training budget (the fidelity of a trial).
+    """A proxy model and its training budget (what a trial trains; on a ladder, its rung).
 
     Attributes:
         arch: "dense" or "moe"; derived from the preset when left out (None), else must agree.
@@ -105,6 +122,14 @@ class ProxySpec:
         capacity_factor: MoE only: each expert takes at most ceil(cf * tokens * top_k / E)
             assignments per forward, the rest are dropped (their expert output is zero);
             None or 0 = no capacity limit, nothing dropped.
+        online: an online mixer that changes the mixture while the proxy trains ("aioli", "doremi",
+            "static"; ``mixopt.online``), starting from the trial's mixture; "" (default): the mixture
+            stays fixed.
+        online_options: the mixer's options (a mapping; kept as canonical JSON text).
+        parametrization: "standard" (GPT-2 init, one lr) or "mup" (Maximal Update Parametrization for
+            Adam, Tensor Programs V, and its MoE form, arXiv 2508.09752: hidden weights' init variance
+            and Adam lr / ``width_mult``, output logits / ``width_mult``, attention 1/d; ``width_mult``
+            = d_model / ``MUP_BASE_WIDTH``); see ``mixopt.proxies.gpt``.
 
     Dense specs hold the neutral values 0 / False / 0.0 in the MoE fields after construction.
 
@@ -136,10 +161,42 @@ class ProxySpec:
     aux_loss_coef: float | None = None
     z_loss_coef: float | None = None
     capacity_factor: float | None = None
+    online: str | None = ""  # None (a param read back as YAML) means ""
+    online_options: Any = ""
+    parametrization: str = "standard"
 
     def __post_init__(self) -> None:
         self._resolve()
+        self._canonical_online()
         self.validate()
+
+    def _canonical_online(self, where: str = "proxy") -> None:
+        """``online`` a name or ""; ``online_options`` a mapping (or its JSON text) -> canonical JSON ("" when empty)."""
+        if self.online is None:
+            object.__setattr__(self, "online", "")
+        if not isinstance(self.online, str):
+            raise ConfigError(f"{where}.online: {self.online!r} must be an online mixer's name (aioli, doremi, static)")
+        opts = self.online_options
+        if opts is None or opts == "":
+            opts = {}
+        elif isinstance(opts, str):
+            try:
+                opts = json.loads(opts)
+            except ValueError:
+                raise ConfigError(f"{where}.online_options: {opts!r} is not a mapping of the mixer's options") from None
+        if not isinstance(opts, dict):
+            raise ConfigError(f"{where}.online_options: {opts!r} must be a mapping of the mixer's options")
+        if opts and not self.online:
+            raise ConfigError(f"{where}.online_options: given without proxy.online; allowed: set online too")
+        taken = sorted(set(opts) & RESERVED_ONLINE_KEYS)
+        if taken:
+            raise ConfigError(f"{where}.online_options.{taken[0]}: set by the engine (the trial's mixture and id), "
+                              "not an option; allowed: the mixer's own options and eval_batches")
+        object.__setattr__(self, "online_options", json.dumps(opts, sort_keys=True) if opts else "")
+
+    def online_config(self) -> dict[str, Any]:
+        """The online mixer's options as a mapping ({} without a mixer)."""
+        return json.loads(self.online_options) if self.online_options else {}
 
     def _resolve(self, where: str = "proxy") -> None:
         """Fill ``arch`` and the MoE fields left as None from the preset (frozen: via object)."""
@@ -191,6 +248,8 @@ class ProxySpec:
             val = getattr(self, key)
             if not isinstance(val, (int, float)) or isinstance(val, bool) or not (lo <= val <= hi):
                 raise ConfigError(f"{where}.{key}: {val!r} must be a number in [{lo}, {hi}]")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ConfigError(f"{where}.parametrization: {self.parametrization!r}; allowed: standard, mup")
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr: must be > 0")
 
@@ -234,6 +293,11 @@ class ProxySpec:
     def expert_hidden(self) -> int:
         """FFN width of one (routed or shared) expert: 4 * d_model / granularity; dense: 4 * d."""
         return 4 * self.d_model // (self.granularity if self.arch == "moe" else 1)
+
+    @property
+    def width_mult(self) -> float:
+        """muP's width multiplier d_model / MUP_BASE_WIDTH (1.0 under the standard parametrization)."""
+        return self.d_model / MUP_BASE_WIDTH if self.parametrization == "mup" else 1.0
 
     @property
     def activation_ratio(self) -> float:
@@ -315,7 +379,7 @@ class ProxySpec:
         return cls(**d)
 
 
-def rung_of(spec: ProxySpec | None, ladder: Sequence[ProxySpec]) -> int | None:
+def rung_index(spec: ProxySpec | None, ladder: Sequence[ProxySpec]) -> int | None:
     """Index of ``spec`` in a scale ladder (None: no spec, no ladder, or not on it)."""
     if spec is None or not ladder:
         return None

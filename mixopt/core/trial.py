@@ -46,6 +46,7 @@ class Trial:
     error: str | None = None
     run_id: str | None = None
     label: str = ""  # a name for an enqueued mixture ("uniform", "recommended", ...), else ""
+    device: str = ""  # where a trained trial ran ("cpu", "cuda"), when reported
 
     def with_(self, **kw: Any) -> Trial:
         return replace(self, **kw)

@@ -317,6 +317,11 @@ class Corpus:
                             f"{', '.join(missing) or 'all'}); {_PREPARE_HINT}")
         return cls(p, m)
 
+    def fingerprint(self) -> str:
+        """16 hex digits naming this corpus's content (its domains' shard entries: token counts and
+        checksums): what was trained on it is reusable wherever the fingerprint is the same."""
+        return _hash({"vocab_size": self.vocab_size, "domains": self.manifest["domains"]})[:16]
+
     def _entry(self, domain: str) -> dict[str, Any]:
         if domain not in self.manifest["domains"]:
             raise DataError(f"{self.path}: unknown domain {domain!r}; allowed: {', '.join(self.domains)}")

@@ -13,18 +13,26 @@ from typing import Any
 
 from mixopt.core.errors import UserError
 from mixopt.core.runs_table import write_runs_table
-from mixopt.run.config import load_config, to_yaml
+from mixopt.run.config import StudyConfig, load_config, to_yaml
 from mixopt.run.loop import run
-from mixopt.run.outputs import Plotter, summary_table
+from mixopt.run.outputs import CardMaker, Plotter, summary_table
 from mixopt.run.plan import StudyPlan
+from mixopt.run.target import describe_auto
 from mixopt.study import load_study
 
 #: subcommands whose arguments may carry ``--a.b=c`` config overrides
-OVERRIDABLE = ("run", "data", "recommend", "runs", "fit", "transfer")
+OVERRIDABLE = ("run", "data", "recommend", "runs", "fit", "transfer", "merge-check", "hparams-sweep")
 
 
-def add_parsers(sub, plotters: Sequence[Plotter] = ()) -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
-    """Add this layer's subcommands; returns {command: handler(args, overrides)}."""
+#: gives a config's ``auto`` hyperparameters their numbers (``mixopt.analysis.autohp.resolve_config``)
+Resolver = Callable[[StudyConfig], StudyConfig]
+
+
+def add_parsers(sub, plotters: Sequence[Plotter] = (), resolve: Resolver | None = None,
+                card: CardMaker | None = None) -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
+    """Add this layer's subcommands; returns {command: handler(args, overrides)}. The command line passes
+    in what the layers above provide: the study plots, the resolver of ``auto`` hyperparameters and the
+    run card's maker."""
     data = sub.add_parser("data", help="corpus commands")
     dsub = data.add_subparsers(dest="data_cmd", required=True)  # nested parsers are of the CLI's class
     prep = dsub.add_parser("prepare", help="build (or reuse) the cached token corpus")
@@ -56,28 +64,29 @@ def add_parsers(sub, plotters: Sequence[Plotter] = ()) -> dict[str, Callable[[ar
     ex.add_argument("--study")
     ex.add_argument("--tracking-uri")
     ex.add_argument("--out", required=True, help="file.csv or file.parquet")
-    return {"data": _cmd_prepare, "run": lambda a, e: _cmd_run(a, e, plotters), "recommend": _cmd_recommend,
+    ex.add_argument("--merged", action="store_true", help="write the mixtures scored by merging experts instead "
+                    "(model-merging proxies: never trials, a table of their own)")
+    return {"data": _cmd_prepare, "run": lambda a, e: _cmd_run(a, e, plotters, resolve, card),
+            "recommend": lambda a, e: _cmd_recommend(a, e, card),
             "runs": _cmd_export}
 
 
+#: command-line flags that set a config key: (argparse dest, dotted key, flag)
+_FLAG_KEYS = (("trials", "budget.trials", "--trials"), ("study", "study", "--study"),
+              ("tracking_uri", "tracking_uri", "--tracking-uri"), ("recipe", "data.recipe", "--recipe"),
+              ("tokenizer", "data.tokenizer", "--tokenizer"), ("vocab_size", "data.vocab_size", "--vocab-size"),
+              ("max_mb_per_domain", "data.max_mb_per_domain", "--max-mb-per-domain"),
+              ("cache_dir", "data.cache_dir", "--cache-dir"))
+
+
 def config_from_args(args: argparse.Namespace, extra: list[str]):
-    overrides = list(extra)
-    if getattr(args, "trials", None) is not None:
-        overrides.append(f"--budget.trials={args.trials}")
-    if getattr(args, "study", None):
-        overrides.append(f"--study={args.study}")
-    if getattr(args, "tracking_uri", None):
-        overrides.append(f"--tracking_uri={args.tracking_uri}")
-    return load_config(args.config, overrides)
+    """The study config of a command: its YAML, the ``--a.b=c`` overrides, then the flags it was given."""
+    flags = {key: (getattr(args, dest), flag) for dest, key, flag in _FLAG_KEYS
+             if getattr(args, dest, None) not in (None, "")}
+    return load_config(args.config, list(extra), flags)
 
 
 def _cmd_prepare(args, extra) -> int:
-    for flag, key in (("recipe", "recipe"), ("tokenizer", "tokenizer"), ("vocab_size", "vocab_size"),
-                      ("max_mb_per_domain", "max_mb_per_domain"), ("cache_dir", "cache_dir")):
-        v = getattr(args, flag)
-        if v is not None:
-            extra.append(f"--data.{key}={v}")
-    args.trials = None
     cfg = config_from_args(args, extra)
     corpus = StudyPlan.build(cfg, check_exists=False, source=args.config).open_corpus()
     counts = corpus.token_counts("train")
@@ -89,15 +98,27 @@ def _cmd_prepare(args, extra) -> int:
     return 0
 
 
-def _cmd_run(args, extra, plotters: Sequence[Plotter] = ()) -> int:
-    cfg = config_from_args(args, extra)
+def resolved(cfg: StudyConfig, resolve: Resolver | None, source: str | None) -> StudyConfig:
+    """``cfg`` with its ``auto`` hyperparameters resolved (errors name the config file)."""
+    if resolve is None:
+        return cfg
+    try:
+        return resolve(cfg)
+    except UserError as e:
+        raise type(e)(f"{source}: {e}" if source and not str(e).startswith(str(source)) else str(e)) from None
+
+
+def _cmd_run(args, extra, plotters: Sequence[Plotter] = (), resolve: Resolver | None = None,
+             card: CardMaker | None = None) -> int:
+    cfg = resolved(config_from_args(args, extra), resolve, args.config)
     if args.dry_run:
         domains = StudyPlan.build(cfg, check_exists=False, source=args.config).domains
         print(to_yaml(cfg), end="")
+        print("\n".join(describe_auto(cfg.hparams)))
         print(f"# corpus domains: {', '.join(domains)}")
         print(f"# tracking: {cfg.resolved_tracking_uri()}\n# outputs: {cfg.output_dir}/{cfg.study}/")
         return 0
-    out = run(cfg, resume=args.resume, plotters=plotters, source=args.config)
+    out = run(cfg, resume=args.resume, plotters=plotters, source=args.config, card=card)
     return 130 if out.interrupted else 0
 
 
@@ -106,24 +127,27 @@ def open_study_from_args(args, extra):
     return cfg, load_study(cfg.study, cfg.resolved_tracking_uri())
 
 
-def _cmd_recommend(args, extra) -> int:
-    args.trials = None
+def _cmd_recommend(args, extra, card: CardMaker | None = None) -> int:
     cfg, study = open_study_from_args(args, extra)
     rec = study.recommend()
     doc: dict[str, Any] = {"study": study.name, "mixture": rec.mixture.to_dict(), "predicted_objective": rec.predicted}
+    made = card(cfg, study, rec) if card is not None else None
+    if made is not None:
+        doc["card"] = made.doc
     if args.json:
         print(json.dumps(doc))
     else:
-        print(summary_table(study, rec))
+        print(summary_table(study, rec, card=made))
     return 0
 
 
 def _cmd_export(args, extra) -> int:
-    args.trials = None
     _, study = open_study_from_args(args, extra)
-    df = study.to_dataframe()
+    df = study.merged_scores() if args.merged else study.to_dataframe()
+    if args.merged and df.empty:
+        raise UserError(f"runs export --merged: study {study.name!r} has no merged scores (no merge: section ran)")
     write_runs_table(df, args.out)
-    print(f"wrote {len(df)} runs to {args.out}")
+    print(f"wrote {len(df)} {'merged scores' if args.merged else 'runs'} to {args.out}")
     return 0
 
 

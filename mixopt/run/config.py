@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 
 from mixopt.core.errors import ConfigError
-from mixopt.core.loader import from_dict, merge, parse_overrides
+from mixopt.core.loader import from_dict, merge, parse_overrides, set_dotted
 from mixopt.core.spec import ProxySpec, merge_overrides
+from mixopt.run.target import HparamsConfig, TargetConfig, take_auto, validate_hparams, validate_target
 from mixopt.study.storage import default_tracking_uri
 
 
@@ -31,6 +32,12 @@ class DataConfig:
     max_mb_per_domain: float = 4.0
     val_fraction: float = 0.05
     cache_dir: str | None = None
+
+    def cache_path(self) -> Path:
+        """Where corpora and expert sets are cached: ``cache_dir``, else ``$MIXOPT_CACHE_DIR`` or ``~/.cache/mixopt``."""
+        from mixopt.data import default_cache_dir
+
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,49 @@ class ExecutorConfig:
     address: str | None = None
     pack_size: int = 0
 
+    @property
+    def device(self) -> str:
+        """Where trials train: "auto" (CUDA when present) when workers ask for GPUs, else "cpu"."""
+        return "auto" if self.num_gpus > 0 else "cpu"
+
 
 @dataclass(frozen=True)
 class SweepConfig:
     """A fixed set of mixtures trained at every rung of the scale ladder (``mixopt run`` trains
     the sweep before any searcher proposal): ``mixtures`` seeded Dirichlet draws, the named
     ``baselines`` (``uniform``, ``natural`` = proportional to available tokens) and ``custom``
-    mixtures ({domain: weight} mappings)."""
+    mixtures: {domain: weight} mappings, or mixture files (YAML/JSON: a mapping, or a document with a
+    ``mixture``: ``recommendation.yaml``, ``mixopt infer-mixture --out``), which start the search there."""
 
     mixtures: int = 0
     baselines: list[str] = field(default_factory=list)
-    custom: list[dict[str, float]] = field(default_factory=list)
+    custom: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """Model-merging proxies (``mixopt.proxies.merge``): ``candidates`` > 0 turns them on.
+
+    A seed proxy (the study's ``proxy`` spec) trains on ``base`` (``natural``, ``uniform`` or a mixture
+    {domain: weight}) for ``seed_fraction`` of the proxy's tokens; one expert per training domain then
+    continues on that domain alone for the rest (one pack). Before any proposal, ``rounds`` screening
+    rounds each score ``candidates`` mixtures by merging the experts (round 1: Dirichlet draws over the
+    space; later rounds: draws around the best merged mixtures so far). Which of them are trained for
+    real is the searcher's business (``merge_screen`` proposes the best merged ones; ``mfbo`` uses the
+    merged scores as its cheapest fidelity). ``batch``: merged models per forward pass.
+    ``eval_batches``: validation batches per domain a merged score is measured on (default: the
+    proxy's; fewer cost less and are noisier)."""
+
+    candidates: int = 0
+    rounds: int = 1
+    seed_fraction: float = 0.5
+    base: Any = "natural"
+    batch: int = 32
+    eval_batches: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.candidates > 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +146,7 @@ class StudyConfig:
     proxy: ProxySpec = field(default_factory=ProxySpec)
     ladder: list[dict[str, Any]] = field(default_factory=list)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
     objective: dict[str, Any] = field(default_factory=dict)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -114,13 +154,15 @@ class StudyConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     tracking_uri: str | None = None
     output_dir: str = "mixopt-out"
+    hparams: HparamsConfig = field(default_factory=HparamsConfig)  # where `lr: auto` / `batch_size: auto` come from
+    target: TargetConfig = field(default_factory=TargetConfig)  # the big run (its run card)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def ladder_specs(self) -> list[ProxySpec]:
         """The scale ladder: each entry overrides ``proxy`` fields; sorted cheapest first
-        (6 * N_active_non_embedding * tokens), so the last rung is the target fidelity."""
+        (6 * N_active_non_embedding * tokens), so the last rung is the target."""
         specs = []
         for i, entry in enumerate(self.ladder):
             if not isinstance(entry, dict):
@@ -135,10 +177,16 @@ class StudyConfig:
         return self.tracking_uri or default_tracking_uri()
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> StudyConfig:
-    """Load and validate a study config (YAML) and apply dotted overrides.
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
+                flags: dict[str, tuple[Any, str]] | None = None) -> StudyConfig:
+    """Load and validate a study config (YAML) and apply dotted overrides, then typed values.
 
-    Errors name the file and key, e.g. ``study.yaml: proxy.tokens: 'x' has the wrong type``.
+    Args:
+        path: the YAML file (None: the embedded defaults).
+        overrides: ``--a.b=c`` strings (values read as YAML).
+        flags: {dotted key: (value, the flag that gave it)}, e.g. ``{"budget.trials": (8, "--trials")}``:
+            values a command line already parsed, applied last.
+    Errors name the file, override or flag and the key, e.g. ``study.yaml: proxy.tokens: 'x' has the wrong type``.
     """
     raw: dict[str, Any] = {}
     label = str(path) if path else "config"
@@ -157,17 +205,22 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{label}: top level must be a mapping of study settings")
     over = parse_overrides(overrides or [])  # its errors name the override
+    for key, (value, _) in (flags or {}).items():
+        set_dotted(over, key, value, key)
     try:
-        cfg = from_dict(StudyConfig, merge(raw, over))
+        cfg = from_dict(StudyConfig, take_auto(merge(raw, over)))  # `auto` lr / batch_size: see mixopt.run.target
         validate(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{_blame(str(e), overrides or [], label)}: {e}") from None
+        raise ConfigError(f"{_blame(str(e), overrides or [], flags or {}, label)}: {e}") from None
     return cfg
 
 
-def _blame(msg: str, overrides: list[str], label: str) -> str:
-    """Where a config error comes from: the override that set the key, else the file."""
+def _blame(msg: str, overrides: list[str], flags: dict[str, tuple[Any, str]], label: str) -> str:
+    """Where a config error comes from: the flag or override that set the key, else the file."""
     key = msg.split(":", 1)[0].strip()
+    for fkey, (value, flag) in flags.items():
+        if key == fkey or key.startswith(fkey + ".") or fkey.startswith(key + "."):
+            return f"{flag} {value}"
     for i, a in enumerate(overrides):
         if not a.startswith("--"):
             continue
@@ -212,6 +265,9 @@ def validate(cfg: StudyConfig) -> None:
         v = getattr(b, k)
         if v is not None and v <= 0:
             raise ConfigError(f"budget.{k}: {v} must be > 0")
+    _validate_merge(cfg.merge)
+    validate_hparams(cfg.hparams)
+    validate_target(cfg.target)
     e = cfg.executor
     if e.kind not in ("ray", "local"):
         raise ConfigError(f"executor.kind: {e.kind!r}; allowed: ray, local")
@@ -221,6 +277,18 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"executor.pack_size: {e.pack_size} must be in [0, 1024] (0: chosen by device and size)")
     if e.num_cpus < 0 or e.num_gpus < 0:
         raise ConfigError("executor: num_cpus and num_gpus must be >= 0")
+
+
+def _validate_merge(m: MergeConfig) -> None:
+    for key, lo in (("candidates", 0), ("rounds", 1), ("batch", 1)):
+        if getattr(m, key) < lo:
+            raise ConfigError(f"merge.{key}: {getattr(m, key)} must be >= {lo}")
+    if not (0 < m.seed_fraction < 1):
+        raise ConfigError(f"merge.seed_fraction: {m.seed_fraction} must be in (0, 1)")
+    if m.eval_batches is not None and m.eval_batches < 1:
+        raise ConfigError(f"merge.eval_batches: {m.eval_batches} must be >= 1")
+    if not (m.base in ("natural", "uniform") or isinstance(m.base, dict)):
+        raise ConfigError(f"merge.base: {m.base!r}; allowed: natural, uniform, or a mixture {{domain: weight}}")
 
 
 def to_yaml(cfg: StudyConfig) -> str:

@@ -2,9 +2,13 @@
 
 The trial function is named by an import path (default ``mixopt.proxies.pack_train:run_one``, the
 batched engine with a pack of one; ``mixopt.proxies.pack_train:run_pack`` for packs) so that the
-driver never imports torch; the worker imports it. An exception raised by the trial function is an
-*application* error: the trial is FAILED with that reason, never retried. A lost worker or
-node is a *system* failure: Ray retries the task up to ``max_retries`` times first.
+driver never imports torch; the worker imports it. It takes a :class:`TrialRequest` and returns a
+:class:`TrialResult` (a pack function: one ``TrialResult | TrialFailure`` per request); every
+executor hands back one :class:`Finished` per trial holding that outcome. Across a Ray task the
+request and outcomes travel as plain dicts (``to_dict`` / ``outcome_from_dict``), so Ray pickles
+no mixopt classes. An exception raised by the trial function is an *application* error: the trial
+is FAILED with that reason, never retried. A lost worker or node is a *system* failure: Ray retries
+the task up to ``max_retries`` times first.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mixopt.core.worker import TrialRequest
+from mixopt.core.worker import Outcome, TrialFailure, TrialRequest, TrialResult, to_outcome
 from mixopt.run.config import ExecutorConfig
 
 TRIAL_FN = "mixopt.proxies.pack_train:run_one"
@@ -25,9 +29,18 @@ PACK_FN = "mixopt.proxies.pack_train:run_pack"
 
 @dataclass(frozen=True)
 class Finished:
+    """A trial the executor is done with: its result, or why it failed."""
+
     trial_id: int
-    result: dict[str, Any] | None
-    error: str | None
+    outcome: Outcome
+
+    @property
+    def failure(self) -> TrialFailure | None:
+        return self.outcome if isinstance(self.outcome, TrialFailure) else None
+
+    @property
+    def result(self) -> TrialResult | None:
+        return self.outcome if isinstance(self.outcome, TrialResult) else None
 
 
 def resolve(path: str | Callable) -> Callable:
@@ -37,22 +50,24 @@ def resolve(path: str | Callable) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def _reason(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
+def _call(fn_path: str, request: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """The Ray task: dicts in, the trial (or pack) function on the typed request, dicts out."""
+    fn = resolve(fn_path)
+    if isinstance(request, list):
+        return [to_outcome(o).to_dict() for o in fn([TrialRequest.from_dict(r) for r in request])]
+    return to_outcome(fn(TrialRequest.from_dict(request))).to_dict()
 
 
-def _call(fn_path: str, request: dict[str, Any]) -> dict[str, Any]:
-    return resolve(fn_path)(request)
+def _call_plain(fn_path: str, payload: dict[str, Any]) -> Any:
+    """A Ray task of plain data in and out (expert training, merged scoring)."""
+    return resolve(fn_path)(payload)
 
 
-def _finished_pack(trial_ids: list[int], results: list[dict[str, Any]]) -> list[Finished]:
-    """One Finished per member: a member's own failure (``{"error": ...}``) is its FAILED reason."""
-    out = []
-    for tid, r in zip(trial_ids, results):
-        err = r.get("error") if isinstance(r, dict) else "no result"
-        out.append(Finished(tid, None, str(err)) if err else Finished(tid, r, None))
-    return out
+def _finished(trial_ids: list[int], outcomes: list[Any]) -> list[Finished]:
+    """One Finished per member (outcomes as objects or their dicts; a missing one is a failure)."""
+    outcomes = list(outcomes) + [None] * (len(trial_ids) - len(outcomes))
+    return [Finished(tid, TrialFailure(tid, "error", "no result") if o is None else to_outcome(o, tid))
+            for tid, o in zip(trial_ids, outcomes)]
 
 
 class LocalExecutor:
@@ -67,16 +82,20 @@ class LocalExecutor:
     def submit_pack(self, trial_ids: list[int], requests: list[TrialRequest]) -> None:
         """Train the requests as one pack, here and now."""
         try:
-            results = resolve(self.pack_fn)([r.to_dict() for r in requests])
-            self._done += _finished_pack(trial_ids, results)
+            self._done += _finished(trial_ids, resolve(self.pack_fn)(list(requests)))
         except Exception as e:  # the whole pack failed (e.g. an eval domain missing from the corpus)
-            self._done += [Finished(tid, None, _reason(e)) for tid in trial_ids]
+            self._done += [Finished(tid, TrialFailure.from_exception(e, tid)) for tid in trial_ids]
 
     def submit(self, trial_id: int, request: TrialRequest) -> None:
         try:
-            self._done.append(Finished(trial_id, self.fn(request.to_dict()), None))
+            self._done += _finished([trial_id], [self.fn(request)])
         except Exception as e:  # application error: recorded as FAILED with its reason
-            self._done.append(Finished(trial_id, None, _reason(e)))
+            self._done.append(Finished(trial_id, TrialFailure.from_exception(e, trial_id)))
+
+    def run_tasks(self, fn: str | Callable, payloads: list[dict[str, Any]]) -> list[Any]:
+        """Call ``fn`` on each payload here, in order; an exception propagates as it is."""
+        f = resolve(fn)
+        return [f(p) for p in payloads]
 
     def running(self) -> int:
         return len(self._done)
@@ -122,6 +141,8 @@ class RayExecutor:
                 start_reaper()
         self._remote = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=cfg.max_retries,
                                   retry_exceptions=False)(_call)
+        self._task = ray.remote(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_retries=cfg.max_retries,
+                                retry_exceptions=False)(_call_plain)
         self._refs: dict[Any, int | list[int]] = {}  # task -> trial id, or the trial ids of a pack
         self.pack_fn = PACK_FN
 
@@ -131,6 +152,18 @@ class RayExecutor:
     def submit_pack(self, trial_ids: list[int], requests: list[TrialRequest]) -> None:
         """One Ray task trains the pack (a lost worker retries the whole pack)."""
         self._refs[self._remote.remote(self.pack_fn, [r.to_dict() for r in requests])] = list(trial_ids)
+
+    def run_tasks(self, fn: str, payloads: list[dict[str, Any]]) -> list[Any]:
+        """Call the function named ``fn`` on each payload as Ray tasks (in parallel, as many as fit) and
+        wait for all; the first error a task raises is raised here as it was raised there."""
+        refs = [self._task.remote(fn, p) for p in payloads]
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayTaskError as e:
+            for r in refs:
+                self.ray.cancel(r, force=True)
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, Exception) else e) from None
 
     def running(self) -> int:
         return len(self._refs)
@@ -148,13 +181,14 @@ class RayExecutor:
             ids = tid if isinstance(tid, list) else [tid]
             try:
                 res = self.ray.get(ref)
-                out += _finished_pack(ids, res) if isinstance(tid, list) else [Finished(tid, res, None)]
+                out += _finished(ids, res if isinstance(tid, list) else [res])
             except self.ray.exceptions.RayTaskError as e:  # the trial (or pack) function raised
                 cause = getattr(e, "cause", None) or e
-                out += [Finished(i, None, _reason(cause)) for i in ids]
+                out += [Finished(i, TrialFailure.from_exception(cause, i)) for i in ids]
             except self.ray.exceptions.RayError as e:  # worker/node lost after retries
-                out += [Finished(i, None, f"system failure after {self.cfg.max_retries} retries: {_reason(e)}")
-                        for i in ids]
+                lost = TrialFailure.from_exception(e).reason
+                out += [Finished(i, TrialFailure(i, "system", f"system failure after {self.cfg.max_retries} "
+                                                               f"retries: {lost}")) for i in ids]
         return out
 
     def cancel(self) -> list[int]:

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from mixopt.core.trial import Trial, TrialState
 from mixopt.core.worker import TrialRequest
+from mixopt.run import experts
 from mixopt.run.config import StudyConfig
 from mixopt.run.executors import make_executor
-from mixopt.run.outputs import Plotter, finish
+from mixopt.run.outputs import CardMaker, Plotter, finish
 from mixopt.run.plan import StudyPlan, log
 from mixopt.search import Recommendation
 from mixopt.study import Storage, Study
@@ -50,7 +51,7 @@ class RunOutcome:
 
 def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Storage | None = None,
         progress: Callable[[str], None] = log, plotters: Sequence[Plotter] = (),
-        source: str | None = None) -> RunOutcome:
+        source: str | None = None, card: CardMaker | None = None) -> RunOutcome:
     """Run a study to its budget and write the recommendation.
 
     Args:
@@ -60,6 +61,7 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
         storage: default: MLflow at the config's resolved tracking URI.
         progress: where progress lines go (default: stderr).
         plotters: extra outputs drawn at the end (the CLI passes the study plots).
+        card: builds the recommendation's run card (the CLI passes ``mixopt.analysis.card.make_card``).
         source: the config file's name, named in config errors.
     Raises:
         UserError: a config, data or store mistake (before anything is written), or no trial completed.
@@ -69,33 +71,46 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
     _driver_threads(cfg)
     corpus = plan.open_corpus(progress)  # a cache: reused by every study on the same data settings
     space = plan.build_space(corpus.token_counts("train"))
-    study = plan.open_study(space)  # the store is created only once the config is known to run
+    es = None
+    if cfg.merge.enabled:  # the study's experts; a damaged set is refused before anything is written
+        es = experts.experts_spec(cfg.merge, plan.ladder[-1] if plan.ladder else cfg.proxy, space, corpus)
+        experts.preflight(es, cfg.data.cache_path(), resume)
+    study = plan.open_study(space, extra={"train_tokens": corpus.token_counts("train")})  # created once it can run
     progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: "
              f"{study.objective.description}; searcher {study.searcher_name} after {study.n_init} random; "
              f"budget {cfg.budget.trials} trials; tracking {plan.storage().uri}")
     stop = Interrupt(progress)
+    executor = executor or make_executor(cfg.executor)
+    if es is not None:  # experts trained (or reused) and mixtures screened by merging, before any proposal
+        try:
+            with stop:
+                experts.prepare(cfg, es, study, corpus, executor, resume=resume, progress=progress)
+        except BaseException:
+            executor.shutdown()
+            raise
     train_seconds = execute(cfg, study, corpus, executor, progress, t_start, stop)
-    rec, files = finish(cfg, study, plan.storage(), progress, plotters, interrupted=stop.requested)
+    rec, files = finish(cfg, study, plan.storage(), progress, plotters, interrupted=stop.requested, card=card)
     return RunOutcome(study, rec, files, time.time() - t_start, train_seconds, stop.requested)
 
 
 def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Callable[[str], None] = log,
-            t_start: float | None = None, stop: Interrupt | None = None) -> float:
+            t_start: float | None = None, stop: Interrupt | None = None, shutdown: bool = True) -> float:
     """Run the study's trials on the executor until the budget is spent (or Ctrl-C); returns the
-    summed in-trial training seconds. ``stop`` tells the caller whether Ctrl-C ended it."""
+    summed in-trial training seconds. ``stop`` tells the caller whether Ctrl-C ended it; the executor is
+    shut down at the end unless ``shutdown`` is off (the caller has more work for it)."""
     executor = executor or make_executor(cfg.executor)
 
     def request(t: Trial) -> TrialRequest:
-        return TrialRequest(t.trial_id, t.mixture.to_dict(), (t.spec or cfg.proxy).to_dict(), str(corpus.path),
-                            tuple(corpus.domains), cfg.executor.threads_per_worker,
-                            "auto" if cfg.executor.num_gpus > 0 else "cpu")
+        return TrialRequest(t.trial_id, t.mixture, t.spec or cfg.proxy, str(corpus.path), tuple(corpus.domains),
+                            cfg.executor.threads_per_worker, cfg.executor.device)
 
     stop = stop or Interrupt(progress)
     try:
         with stop:
             return _loop(cfg, study, executor, request, progress, time.time() if t_start is None else t_start, stop)
     finally:
-        executor.shutdown()
+        if shutdown:
+            executor.shutdown()
 
 
 class Interrupt:
@@ -174,10 +189,10 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
         if executor.running() == 0:
             break
         for f in executor.wait(timeout=0.5):  # returns often, so Ctrl-C is seen
-            if f.error is not None:
-                t = study.tell(f.trial_id, error=f.error)
+            if f.failure is not None:
+                t = study.tell(f.trial_id, error=f.failure.reason)
             else:
-                train_seconds += float(f.result.get("train_seconds", 0.0))
+                train_seconds += float(f.result.metrics.get("train_seconds", 0.0))
                 t = study.tell(f.trial_id, f.result)
             _progress_line(study, t, executor.running(), budget.trials, progress, t_start)
     return train_seconds

@@ -1,10 +1,12 @@
 """StudyPlan: everything ``mixopt run`` needs, checked and built once from the config.
 
 :meth:`StudyPlan.build` checks all that can be checked before any data is prepared or anything
-is written (the searcher and its options, the recipe and its domain names, the objective,
-floors and caps, the ladder, the sweep's custom mixtures, whether the study exists); then
-:meth:`open_corpus`, :meth:`build_space` and :meth:`open_study` do the work, each once.
-``mixopt run`` and ``mixopt transfer`` both go through it.
+is written, and keeps what it built: the searcher (with its options), the recipe's domain names,
+the objective and the training domains, the floors and caps over them, the ladder, the sweep's
+own mixtures (mixture files read), whether the study exists. Then :meth:`open_corpus`,
+:meth:`build_space` (the bounds with the repetition cap of the data) and :meth:`open_study` do the
+work, each once, from those. ``mixopt run``, ``mixopt transfer`` and ``mixopt merge-check`` all go
+through it.
 """
 
 from __future__ import annotations
@@ -19,17 +21,55 @@ from typing import Any
 import numpy as np
 
 from mixopt import search
-from mixopt.core.errors import BudgetError, DataError, SpaceError, UserError
+from mixopt.core.errors import (
+    AlreadyExistsError,
+    BudgetError,
+    ConfigError,
+    DataError,
+    NotFoundError,
+    SpaceError,
+    UserError,
+)
+from mixopt.core.loader import from_dict
+from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.names import DOMAIN_NAME
 from mixopt.core.objective import Objective
 from mixopt.core.spec import ProxySpec
-from mixopt.data import Corpus, default_cache_dir, prepare_corpus, resolve_recipe
+from mixopt.data import Corpus, prepare_corpus, resolve_recipe
+from mixopt.online import make_mixer
 from mixopt.run.config import StudyConfig
+from mixopt.run.target import check_target_domains, unresolved
+from mixopt.search import Searcher
 from mixopt.search.dirichlet import sample
 from mixopt.study import Storage, Study, create_study, get_storage, load_study
 
-RESUMABLE = ("budget", "executor", "tracking_uri", "output_dir")
+RESUMABLE = ("budget", "executor", "tracking_uri", "output_dir", "hparams", "target")  # hparams: its numbers are in proxy
+
+
+def _custom(i: int, m: Any, train: list[str], objective: Objective) -> tuple[str, Mixture]:
+    """A sweep's own mixture: a mapping, or a mixture file (its weight on held-out targets dropped)."""
+    where = f"sweep.custom[{i}]"
+    if isinstance(m, str):
+        return Path(m).stem or f"custom{i}", Mixture.from_file(m, train, f"{where} ({m})", held_out=objective.targets)
+    return f"custom{i}", Mixture(m, train, where=where)  # finite, >= 0, sums to 1, names training domains
+
+
+def _check_online(spec: ProxySpec, train: list[str], where: str) -> None:
+    """An online mixer named in a proxy spec can be built over the training domains with its options."""
+    if not spec.online:
+        return
+    opts = spec.online_config()
+    n_eval = opts.pop("eval_batches", 1)  # the engine's, not the mixer's
+    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
+        raise ConfigError(f"{where}.online_options.eval_batches: {n_eval!r} must be an integer >= 1")
+    if spec.online == "doremi" and not isinstance(opts.get("reference"), dict):
+        raise ConfigError(f"{where}.online_options.reference: DoReMi in the engine needs the reference model's "
+                          "per-domain losses, {domain: loss} (e.g. a trained uniform trial's losses)")
+    try:
+        make_mixer(spec.online, train, **opts)
+    except UserError as e:
+        raise ConfigError(f"{where}.online: {e}") from None
 
 
 def log(msg: str) -> None:
@@ -45,6 +85,10 @@ class StudyPlan:
         cfg: the config.
         domains: the recipe's domain names (sorted).
         objective: the objective over ``domains``.
+        train_domains: what a mixture may weight: ``domains`` less the objective's held-out targets.
+        bounds: floors and caps over ``train_domains`` (the space before the data's repetition cap).
+        searcher: the study's searcher, built (and its options checked) once.
+        custom: the sweep's own (label, mixture) pairs, checked (files read).
         ladder: the scale ladder (cheapest first; empty for a single-scale study).
         resume: whether an existing study is continued.
         storage: the study's store, opened once (created on first use for a new study).
@@ -53,6 +97,10 @@ class StudyPlan:
     cfg: StudyConfig
     domains: list[str]
     objective: Objective
+    train_domains: list[str]
+    bounds: MixtureSpace
+    searcher: Searcher
+    custom: list[tuple[str, Mixture]]
     ladder: list[ProxySpec]
     resume: bool = False
     _storage: Storage | None = field(default=None, repr=False)
@@ -75,14 +123,18 @@ class StudyPlan:
             if source and not str(e).startswith(str(source)):
                 raise type(e)(f"{source}: {e}") from None
             raise
-        if check_exists:
+        if check_exists:  # the path to training: `auto` hyperparameters must have their numbers by now
+            left = unresolved(cfg.hparams)
+            if left:
+                raise ConfigError(f"{source + ': ' if source else ''}{left[0]}: auto is not resolved; resolve the "
+                                  "config with mixopt.analysis.autohp.resolve_config (the command line does)")
             plan._check_exists()
         return plan
 
     @classmethod
     def _checked(cls, cfg: StudyConfig, resume: bool, storage: Storage | None) -> StudyPlan:
-        search.get_searcher(cfg.search.searcher, cfg.search.options)
-        cache = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+        searcher = search.get_searcher(cfg.search.searcher, cfg.search.options)
+        cache = cfg.data.cache_path()
         _, key, sources = resolve_recipe(cfg.data.recipe, cache)
         if key not in ("pip", "debian"):
             for src in sources:
@@ -93,23 +145,25 @@ class StudyPlan:
                 raise DataError(f"data.recipe: domain name {n!r} (a folder name) may only use letters, digits, "
                                 "'_', '.' and '-' (it names MLflow params and metrics); rename the folder")
         objective = Objective.from_config(cfg.objective, names)
-        train = [d for d in names if d not in objective.targets]
-        MixtureSpace.build(train, None, None, None, cfg.space.floors, cfg.space.caps)
-        for i, m in enumerate(cfg.sweep.custom):
-            where = f"sweep.custom[{i}]"
-            Mixture(m, train, where=where)  # finite, >= 0, sums to 1, names training domains
-        return cls(cfg, names, objective, cfg.ladder_specs(), resume, storage)
+        train = objective.training_domains(names)
+        bounds = MixtureSpace.build(train, floors=cfg.space.floors, caps=cfg.space.caps)
+        custom = [_custom(i, m, train, objective) for i, m in enumerate(cfg.sweep.custom)]
+        check_target_domains(cfg.target, names)
+        ladder = cfg.ladder_specs()
+        for where, spec in [("proxy", cfg.proxy), *((f"ladder[{i}]", r) for i, r in enumerate(ladder))]:
+            _check_online(spec, train, where)
+        return cls(cfg, names, objective, train, bounds, searcher, custom, ladder, resume, storage)
 
     def _check_exists(self) -> None:
         cfg = self.cfg
         exists = self._study_exists()
         if exists and not self.resume:
-            raise UserError(f"study {cfg.study!r} already exists in {self.where}; "
-                            "pass --resume to continue it, or set --study=NEW_NAME")
+            raise AlreadyExistsError(f"study {cfg.study!r} already exists in {self.where}; "
+                                     "pass --resume to continue it, or set --study=NEW_NAME")
         if self.resume and not exists:
-            raise UserError(f"--resume: no study {cfg.study!r} in {self.where} to resume")
+            raise NotFoundError(f"--resume: no study {cfg.study!r} in {self.where} to resume")
         if self.resume:
-            self._check_resume(self.storage().load_meta(cfg.study) or {})
+            self._check_resume(self.storage().load_meta(cfg.study))
 
     @property
     def where(self) -> str:
@@ -123,11 +177,15 @@ class StudyPlan:
                 return False
         return self.storage(create=False).load_meta(self.cfg.study) is not None
 
-    def _check_resume(self, meta: dict[str, Any]) -> None:
+    def _check_resume(self, meta: StudyMeta | None) -> None:
         """On --resume only the budget, executor and output settings may change."""
-        stored = meta.get("config")
+        stored = meta.extra.get("config") if meta is not None else None
         if not stored:
             return
+        try:  # read back as a config: keys added since the study was created take their defaults
+            stored = from_dict(StudyConfig, stored).to_dict()
+        except UserError:
+            pass  # compare as stored
         now = json.loads(json.dumps(self.cfg.to_dict(), default=str))
         stored = json.loads(json.dumps(stored, default=str))
         for d in (now, stored):
@@ -162,16 +220,16 @@ class StudyPlan:
                                     "lower proxy.seq_len")
         return corpus
 
-    def build_space(self, tokens: dict[str, int]) -> MixtureSpace:
-        """The study's space over the training domains (corpus domains minus held-out targets),
-        with the repetition cap at the larger of the proxies' tokens and ``space.target_tokens``."""
+    def build_space(self, tokens: dict[str, int], proxy_tokens: int | None = None) -> MixtureSpace:
+        """The study's space: :attr:`bounds` with the repetition cap at the larger of the proxies' tokens
+        (``proxy_tokens``, default: the most any proxy or rung of the config trains on) and
+        ``space.target_tokens``, and the natural mixture of ``tokens`` as its prior."""
         cfg = self.cfg
-        train = [d for d in self.domains if d not in self.objective.targets]
-        proxy_tokens = max([cfg.proxy.tokens] + [s.tokens for s in self.ladder])
+        train = self.train_domains
+        proxy_tokens = proxy_tokens or max([cfg.proxy.tokens] + [s.tokens for s in self.ladder])
         target = max(cfg.space.target_tokens or 0.0, float(proxy_tokens))
         try:
-            return MixtureSpace.build(train, {d: tokens[d] for d in train}, target, cfg.space.max_epochs,
-                                      cfg.space.floors, cfg.space.caps)
+            return self.bounds.capped({d: tokens[d] for d in train}, target, cfg.space.max_epochs)
         except SpaceError:
             avail = sum(tokens[d] for d in train)
             raise BudgetError(
@@ -180,35 +238,43 @@ class StudyPlan:
                 f"train tokens over {len(train)} domains: at most {cfg.space.max_epochs * avail:.4g} tokens); lower "
                 "the token budget, raise max_epochs or caps, or add data") from None
 
+    @staticmethod
+    def baselines(space: MixtureSpace) -> dict[str, Mixture]:
+        """``uniform`` and ``natural`` (proportional to the available tokens), projected into ``space``."""
+        return {name: Mixture.from_array(space.project(x), space.domains)
+                for name, x in (("uniform", np.full(space.dim, 1.0 / space.dim)), ("natural", space.prior_array()))}
+
     def sweep_mixtures(self, space: MixtureSpace) -> list[tuple[str, Mixture]]:
         """The sweep's (label, mixture) pairs: baselines, custom mixtures, then seeded Dirichlet draws."""
         cfg = self.cfg
-        out: list[tuple[str, Mixture]] = []
-        for name in cfg.sweep.baselines:
-            x = space.prior_array() if name == "natural" else np.full(space.dim, 1.0 / space.dim)
-            out.append((name, Mixture.from_array(space.project(x), space.domains)))
-        for i, m in enumerate(cfg.sweep.custom):
-            out.append((f"custom{i}", space.validate(Mixture(m, where=f"sweep.custom[{i}]"), f"sweep.custom[{i}]")))
+        base = self.baselines(space)
+        out: list[tuple[str, Mixture]] = [(name, base[name]) for name in cfg.sweep.baselines]
+        out += [(label, space.validate(m, f"sweep.custom[{i}]")) for i, (label, m) in enumerate(self.custom)]
         if cfg.sweep.mixtures:
             X = sample(space, cfg.sweep.mixtures, np.random.default_rng([cfg.seed, 0x5EE9]))
             out += [(f"dirichlet{i}", Mixture.from_array(x, space.domains)) for i, x in enumerate(X)]
         return out
 
-    def open_study(self, space: MixtureSpace) -> Study:
-        """Create the study (with its sweep enqueued at every rung), or load it on resume."""
+    def open_study(self, space: MixtureSpace, *, extra: dict[str, Any] | None = None,
+                   queue: list[tuple[str, Mixture, ProxySpec]] | None = None) -> Study:
+        """Create the study, or load it on resume.
+
+        A new study gets ``queue`` enqueued, (label, mixture, spec) in order: by default the sweep at
+        every rung. ``extra``: metadata stored beside the config (``StudyMeta.extra``).
+        """
         cfg = self.cfg
         if self.resume:
-            study = load_study(cfg.study, self.storage(create=False))
+            study = load_study(cfg.study, self.storage(create=False), self.searcher)  # built here already
             if tuple(study.space.domains) != space.domains:
                 raise UserError(f"--resume: study {cfg.study!r} has domains {list(study.space.domains)} but this "
                                 f"config gives {list(space.domains)}")
             return study
-        sweep = self.sweep_mixtures(space)  # checked before the study is created
-        study = create_study(cfg.study, space=space, objective=self.objective, searcher=cfg.search.searcher,
+        if queue is None:  # checked before the study is created
+            queue = [(label, m, spec) for label, m in self.sweep_mixtures(space) for spec in self.ladder or [cfg.proxy]]
+        study = create_study(cfg.study, space=space, objective=self.objective, searcher=self.searcher,
                              searcher_options=cfg.search.options, n_init=cfg.search.n_init, seed=cfg.seed,
-                             spec=None if self.ladder else cfg.proxy, fidelities=self.ladder,
-                             storage=self.storage(), extra={"config": cfg.to_dict()})
-        for label, m in sweep:
-            for spec in self.ladder or [cfg.proxy]:
-                study.enqueue(m, spec, label)
+                             spec=None if self.ladder else cfg.proxy, rungs=self.ladder,
+                             storage=self.storage(), extra={"config": cfg.to_dict(), **(extra or {})})
+        for label, m, spec in queue:
+            study.enqueue(m, spec, label)
         return study

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mixopt.core import errors as _errors
-from mixopt.core.mixture import Mixture, MixtureSpace
-from mixopt.core.objective import Objective
+from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial, TrialState
 from mixopt.search.base import Recommendation
@@ -67,7 +66,7 @@ def trial_to_wire(t: Trial) -> dict[str, Any]:
     return {"trial_id": t.trial_id, "mixture": t.mixture.to_dict(), "spec": t.spec.to_dict() if t.spec else None,
             "state": t.state.value, "value": t.value, "losses": dict(t.losses), "metrics": dict(t.metrics),
             "history": list(t.history), "searcher": t.searcher, "phase": t.phase, "error": t.error,
-            "run_id": t.run_id, "label": t.label}
+            "run_id": t.run_id, "label": t.label, "device": t.device}
 
 
 def trial_from_wire(d: Mapping[str, Any]) -> Trial:
@@ -76,7 +75,8 @@ def trial_from_wire(d: Mapping[str, Any]) -> Trial:
     return Trial(int(d["trial_id"]), Mixture(mixture, list(mixture)),
                  ProxySpec.from_dict(d["spec"]) if d.get("spec") else None, TrialState(d["state"]), d.get("value"),
                  dict(d.get("losses") or {}), dict(d.get("metrics") or {}), list(d.get("history") or []),
-                 d.get("searcher", ""), d.get("phase", ""), d.get("error"), d.get("run_id"), d.get("label", ""))
+                 d.get("searcher", ""), d.get("phase", ""), d.get("error"), d.get("run_id"), d.get("label", ""),
+                 d.get("device", ""))
 
 
 def recommendation_to_wire(r: Recommendation) -> dict[str, Any]:
@@ -86,18 +86,6 @@ def recommendation_to_wire(r: Recommendation) -> dict[str, Any]:
 def recommendation_from_wire(d: Mapping[str, Any]) -> Recommendation:
     mixture = dict(d["mixture"])
     return Recommendation(Mixture(mixture, list(mixture)), d.get("predicted"), d.get("std"), dict(d.get("info") or {}))
-
-
-# --- studies -------------------------------------------------------------------------------
-def space_to_wire(space: MixtureSpace) -> dict[str, Any]:
-    return {"domains": list(space.domains), "lower": list(space.lower), "upper": list(space.upper),
-            "prior": list(space.prior)}
-
-
-def objective_to_wire(objective: Objective) -> dict[str, Any]:
-    """An :class:`Objective` exactly (the ``objective_def`` field of a create request)."""
-    return {"weights": dict(objective.weights), "targets": list(objective.targets),
-            "description": objective.description}
 
 
 # --- runs tables ---------------------------------------------------------------------------

@@ -25,12 +25,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mixopt.core.errors import UserError
+from mixopt.core.errors import AlreadyExistsError, NotFoundError, UserError
 from mixopt.core.loader import from_dict
+from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial, TrialState
@@ -40,10 +41,15 @@ _STATUS = {TrialState.WAITING: "SCHEDULED", TrialState.PENDING: "SCHEDULED", Tri
            TrialState.COMPLETE: "FINISHED", TrialState.FAILED: "FAILED"}
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(ProxySpec)}
 _TAG_LIMIT = 7500  # MLflow caps tag values at 8000 characters
+_EXPERIMENT_TAG_LIMIT = 20000  # and experiment tag values at 20,000
+EXPERIMENT_KIND = "custom_model_development"  # mlflow.experimentKind of a model-training experiment (MLflow 3)
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3's UI: the model-training view, not the GenAI one
+UI_VIEW = "mixopt-trials"  # the shared view of a study's runs table (see ui_view_state)
 
 
 def _client(uri: str):
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per trial
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar per file read back
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -182,27 +188,28 @@ class MlflowStorage(Storage):
         self._parents[name] = (exp.experiment_id, runs[0].info.run_id)
         return self._parents[name]
 
-    def create_study(self, meta: dict[str, Any]) -> None:
-        name = meta["name"]
+    def create_study(self, meta: StudyMeta) -> None:
+        name = meta.name
         if self._find_parent(name) is not None:
-            raise UserError(f"study {name!r} already exists in {self.uri}; use --resume or another name")
+            raise AlreadyExistsError(f"study {name!r} already exists in {self.uri}; use --resume or another name")
         exp = self.client.get_experiment_by_name(name)
         if exp is not None and exp.lifecycle_stage != "active":
             raise UserError(f"study {name!r}: its MLflow experiment was deleted in {self.uri}; restore it "
                             "(mlflow experiments restore) or choose another study name")
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
             name, artifact_location=_artifact_location(self.uri, name), tags={"mixopt.study": name})
-        text = json.dumps(meta, sort_keys=True, default=str)
+        self._tag_ui(exp_id, {}, meta.space.domains, (*meta.space.domains, *meta.objective.domains))
+        text = json.dumps(meta.to_dict(), sort_keys=True, default=str)
         run = self.client.create_run(exp_id, run_name=name, tags={
-            "mixopt.study": name, "mixopt.searcher": meta["searcher"],
+            "mixopt.study": name, "mixopt.searcher": meta.searcher,
             "mixopt.meta": text if len(text) <= _TAG_LIMIT else "artifact:study.json"})
         from mlflow.entities import Param
 
-        params = {"searcher": meta["searcher"], "n_init": meta.get("n_init", 0), "seed": meta.get("seed", 0),
-                  "objective": meta["objective"].get("description", ""), "domains": ",".join(meta["domains"])}
-        params.update({f"searcher.{k}": v for k, v in (meta.get("searcher_options") or {}).items()})
-        if meta.get("spec"):
-            params.update({f"proxy.{k}": v for k, v in meta["spec"].items()})
+        params = {"searcher": meta.searcher, "n_init": meta.n_init, "seed": meta.seed,
+                  "objective": meta.objective.description, "domains": ",".join(meta.space.domains)}
+        params.update({f"searcher.{k}": v for k, v in meta.searcher_options.items()})
+        if meta.spec is not None:
+            params.update({f"proxy.{k}": v for k, v in meta.spec.to_dict().items()})
         self._log_text(run.info.run_id, text, "study.json")
         from mlflow.entities import RunTag
 
@@ -211,7 +218,7 @@ class MlflowStorage(Storage):
                               tags=[RunTag("mixopt.role", "study")])
         self._parents[name] = (exp_id, run.info.run_id)
 
-    def load_meta(self, name: str) -> dict[str, Any] | None:
+    def load_meta(self, name: str) -> StudyMeta | None:
         found = self._find_parent(name)
         if found is None:
             return None
@@ -220,7 +227,7 @@ class MlflowStorage(Storage):
         if text.startswith("artifact:"):
             with tempfile.TemporaryDirectory() as d:
                 text = Path(self.client.download_artifacts(found[1], text[len("artifact:"):], d)).read_text()
-        return json.loads(text)
+        return StudyMeta.from_dict(json.loads(text))
 
     def study_names(self) -> list[str]:
         runs = self.client.search_runs(
@@ -242,7 +249,7 @@ class MlflowStorage(Storage):
         if found is None:
             return []
         if name not in self._domains:
-            self._domains[name] = list((self.load_meta(name) or {}).get("domains", []))
+            self._domains[name] = self._meta_domains(name)
         domains = self._domains[name]
         runs, token = [], None
         while True:
@@ -260,12 +267,16 @@ class MlflowStorage(Storage):
                             "the store was edited by hand")
         return trials
 
+    def _meta_domains(self, name: str) -> list[str]:
+        meta = self.load_meta(name)
+        return list(meta.space.domains) if meta is not None else []
+
     def _trial_runs(self, name: str, where: str) -> list[Trial]:
         found = self._find_parent(name)
         if found is None:
             return []
         if name not in self._domains:
-            self._domains[name] = list((self.load_meta(name) or {}).get("domains", []))
+            self._domains[name] = self._meta_domains(name)
         runs = self.client.search_runs([found[0]], f"tags.`mixopt.role` = 'trial' and {where}", max_results=1000)
         return sorted((_trial_from_run(r, self._domains[name]) for r in runs), key=lambda t: t.trial_id)
 
@@ -314,6 +325,8 @@ class MlflowStorage(Storage):
         run_id = trial.run_id or self._run_ids[(name, trial.trial_id)]
         now = int(time.time() * 1000)
         tags = [RunTag("mixopt.state", trial.state.value)]
+        if trial.device:
+            tags.append(RunTag("mixopt.device", trial.device))
         if trial.error:
             tags.append(RunTag("mixopt.error", trial.error[:5000]))
         metrics = []
@@ -324,8 +337,10 @@ class MlflowStorage(Storage):
                             if math.isfinite(float(v))]
                 if "train_loss" in h and math.isfinite(float(h["train_loss"])):
                     metrics.append(Metric("train_loss", float(h["train_loss"]), now, step))
+                # an online mixer's trajectory: its weights from this step on (metrics w.<domain>)
+                metrics += [Metric(f"w.{d}", float(v), now, step) for d, v in h.get("weights", {}).items()]
             last = int(trial.metrics.get("steps", 0))
-            if not trial.history:
+            if not any("losses" in h for h in trial.history):
                 metrics += [Metric(f"loss.{d}", float(v), now, last) for d, v in trial.losses.items()
                             if math.isfinite(float(v))]
             metrics += [Metric(k, float(v), now, last) for k, v in trial.metrics.items()
@@ -387,17 +402,100 @@ class MlflowStorage(Storage):
         return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "params": dict(r.data.params),
                  "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)} for r in found_runs]
 
+    def trial_trajectory(self, name: str, trial_id: int) -> list[dict[str, Any]]:
+        t = self.get_trial(name, trial_id)
+        if t is None or t.spec is None or not t.spec.online or t.run_id is None:
+            return []
+        series: dict[int, dict[str, float]] = {}
+        for d in t.mixture:
+            for m in self.client.get_metric_history(t.run_id, f"w.{d}"):
+                series.setdefault(int(m.step), {})[d] = float(m.value)
+        return [{"step": s, "weights": w} for s, w in sorted(series.items()) if len(w) == len(t.mixture)]
+
+    def run_files(self, name: str, run_id: str, dest: str | os.PathLike) -> dict[str, Path]:
+        from mlflow.exceptions import MlflowException
+
+        found = self._find_parent(name)
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            run = None
+        if found is None or run is None or run.info.experiment_id != found[0]:
+            raise NotFoundError(f"study {name!r} in {self.uri}: no run {run_id!r}")
+        out = Path(dest)
+        out.mkdir(parents=True, exist_ok=True)
+        names = [a.path for a in self.client.list_artifacts(run_id) if not a.is_dir]
+        return {n: Path(self.client.download_artifacts(run_id, n, str(out))) for n in names}
+
     def run_url(self, name: str) -> str | None:
         found = self._find_parent(name)
-        if found is None or not self.uri.startswith("http"):
+        return None if found is None else self.ui_url(name, found[1])
+
+    # --- the MLflow UI ------------------------------------------------------------------
+    def _tag_ui(self, exp_id: str, have: dict[str, str], domains: Sequence[str], loss_domains: Sequence[str]) -> None:
+        want = {"mlflow.experimentKind": EXPERIMENT_KIND,
+                f"mlflow.sharedViewState.{UI_VIEW}": ui_view_state(domains, loss_domains)}
+        for key, value in want.items():
+            if have.get(key) != value:
+                self.client.set_experiment_tag(exp_id, key, value)
+
+    def tag_ui(self, name: str) -> bool:
+        """Tag study ``name``'s experiment for MLflow's UI (model development; the runs-table view
+        :meth:`ui_url` opens), as new studies are; for studies stored before. False: no such study."""
+        found = self._find_parent(name)
+        meta = self.load_meta(name) if found is not None else None
+        if meta is None:
+            return False
+        have = dict(self.client.get_experiment(found[0]).tags)
+        self._tag_ui(found[0], have, meta.space.domains, (*meta.space.domains, *meta.objective.domains))
+        return True
+
+    def ui_url(self, name: str, run_id: str | None = None, base: str | None = None) -> str | None:
+        """Browser URL of study ``name`` in the MLflow UI at ``base`` (default: the tracking server;
+        None for a file store without ``base``), in MLflow's model-training view: the study's runs
+        table (every trial flat, best objective first, ``w.*``/``objective``/``loss.*`` columns,
+        once :meth:`tag_ui` has tagged it), or the run ``run_id``'s page."""
+        base = base or (self.uri if self.uri.startswith(("http://", "https://")) else None)
+        found = self._find_parent(name)
+        if base is None or found is None:
             return None
-        return f"{self.uri.rstrip('/')}/#/experiments/{found[0]}/runs/{found[1]}"
+        url = f"{base.rstrip('/')}/#/experiments/{found[0]}/runs"
+        if run_id:
+            return f"{url}/{run_id}?{ML_VIEW}"
+        tags = self.client.get_experiment(found[0]).tags
+        return f"{url}?{ML_VIEW}" + (f"&viewStateShareKey={UI_VIEW}" if f"mlflow.sharedViewState.{UI_VIEW}" in tags
+                                     else "")
+
+
+def ui_view_state(domains: Sequence[str], loss_domains: Sequence[str]) -> str:
+    """The runs-table view of a study in MLflow's UI, as MLflow's shared view state (JSON, kept in the
+    experiment tag ``mlflow.sharedViewState.<key>`` and opened by ``?viewStateShareKey=<key>``; MLflow 3).
+
+    Runs ordered by ``objective`` (best first): MLflow lists runs flat, not folded under the study's
+    run, whenever they are ordered by anything but their start time. Columns, in this order:
+    ``objective``, ``w.<domain>``, ``loss.<domain>`` (as many as fit MLflow's 20,000-character tag);
+    every run drawn in the charts."""
+    cols = ["metrics.`objective`"] + [f"params.`w.{d}`" for d in domains]
+    cols += [f"metrics.`loss.{d}`" for d in dict.fromkeys(loss_domains)]
+    state = {"orderByKey": "metrics.`objective`", "orderByAsc": True, "searchFilter": "", "selectedColumns": cols,
+             "columnOrder": cols, "runsHiddenMode": "SHOW_ALL"}
+    while len(text := json.dumps(state)) > _EXPERIMENT_TAG_LIMIT:
+        cols.pop()
+    return text
 
 
 def _spec_from_params(params: dict[str, str]) -> ProxySpec | None:
     import yaml
 
-    raw = {k[6:]: yaml.safe_load(v) for k, v in params.items() if k.startswith("proxy.") and k[6:] in _SPEC_FIELDS}
+    def value(v: str) -> Any:  # JSON first (numbers as written, online_options' text), else YAML (True, names)
+        if v == "":
+            return ""  # online: none
+        try:
+            return json.loads(v)
+        except ValueError:
+            return yaml.safe_load(v)
+
+    raw = {k[6:]: value(v) for k, v in params.items() if k.startswith("proxy.") and k[6:] in _SPEC_FIELDS}
     return from_dict(ProxySpec, raw, "proxy") if raw else None
 
 
@@ -407,8 +505,9 @@ def _trial_from_run(run, domains: list[str]) -> Trial:
     mixture = Mixture({d: weights.get(d, 0.0) for d in domains}, domains)  # repr(float) round-trips exactly
     state = TrialState(tags.get("mixopt.state", "FAILED"))
     losses = {k[5:]: v for k, v in metrics.items() if k.startswith("loss.")}
-    extra = {k: v for k, v in metrics.items() if not k.startswith("loss.") and k != "objective"}
+    extra = {k: v for k, v in metrics.items()  # w.<domain> metrics are an online mixer's trajectory, not results
+             if not k.startswith(("loss.", "w.")) and k != "objective"}
     value = metrics.get("objective") if state is TrialState.COMPLETE else None
     return Trial(int(tags["mixopt.trial"]), mixture, _spec_from_params(params), state, value, losses, extra, [],
                  tags.get("mixopt.searcher", ""), tags.get("mixopt.phase", ""), tags.get("mixopt.error"),
-                 run.info.run_id, tags.get("mixopt.label", ""))
+                 run.info.run_id, tags.get("mixopt.label", ""), tags.get("mixopt.device", ""))

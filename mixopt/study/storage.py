@@ -3,7 +3,9 @@
 :class:`InMemoryStorage` serves tests and notebooks; the MLflow store of record is
 :class:`mixopt.study.mlflow_storage.MlflowStorage`. Both hold the same things: the study's
 metadata (a JSON-able dict), its trials, its outputs and the runs of its own that analyses log
-(fits, transfer reports), so any process can resume a study from the store. Every storage passes
+(fits, transfer reports), so any process can resume a study from the store. The metadata is a
+:class:`~mixopt.core.meta.StudyMeta` on both sides of the contract; how it is kept (JSON of its
+``to_dict()``) is the store's business. Every storage passes
 the conformance suite in ``tests/study/test_storage_conformance.py``.
 """
 
@@ -12,12 +14,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mixopt.core.errors import UserError
+from mixopt.core.errors import AlreadyExistsError, NotFoundError, UserError
+from mixopt.core.meta import StudyMeta
 from mixopt.core.trial import Trial
 
 
@@ -37,17 +41,15 @@ class Storage(abc.ABC):
     uri: str = "memory"
 
     @abc.abstractmethod
-    def create_study(self, meta: dict[str, Any]) -> None:
-        """Record a new study.
+    def create_study(self, meta: StudyMeta) -> None:
+        """Record a new study (``meta.name`` names it).
 
-        Args:
-            meta: JSON-able study metadata; ``meta["name"]`` names the study.
         Raises:
-            UserError: a study of that name exists.
+            AlreadyExistsError: a study of that name exists.
         """
 
     @abc.abstractmethod
-    def load_meta(self, name: str) -> dict[str, Any] | None:
+    def load_meta(self, name: str) -> StudyMeta | None:
         """The study's metadata, or None when there is no such study."""
 
     @abc.abstractmethod
@@ -89,6 +91,21 @@ class Storage(abc.ABC):
         """The runs logged with ``log_run`` under ``role``, oldest first: dicts with ``run_id``,
         ``run_name``, ``params``, ``metrics``, ``tags``."""
 
+    def run_files(self, name: str, run_id: str, dest: str | os.PathLike) -> dict[str, Path]:
+        """The files logged with a run of :meth:`log_run`, copied into folder ``dest``: {file name: path}.
+        (A store that keeps no files raises; merged scores and experts then live on this machine only.)
+
+        Raises:
+            NotFoundError: no such run under the study.
+        """
+        raise NotFoundError(f"study {name!r}: this store keeps no run files ({type(self).__name__})")
+
+    def trial_trajectory(self, name: str, trial_id: int) -> list[dict[str, Any]]:
+        """An online-mixing trial's weights over its training: ``[{"step", "weights": {domain: w}}]`` at each
+        step they changed (the ``w.<domain>`` metric histories); [] for any other trial."""
+        t = self.get_trial(name, trial_id)
+        return [dict(h) for h in (t.history if t else []) if "weights" in h]
+
     def next_trial_id(self, name: str) -> int:
         """The id the next new trial gets (call under :meth:`lock`). Stores override this with
         something cheaper than reading every trial."""
@@ -121,23 +138,25 @@ class InMemoryStorage(Storage):
     """A store in this process's memory (tests, notebooks): lost when the process ends."""
 
     def __init__(self) -> None:
-        self._meta: dict[str, dict[str, Any]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}  # stored as plain data, as a real store would
         self._trials: dict[str, list[Trial]] = {}
         self._status: dict[str, str] = {}
         self._runs: dict[str, list[dict[str, Any]]] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
 
-    def create_study(self, meta: dict[str, Any]) -> None:
-        if meta["name"] in self._meta:
-            raise UserError(f"study {meta['name']!r} already exists; use load_study or load_if_exists=True")
-        self._meta[meta["name"]] = dict(meta)
-        self._trials[meta["name"]] = []
-        self._status[meta["name"]] = "RUNNING"
-        self._runs[meta["name"]] = []
+    def create_study(self, meta: StudyMeta) -> None:
+        name = meta.name
+        if name in self._meta:
+            raise AlreadyExistsError(f"study {name!r} already exists; use load_study or load_if_exists=True")
+        self._meta[name] = meta.to_dict()
+        self._trials[name] = []
+        self._status[name] = "RUNNING"
+        self._runs[name] = []
 
-    def load_meta(self, name: str) -> dict[str, Any] | None:
-        return self._meta.get(name)
+    def load_meta(self, name: str) -> StudyMeta | None:
+        d = self._meta.get(name)
+        return None if d is None else StudyMeta.from_dict(d)
 
     def study_names(self) -> list[str]:
         return sorted(self._meta)
@@ -185,3 +204,15 @@ class InMemoryStorage(Storage):
 
     def runs(self, name: str, role: str) -> list[dict[str, Any]]:
         return [r for r in self._runs.get(name, []) if r["tags"]["mixopt.role"] == role]
+
+    def run_files(self, name: str, run_id: str, dest: str | os.PathLike) -> dict[str, Path]:
+        run = next((r for r in self._runs.get(name, []) if r["run_id"] == run_id), None)
+        if run is None:
+            raise NotFoundError(f"study {name!r}: no run {run_id!r}")
+        out = Path(dest)
+        out.mkdir(parents=True, exist_ok=True)
+        got = {}
+        for f in run["files"]:  # kept where they were logged from: this process's files
+            if Path(f).is_file():
+                got[Path(f).name] = Path(shutil.copy2(f, out / Path(f).name))
+        return got

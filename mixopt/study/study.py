@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mixopt import search
-from mixopt.core.errors import ConfigError, RunsTableError, UserError
+from mixopt.core.errors import AlreadyExistsError, ConfigError, NotFoundError, RunsTableError, UserError
+from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.names import check_domain_names, check_study_name
 from mixopt.core.objective import Objective
 from mixopt.core.runs_table import RunsTable, read_runs_table
-from mixopt.core.spec import ProxySpec, rung_of
+from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial, TrialState
 from mixopt.core.worker import TrialResult
-from mixopt.search import Observation, Recommendation, SearchContext
+from mixopt.search import Observation, Recommendation, SearchContext, Searcher
+from mixopt.study.merged import MergedScores
 from mixopt.study.storage import Storage
 from mixopt.study.stores import get_storage
 
@@ -43,33 +46,52 @@ class StudySettings:
     """What a study's metadata says (name, space, objective, searcher, seed, proxy spec, ladder):
     read one way by :class:`Study` and by ``mixopt.client.RemoteStudy``."""
 
-    def _read_meta(self, meta: Mapping[str, Any]) -> None:
-        self.name: str = meta["name"]
-        self.space = MixtureSpace(tuple(meta["domains"]), tuple(meta["lower"]), tuple(meta["upper"]),
-                                  tuple(meta.get("prior") or ()))
-        obj = meta["objective"]
-        self.objective = Objective(dict(obj["weights"]), tuple(obj.get("targets", ())), obj.get("description", ""))
-        self.searcher_name: str = meta["searcher"]
-        self.searcher_options: dict[str, Any] = dict(meta.get("searcher_options") or {})
-        self.n_init: int = int(meta.get("n_init", 0))
-        self.seed: int = int(meta.get("seed", 0))
-        self.spec = ProxySpec.from_dict(meta["spec"]) if meta.get("spec") else None
-        self.fidelities: list[ProxySpec] = [ProxySpec.from_dict(d) for d in meta.get("fidelities") or []]
+    def _read_meta(self, meta: StudyMeta) -> None:
         self.meta = meta
+        self.name: str = meta.name
+        self.space: MixtureSpace = meta.space
+        self.objective: Objective = meta.objective
+        self.searcher_name: str = meta.searcher
+        self.searcher_options: dict[str, Any] = dict(meta.searcher_options)
+        self.n_init: int = meta.n_init
+        self.seed: int = meta.seed
+        self.spec: ProxySpec | None = meta.spec
+        self.rungs: list[ProxySpec] = list(meta.rungs)
 
-    def fidelity_of(self, t: Trial) -> int | None:
+    def rung_of(self, t: Trial) -> int | None:
         """Index of the trial's proxy spec in the study's scale ladder (None: not on it / no ladder)."""
-        return rung_of(t.spec, self.fidelities)
+        return self.meta.rung_of(t.spec)
+
+    @property
+    def fidelities(self) -> list[ProxySpec]:
+        """Deprecated name of :attr:`rungs`."""
+        warnings.warn("Study.fidelities is now Study.rungs", DeprecationWarning, stacklevel=2)
+        return self.rungs
+
+    def fidelity_costs(self) -> list[float]:
+        """Deprecated name of :meth:`rung_costs`."""
+        warnings.warn("Study.fidelity_costs() is now Study.rung_costs()", DeprecationWarning, stacklevel=2)
+        return self.rung_costs()
 
 
 class Study(StudySettings):
-    def __init__(self, storage: Storage, meta: dict[str, Any]) -> None:
+    """A study in a store: ask/tell, results. Open one with :func:`create_study` / :func:`load_study`.
+
+    Args:
+        storage: where the study lives.
+        meta: its definition (as stored).
+        searcher: the searcher already built from ``meta.searcher`` and ``meta.searcher_options``
+            (default: built here).
+    """
+
+    def __init__(self, storage: Storage, meta: StudyMeta, searcher: Searcher | None = None) -> None:
         self._storage = storage
         self._read_meta(meta)
-        self._searcher = search.get_searcher(self.searcher_name, self.searcher_options)
+        self._searcher = searcher or search.get_searcher(self.searcher_name, self.searcher_options)
         self._init = search.get_searcher("random", {})
         self._trials: list[Trial] = storage.trials(self.name)
         self._stale = False  # another process wrote trials this process has not read yet
+        self._merged = MergedScores(storage, self.name)
 
     # --- reading ------------------------------------------------------------------------
     @property
@@ -89,7 +111,7 @@ class Study(StudySettings):
         if isinstance(trial_id, int) and not isinstance(trial_id, bool) and trial_id >= len(self._trials):
             self.refresh()  # another process may have added it
         if not isinstance(trial_id, int) or isinstance(trial_id, bool) or not (0 <= trial_id < len(self._trials)):
-            raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{len(self._trials) - 1})")
+            raise NotFoundError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{len(self._trials) - 1})")
         return self._trials[trial_id]
 
     def counts(self) -> dict[str, int]:
@@ -103,13 +125,13 @@ class Study(StudySettings):
         done = [t for t in self.trials if t.ok]
         return min(done, key=lambda t: t.value) if done else None
 
-    def fidelity_costs(self) -> list[float]:
+    def rung_costs(self) -> list[float]:
         """Cost per trial of each rung, in seconds where measured (mean in-trial training time);
         unmeasured rungs are estimated from 6 * N_active_non_embedding * tokens at the measured s/FLOP."""
-        est = [6.0 * f.active_non_embedding_params() * f.tokens for f in self.fidelities]
+        est = [6.0 * f.active_non_embedding_params() * f.tokens for f in self.rungs]
         secs: dict[int, list[float]] = {}
         for t in self.trials:
-            i = self.fidelity_of(t)
+            i = self.rung_of(t)
             if i is not None and t.state is TrialState.COMPLETE and t.metrics.get("train_seconds"):
                 secs.setdefault(i, []).append(t.metrics["train_seconds"])
         if not secs:
@@ -118,14 +140,25 @@ class Study(StudySettings):
         return [float(np.mean(secs[i])) if i in secs else est[i] * rate for i in range(len(est))]
 
     def _context(self) -> SearchContext:
-        obs = tuple(
-            Observation(t.trial_id, t.mixture, t.state.value if t.state is not TrialState.WAITING else "PENDING",
-                          t.value if t.state is TrialState.COMPLETE else None, self.fidelity_of(t),
-                          dict(t.losses) if t.state is TrialState.COMPLETE and t.losses else None)
-            for t in self.trials)
-        fids = tuple(search.Fidelity(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.fidelities,
-                                                                                   self.fidelity_costs())))
-        return SearchContext(self.space, obs, self.seed, fids, dict(self.objective.weights))
+        obs = tuple(Observation(t.trial_id, t.mixture, t.state, t.value if t.state is TrialState.COMPLETE else None,
+                                self.rung_of(t), dict(t.losses) if t.state is TrialState.COMPLETE and t.losses else None)
+                    for t in self.trials)
+        rungs = tuple(search.Rung(i, f.to_dict(), c) for i, (f, c) in enumerate(zip(self.rungs, self.rung_costs())))
+        merged, cost = self._merged_observations()
+        return SearchContext(self.space, obs, self.seed, rungs, dict(self.objective.weights), merged, cost)
+
+    # --- merged scores (model-merging proxies) -------------------------------------------
+    def merged_scores(self) -> pd.DataFrame:
+        """Every mixture scored by merging the study's domain experts (the tables of its screening
+        rounds, ``mixopt.run.experts.screen``): ``round``, ``candidate``, ``w.*``, ``loss.*``,
+        ``objective``. Empty when the study has none. Merged scores are never trials."""
+        return self._merged.table()
+
+    def _merged_observations(self) -> tuple[tuple[Observation, ...], float | None]:
+        if self._merged.table().empty:
+            return (), None
+        costs = self.rung_costs()
+        return self._merged.observations(self.space, costs[-1] if costs else 1.0)
 
     # --- asking -------------------------------------------------------------------------
     def ask(self, n: int = 1, spec: ProxySpec | None = None) -> list[Trial]:
@@ -137,7 +170,7 @@ class Study(StudySettings):
 
         Args:
             n: how many trials (>= 1).
-            spec: the proxy spec for new trials (default: the study's; a multi-fidelity searcher
+            spec: the proxy spec for new trials (default: the study's; a multi-rung searcher
                 picks a rung of the ladder itself).
         Returns:
             the PENDING trials, in id order.
@@ -162,7 +195,7 @@ class Study(StudySettings):
             if not proposals:  # e.g. a concurrency limit: fewer trials now, more once some finish
                 break
             new = [(self.space.validate(Mixture(p.mixture.to_dict(), self.space.domains)),
-                    self.fidelities[p.fidelity] if p.fidelity is not None else (spec or self.spec)) for p in proposals]
+                    self.rungs[p.rung] if p.rung is not None else (spec or self.spec)) for p in proposals]
             out += self._add([Trial(-1, m, t_spec, TrialState.PENDING, searcher=searcher.name,
                                     phase="init" if in_init else "model") for m, t_spec in new])
         return out
@@ -194,11 +227,11 @@ class Study(StudySettings):
     def _current(self, trial_id: int) -> Trial:
         """The trial as stored now (under the lock: tell and mark_running check its state)."""
         if isinstance(trial_id, bool) or not isinstance(trial_id, int):
-            raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trial ids are integers)")
+            raise NotFoundError(f"study {self.name!r}: no trial {trial_id!r} (trial ids are integers)")
         t = self._storage.get_trial(self.name, trial_id)
         if t is None:
             n = self._storage.next_trial_id(self.name)
-            raise UserError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{n - 1})")
+            raise NotFoundError(f"study {self.name!r}: no trial {trial_id!r} (trials 0..{n - 1})")
         return t
 
     def enqueue(self, mixture: Mapping[str, float], spec: ProxySpec | None = None, label: str = "") -> Trial:
@@ -218,14 +251,15 @@ class Study(StudySettings):
             return self._save(t.with_(state=TrialState.RUNNING))
 
     # --- telling ------------------------------------------------------------------------
-    def tell(self, trial_id: int, result: Mapping[str, Any] | float | None = None, *,
+    def tell(self, trial_id: int, result: TrialResult | Mapping[str, Any] | float | None = None, *,
              error: str | None = None) -> Trial:
         """Report a trial's outcome.
 
         Args:
             trial_id: a trial handed out by :meth:`ask`.
-            result: a proxy result (``TrialResult.to_dict()``: ``losses`` {domain: loss}, plus optional
-                ``history`` and numeric metrics), a plain ``{domain: loss}`` mapping, or a float
+            result: a proxy result (a :class:`~mixopt.core.worker.TrialResult`, or its ``to_dict()``:
+                ``losses`` {domain: loss}, plus optional ``history``, numeric metrics and ``device``), a plain
+                ``{domain: loss}`` mapping, or a float
                 objective value. Non-finite objectives mark the trial FAILED: the searcher never sees
                 a made-up value.
             error: marks the trial FAILED with this reason instead.
@@ -249,14 +283,15 @@ class Study(StudySettings):
 
     def _outcome(self, result: Mapping[str, Any] | float) -> dict[str, Any]:
         """The trial fields a reported result sets (checked before anything is written)."""
-        if isinstance(result, bool) or not isinstance(result, (int, float, Mapping)):
-            raise UserError(f"tell: result must be a mapping domain -> loss, a result dict or a number, "
+        if isinstance(result, bool) or not isinstance(result, (int, float, Mapping, TrialResult)):
+            raise UserError(f"tell: result must be a mapping domain -> loss, a TrialResult (or its dict) or a number, "
                             f"got {type(result).__name__}")
+        device = ""
         if isinstance(result, (int, float)):
             value, losses, metrics, history = float(result), {}, {}, []
         else:
-            r = TrialResult.from_dict(result)
-            losses, metrics, history = r.losses, r.metrics, r.history
+            r = result if isinstance(result, TrialResult) else TrialResult.from_dict(result)
+            losses, metrics, history, device = r.losses, r.metrics, r.history, r.device
             known = set(self.space.domains) | set(self.objective.domains)
             unknown = sorted(set(losses) - known)
             if unknown:
@@ -269,9 +304,9 @@ class Study(StudySettings):
         if not math.isfinite(value):
             bad = {d: losses.get(d) for d in self.objective.domains} if losses else value
             return {"state": TrialState.FAILED, "losses": losses, "metrics": metrics, "history": history,
-                    "error": f"objective is not finite (losses {bad})"}
+                    "device": device, "error": f"objective is not finite (losses {bad})"}
         return {"state": TrialState.COMPLETE, "value": value, "losses": losses, "metrics": metrics,
-                "history": history, "error": None}
+                "history": history, "device": device, "error": None}
 
     def add_completed(self, table: pd.DataFrame | str | os.PathLike, objective: str | None = None) -> list[Trial]:
         """Warm start from a runs table (DataFrame or CSV/Parquet path): one COMPLETE trial per row.
@@ -325,10 +360,20 @@ class Study(StudySettings):
 
     # --- results ------------------------------------------------------------------------
     def recommend(self) -> Recommendation:
-        """The searcher's recommended mixture with its predicted objective."""
+        """The searcher's recommended mixture with its predicted objective.
+
+        A study whose proxy spec mixes online (``spec.online``: Aioli, DoReMi) recommends the method's
+        output instead: the average mixture of its best online trial's mixer (``online_average.*`` metrics)."""
         ctx = self._context()
         if not ctx.completed_xy()[1].size:
             raise UserError(f"study {self.name!r}: no COMPLETE trial yet, nothing to recommend from")
+        online = [t for t in self.trials if self.spec is not None and self.spec.online and t.ok and t.spec is not None
+                  and t.spec.online and all(f"online_average.{d}" in t.metrics for d in self.space.domains)]
+        if online:
+            t = min(online, key=lambda t: t.value)
+            avg = Mixture.from_array([t.metrics[f"online_average.{d}"] for d in self.space.domains], self.space.domains)
+            return Recommendation(avg, float(t.value), info={"source": "online_average", "mixer": t.spec.online,
+                                                             "trial_id": t.trial_id, "searcher": self.searcher_name})
         return self._searcher.recommend(ctx)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -351,6 +396,7 @@ class Study(StudySettings):
             for k in ("tokens_per_s", "train_seconds", "flops_per_token"):
                 if k in t.metrics:
                     r[k] = t.metrics[k]
+            r["device"] = t.device
             r["error"] = t.error or ""
             rows.append(r)
         return pd.DataFrame(rows)
@@ -364,75 +410,82 @@ def pd_numeric(col) -> bool:
 
 def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = None,
                  domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
-                 searcher: str = "random", searcher_options: Mapping[str, Any] | None = None,
+                 searcher: str | Searcher = "random", searcher_options: Mapping[str, Any] | None = None,
                  n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
-                 fidelities: Sequence[ProxySpec] = (), storage: Storage | str | None = None, load_if_exists: bool = False,
-                 extra: Mapping[str, Any] | None = None) -> Study:
+                 rungs: Sequence[ProxySpec] = (), storage: Storage | str | None = None, load_if_exists: bool = False,
+                 extra: Mapping[str, Any] | None = None, fidelities: Sequence[ProxySpec] | None = None) -> Study:
     """Create a study (or load it with ``load_if_exists``).
 
-    Give either a ``space`` or plain ``domains`` (full simplex). ``objective`` is an
-    :class:`Objective` or its config mapping (``{domain: X}``, ``{weights: ...}``, ``{target: X}``);
-    default: the average loss over the training domains. ``storage``: None (in memory), an
-    MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``) or a Storage.
-    ``fidelities`` is the scale ladder (cheapest first, the last is the target) for
-    multi-fidelity searchers; ``spec`` defaults to its last rung.
+    Give either a ``space`` or plain ``domains`` (full simplex over the training domains: the
+    domains less the objective's held-out targets). ``objective`` is an :class:`Objective` or its
+    config mapping (``{domain: X}``, ``{weights: ...}``, ``{target: X}``); default: the average loss
+    over the training domains. ``searcher`` is a registered name (``searcher_options`` its options),
+    or a searcher already built from them with ``mixopt.search.get_searcher(name, searcher_options)``:
+    the store keeps the name and options, and :func:`load_study` rebuilds it from them.
+    ``storage``: None (in memory), an MLflow tracking URI (``sqlite:///mlflow.db``,
+    ``http://127.0.0.1:5000``) or a Storage. ``rungs`` is the scale ladder (cheapest first, the last
+    is the target) for multi-rung searchers; ``spec`` defaults to its last rung (``fidelities`` is
+    the deprecated name of ``rungs``).
 
     Returns:
         the new (or, with ``load_if_exists``, the existing) :class:`Study`.
     Raises:
         ConfigError: a bad name (empty, slashes), domain name, ``n_init``, objective, searcher
             or searcher option.
-        UserError: the study exists (without ``load_if_exists``) or the store cannot be opened.
+        AlreadyExistsError: the study exists (without ``load_if_exists``).
+        UserError: the store cannot be opened.
     """
     check_study_name(name, "create_study: name")
-    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 0:
-        raise ConfigError(f"create_study: n_init={n_init!r} must be an integer >= 0")
+    StudyMeta.check_counts(n_init, seed)  # before the store is opened (or created)
+    if fidelities is not None:
+        warnings.warn("create_study(fidelities=...) is now create_study(rungs=...)", DeprecationWarning, stacklevel=2)
+        rungs = rungs or fidelities
     if domains is not None:
         check_domain_names(domains, "create_study: domains")
-    fidelities = list(fidelities)
-    if fidelities and spec is None:
-        spec = fidelities[-1]
     store = get_storage(storage)
-    if store.load_meta(name) is not None:
+    existing = store.load_meta(name)
+    if existing is not None:
         if load_if_exists:
-            return Study(store, store.load_meta(name))
-        raise UserError(f"study {name!r} already exists in the store; resume it (--resume / load_study) "
-                        "or choose another name")
+            return Study(store, existing)
+        raise AlreadyExistsError(f"study {name!r} already exists in the store; resume it (--resume / load_study) "
+                                 "or choose another name")
     if space is None:
         if not domains:
             raise ConfigError("create_study: give a space or a list of domains")
         if not isinstance(objective, Objective):
             objective = Objective.from_config(objective, list(domains))
-        train = [d for d in domains if d not in objective.targets]  # held-out targets leave the mixture
+        train = objective.training_domains(domains)
         space = MixtureSpace(tuple(train), (0.0,) * len(train), (1.0,) * len(train))
     if not isinstance(objective, Objective):
         objective = Objective.from_config(objective, list(space.domains))
-    search.get_searcher(searcher, dict(searcher_options or {}))  # validate name and options now
-    meta = {
-        "name": name, "domains": list(space.domains), "lower": list(space.lower), "upper": list(space.upper),
-        "prior": list(space.prior),
-        "objective": {"weights": dict(objective.weights), "targets": list(objective.targets),
-                      "description": objective.description},
-        "searcher": searcher, "searcher_options": dict(searcher_options or {}), "n_init": int(n_init),
-        "seed": int(seed), "spec": spec.to_dict() if spec else None,
-        "fidelities": [f.to_dict() for f in fidelities], **dict(extra or {}),
-    }
+    if isinstance(searcher, str):
+        built = search.get_searcher(searcher, dict(searcher_options or {}))  # validates name and options now
+    else:
+        built = searcher
+        if built.name not in search.available():
+            raise ConfigError(f"create_study: searcher {built!r} is not registered; give a registered name "
+                              f"({', '.join(search.available())}) and its options")
+    meta = StudyMeta(name, space, objective, built.name, dict(searcher_options or {}), n_init, seed, spec,
+                     tuple(rungs), dict(extra or {}))
     store.create_study(meta)
-    return Study(store, meta)
+    return Study(store, meta, built)
 
 
-def load_study(name: str, storage: Storage | str) -> Study:
+def load_study(name: str, storage: Storage | str, searcher: Searcher | None = None) -> Study:
     """Open an existing study from its store (e.g. after the driver died, or in another process).
+
+    ``searcher``: the study's searcher when the caller built it already (from the same name and options).
 
     Returns:
         the :class:`Study`, with every trial read back from the store.
     Raises:
-        UserError: no such study (the message lists the studies there) or the store cannot be opened.
+        NotFoundError: no such study (the message lists the studies there).
+        UserError: the store cannot be opened.
     """
     store = get_storage(storage, create=False)
     meta = store.load_meta(name)
     if meta is None:
         names = store.study_names()
-        raise UserError(f"no study {name!r} in {storage if isinstance(storage, str) else 'the store'}"
-                        + (f"; studies there: {', '.join(names)}" if names else ""))
-    return Study(store, meta)
+        raise NotFoundError(f"no study {name!r} in {store.uri}"
+                            + (f"; studies there: {', '.join(names)}" if names else ""))
+    return Study(store, meta, searcher)

@@ -83,3 +83,71 @@ def test_hundred_trials_with_failures(tmp_path):
     s = _study(100, fail_every=10)
     files = study_plots(s, s.recommend(), tmp_path / "plots")
     _check(files)
+
+
+def _told(searcher: str = "regmix", options: dict | None = None, n: int = 7):
+    """A study told ``n`` Dirichlet mixtures (enqueued: the searcher proposes nothing)."""
+    s = mixopt.create_study("cv", domains=DOMAINS, searcher=searcher, searcher_options=options, seed=1)
+    rng = np.random.default_rng(0)
+    for x in rng.dirichlet(np.ones(len(DOMAINS)), n):
+        s.enqueue(dict(zip(DOMAINS, x.tolist())))
+    for _ in range(n):
+        [t] = s.ask()
+        x = t.mixture.as_array(DOMAINS)
+        s.tell(t.trial_id, {"losses": {d: float(3.0 - 0.8 * x[j] + 0.3 * (x ** 2).sum() + 0.05 * rng.normal())
+                                       for j, d in enumerate(DOMAINS)}})
+    return s
+
+
+@pytest.mark.parametrize("surrogate, title", [pytest.param("gp", "Surrogate GP predicted", marks=pytest.mark.slow),
+                                              ("linear", "Surrogate linear predicted")])
+def test_surrogate_plot_cross_validates_the_study_surrogate(tmp_path, surrogate, title):
+    """The plot's model is the study's (a GP study: a GP, not the linear fallback), named in its title."""
+    from mixopt.dashboards import figures
+    from mixopt.dashboards.data import study_surrogate_cv, study_view
+    from mixopt.search.surrogates import make_surrogate
+
+    s = _told(options={"surrogate": surrogate}, n=6)
+    v = study_view(s)
+    cv = study_surrogate_cv(s, v)
+    # leave-one-out with the study's own model (seeded by the study): the same predictions, refitted here
+    X, y = v.W, v.value
+    want = [make_surrogate(surrogate, seed=1).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i:i + 1])[0]
+            for i in range(len(y))]
+    assert cv.method == "leave-one-out" and np.allclose(cv.predicted, want, rtol=1e-6)
+    assert figures.fig_surrogate(cv).layout.title.text.startswith(title)
+    if surrogate == "linear":  # the files (PNG and report.html) come from the same CV
+        study_plots(s, None, tmp_path)
+        assert title in (tmp_path / "report.html").read_text() and (tmp_path / "plot_surrogate.png").is_file()
+
+
+@pytest.mark.parametrize("searcher, options, n, name, label", [
+    ("regmix", None, 40, "gp", "GP (auto, 40 trials < 128)"),            # the default surrogate, resolved
+    ("regmix", {"surrogate_options": {"switch_at": 32, "num_leaves": 7}}, 40, "lightgbm",
+     "LightGBM (auto, 40 trials >= 32)"),
+    ("regmix", {"surrogate": "lightgbm"}, 40, "lightgbm", "LightGBM"),
+    ("bo", {"warp": "clr"}, 40, "gp", "GP"),
+    ("mixing_law", None, 40, "mixing_law", "mixing law"),
+    ("hybrid", {"main": "regmix", "main_options": {"surrogate": "linear"}}, 40, "linear", "linear"),
+    ("random", None, 40, "linear", "linear (random fits no surrogate)"),
+])
+def test_searched_surrogate_is_the_searchers_model(searcher, options, n, name, label):
+    from mixopt.dashboards.data import searched_surrogate
+
+    s = mixopt.create_study("which", domains=DOMAINS, searcher=searcher, searcher_options=options)
+    choice = searched_surrogate(s, n)
+    assert (choice.name, choice.label) == (name, label)
+    if searcher == "bo":
+        assert choice.options["warp"] == "clr"
+    if name == "lightgbm" and options.get("surrogate_options"):
+        assert choice.options == {"num_leaves": 7}  # the GP's options and switch_at are auto's, not LightGBM's
+    if searcher == "mixing_law":
+        assert choice.per_domain == {d: 0.25 for d in DOMAINS}  # the objective: mean loss over the domains
+
+
+def test_mixing_law_plot_fits_a_law_per_objective_domain():
+    from mixopt.dashboards.data import study_surrogate_cv, study_view
+
+    s = _told("mixing_law", n=6)
+    cv = study_surrogate_cv(s, study_view(s))
+    assert cv.surrogate == "mixing law (a law per objective domain)" and np.isfinite(cv.predicted).all()

@@ -10,22 +10,24 @@ import torch
 from torch.nn import functional as F
 
 from mixopt.core.spec import MOE_PRESETS, ProxySpec
+from mixopt.proxies.model import build_model
 from mixopt.proxies.moe import MoEConfig, MoEGPT, MoELayer
-from mixopt.proxies.train import build_model, run_trial
+from mixopt.proxies.train import run_trial
 
 V = 64
 
 
 @pytest.mark.parametrize("preset", list(MOE_PRESETS))
-def test_params_active_and_flops_match_spec(preset):
+def test_the_model_holds_the_params_the_spec_counts(preset):
     spec = ProxySpec(preset=preset, seq_len=64, tokens=64 * 16)
     model = MoEGPT(MoEConfig.from_spec(spec, V))
     assert model.num_params(non_embedding=True) == spec.non_embedding_params()
     assert model.num_params(non_embedding=False) == spec.params(V)
-    assert model.num_active_params(non_embedding=True) == spec.active_non_embedding_params()
-    assert model.num_active_params(non_embedding=False) == spec.active_params(V)
-    assert model.flops_per_token() == spec.flops_per_token(V)
-    assert model.num_active_params() < model.num_params()
+    # active: every tensor but the routed experts a token skips (E - top_k per layer), counted on the module
+    skipped = sum((m.n_experts - m.top_k) * (m.w_fc[0].numel() + m.w_proj[0].numel()) for m in model.moe_layers())
+    assert model.num_params(non_embedding=True) - skipped == spec.active_non_embedding_params()
+    assert model.num_params(non_embedding=False) - skipped == spec.active_params(V)
+    assert spec.active_non_embedding_params() < spec.non_embedding_params()
     assert not any(n.endswith(".bias") for n, _ in model.named_parameters())
     assert model.lm_head.weight is model.wte.weight
 
@@ -177,22 +179,23 @@ def trial(corpus_dir, **spec_kw):
 def test_moe_trial_trains_and_reports_routing(corpus_dir):
     r = trial(corpus_dir, capacity_factor=1.0)
     spec = ProxySpec(preset="moe-0.1m", seq_len=16)
-    h = r["history"]
-    assert h[0]["train_loss"] > h[-1]["train_loss"] and r["losses"]["cycle"] < 0.5 * math.log(V)
-    assert r["params"] == spec.params(V) and r["active_params"] == spec.active_params(V)
-    assert r["active_non_embedding_params"] == spec.active_non_embedding_params()
-    assert r["flops_per_token"] == spec.flops_per_token(V)
-    for entry in (h[0], h[-1], r):
+    h = r.history
+    assert h[0]["train_loss"] > h[-1]["train_loss"] and r.losses["cycle"] < 0.5 * math.log(V)
+    assert r.metrics["params"] == spec.params(V) and r.metrics["active_params"] == spec.active_params(V)
+    assert r.metrics["active_non_embedding_params"] == spec.active_non_embedding_params()
+    assert r.metrics["flops_per_token"] == spec.flops_per_token(V)
+    for entry in (h[0], h[-1], r.metrics):
         assert 0 <= entry["routing_load_cv"] and 0 < entry["routing_entropy"] <= 1
         assert 0 <= entry["routing_dropped_frac"] < 1
-    assert r["routing_entropy"] == h[-1]["routing_entropy"]
+    assert r.metrics["routing_entropy"] == h[-1]["routing_entropy"]
 
 
 def test_dense_trial_reports_active_equal_to_params(corpus_dir):
     r = trial(corpus_dir, preset="dense-0.1m", tokens=128, evals=1)
-    assert r["active_params"] == r["params"] and r["active_non_embedding_params"] == r["non_embedding_params"]
-    assert not any(k.startswith("routing_") for k in r) and not any(
-        k.startswith("routing_") for k in r["history"][0])
+    m = r.metrics
+    assert m["active_params"] == m["params"] and m["active_non_embedding_params"] == m["non_embedding_params"]
+    assert not any(k.startswith("routing_") for k in m) and not any(
+        k.startswith("routing_") for k in r.history[0])
 
 
 def test_build_model_follows_arch():

@@ -23,8 +23,10 @@ from torch.nn import functional as F
 from mixopt.core.errors import MixtureError, TrialError
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
+from mixopt.core.worker import TrialResult
 from mixopt.data.corpus import Corpus
 from mixopt.proxies import pack as pack_mod
+from mixopt.proxies.model import build_model
 from mixopt.proxies.moe import MoELayer
 from mixopt.proxies.pack import PackGPT, PackMoE, linear_cross_entropy, set_dispatch
 from mixopt.proxies.pack_train import (
@@ -35,7 +37,7 @@ from mixopt.proxies.pack_train import (
     run_one,
     run_pack,
 )
-from mixopt.proxies.train import MixtureSampler, build_model, run_trial
+from mixopt.proxies.train import MixtureSampler, run_trial
 
 
 def _load(name: str):
@@ -62,22 +64,25 @@ def solo(corpus_dir):
     return [run_trial(r) for r in reqs(corpus_dir)]
 
 
-def assert_same_run(pack_res: dict, solo_res: dict, tol: float = TOL) -> None:
-    assert "error" not in pack_res, pack_res.get("error")
-    assert set(solo_res) <= set(pack_res)  # every run_trial key, plus pack_size / pack_tokens_per_s
-    for k in ("steps", "tokens", "params", "non_embedding_params", "active_params", "flops_per_token", "device"):
-        assert pack_res[k] == solo_res[k], k
-    assert pack_res["losses"] == pytest.approx(solo_res["losses"], abs=tol)
-    for hp, hs in zip(pack_res["history"], solo_res["history"], strict=True):
+def assert_same_run(pack_res: TrialResult, solo_res: TrialResult, tol: float = TOL) -> None:
+    assert isinstance(pack_res, TrialResult), pack_res
+    assert set(solo_res.metrics) <= set(pack_res.metrics)  # every run_trial metric, plus pack_size / pack_tokens_per_s
+    for k in ("steps", "tokens", "params", "non_embedding_params", "active_params", "flops_per_token"):
+        assert pack_res.metrics[k] == solo_res.metrics[k], k
+    assert pack_res.device == solo_res.device
+    assert pack_res.losses == pytest.approx(solo_res.losses, abs=tol)
+    for hp, hs in zip(pack_res.history, solo_res.history, strict=True):
         assert hp["step"] == hs["step"] and hp["tokens"] == hs["tokens"]
         assert hp["train_loss"] == pytest.approx(hs["train_loss"], abs=tol)
         assert hp["losses"] == pytest.approx(hs["losses"], abs=tol)
 
 
 # --- the module ---------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["dense-0.1m", "moe-0.1m"])
-def test_init_is_solo_init_and_gradients_are_solo_gradients(preset):
-    specs = [ProxySpec(preset=preset, seq_len=16, batch_size=4, tokens=64, seed=s) for s in (3, 5, 7)]
+@pytest.mark.parametrize("preset, param", [("dense-0.1m", "standard"), ("moe-0.1m", "standard"),
+                                           ("dense-3k", "mup"), ("moe-w128", "mup")])
+def test_init_is_solo_init_and_gradients_are_solo_gradients(preset, param):
+    specs = [ProxySpec(preset=preset, seq_len=16, batch_size=4, tokens=64, seed=s, parametrization=param)
+             for s in (3, 5, 7)]
     pack = PackGPT.from_specs(specs, V)
     solos = []
     for s in specs:
@@ -221,7 +226,8 @@ def test_member_with_huge_gradients_does_not_change_another_members_update():
 def test_pack_reproduces_solo_runs(corpus_dir, solo):
     for p, s in zip(run_pack(reqs(corpus_dir)), solo, strict=True):
         assert_same_run(p, s)
-        assert p["pack_size"] == 3 and p["pack_tokens_per_s"] == pytest.approx(3 * p["tokens_per_s"])
+        m = p.metrics
+        assert m["pack_size"] == 3 and m["pack_tokens_per_s"] == pytest.approx(3 * m["tokens_per_s"])
 
 
 def test_moe_pack_reproduces_solo_runs(corpus_dir):
@@ -231,7 +237,16 @@ def test_moe_pack_reproduces_solo_runs(corpus_dir):
         s = run_trial(r)
         assert_same_run(p, s, MOE_TOL)
         for k in ("routing_load_cv", "routing_entropy", "routing_dropped_frac"):
-            assert p[k] == pytest.approx(s[k], abs=0.02), k
+            assert p.metrics[k] == pytest.approx(s.metrics[k], abs=0.02), k
+
+
+@pytest.mark.parametrize("preset, tol", [("dense-3k", TOL), ("moe-w128", MOE_TOL)])
+def test_mup_pack_reproduces_solo_runs(corpus_dir, preset, tol):
+    """muP (width_mult 0.25 and 2): per-parameter lr multipliers, scaled init, logits and attention, per-member lr."""
+    rs = reqs(corpus_dir, preset=preset, seeds=(4, 5, 6), parametrization="mup")
+    rs[1]["spec"] = ProxySpec(**(rs[1]["spec"] | {"lr": 3e-3})).to_dict()
+    for p, r in zip(run_pack(rs), rs, strict=True):
+        assert_same_run(p, run_trial(r), tol)
 
 
 def test_diverging_and_broken_members_are_masked_and_reported(corpus_dir, solo, monkeypatch):
@@ -252,18 +267,21 @@ def test_diverging_and_broken_members_are_masked_and_reported(corpus_dir, solo, 
     for i, r in enumerate(rs):
         r["trial_id"] = 10 + i
     out = run_pack(rs)
-    assert [o["trial_id"] for o in out] == [10, 11, 12, 13, 14, 15]
-    assert out[1]["error"].startswith("diverged at step 0: loss=nan")
-    assert "above ln(vocab)" in out[2]["error"] or out[2]["error"].startswith("diverged at step")
-    assert "'empty'" in out[4]["error"] and "0 tokens" in out[4]["error"]
+    assert [o.trial_id for o in out] == [10, 11, 12, 13, 14, 15]
+    assert [type(o).__name__ for o in out] == ["TrialResult", "TrialFailure", "TrialFailure", "TrialResult",
+                                                "TrialFailure", "TrialResult"]
+    assert out[1].kind == "diverged" and out[1].reason.startswith("diverged at step 0: loss=nan")
+    assert out[2].kind == "diverged"
+    assert "above ln(vocab)" in out[2].reason or out[2].reason.startswith("diverged at step")
+    assert out[4].kind == "data" and "'empty'" in out[4].reason and "0 tokens" in out[4].reason
     for o, s in zip([out[0], out[3], out[5]], solo):
-        assert_same_run(o, {**s, "trial_id": o["trial_id"]})
+        assert_same_run(o, s)
 
 
 def test_run_one_is_a_pack_of_one_that_raises_like_run_trial(corpus_dir, solo, monkeypatch):
     one = run_one(reqs(corpus_dir)[0])  # what the executors run for a single trial
     assert_same_run(one, solo[0])
-    assert one["pack_size"] == 1
+    assert one.metrics["pack_size"] == 1
     with pytest.raises(TrialError, match="'empty'.*0 tokens"):
         run_one(request(corpus_dir, {"cycle": 0.9, "empty": 0.1}))
     with pytest.raises(MixtureError, match="unknown domain"):  # the same exception types as run_trial
@@ -318,7 +336,7 @@ def test_compile_failure_falls_back_to_eager(corpus_dir, monkeypatch):
     with pytest.warns(UserWarning, match="running eager"):
         compiled = run_pack(rs, compile=True)
     for c, e in zip(compiled, run_pack(rs, compile=False)):
-        assert c["losses"] == e["losses"]
+        assert c.losses == e.losses
 
 
 @pytest.mark.gpu
@@ -331,11 +349,11 @@ def test_cuda_pack_matches_cpu_pack(corpus_dir, preset):
         r["device"] = "cuda"
     gpu = run_pack(rs)  # bf16 autocast, torch.compile (or its eager fallback), grouped/dense MoE dispatch
     for g, c in zip(gpu, cpu):
-        assert "error" not in g and g["device"].startswith("cuda")
-        assert g["train_loss"] == pytest.approx(c["train_loss"], abs=0.1, rel=0.1)  # bf16 vs fp32
-        assert all(math.isfinite(v) for v in g["losses"].values())
-    assert gpu[0]["losses"]["cycle"] < 0.5 * math.log(V)
-    assert np.isfinite([g["tokens_per_s"] for g in gpu]).all()
+        assert isinstance(g, TrialResult) and g.device.startswith("cuda")
+        assert g.metrics["train_loss"] == pytest.approx(c.metrics["train_loss"], abs=0.1, rel=0.1)  # bf16 vs fp32
+        assert all(math.isfinite(v) for v in g.losses.values())
+    assert gpu[0].losses["cycle"] < 0.5 * math.log(V)
+    assert np.isfinite([g.metrics["tokens_per_s"] for g in gpu]).all()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

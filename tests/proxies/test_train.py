@@ -10,9 +10,11 @@ import torch
 from mixopt.core.errors import MixtureError, TrialError
 from mixopt.core.spec import ProxySpec
 from mixopt.data.corpus import Corpus
+from mixopt.proxies import model as proxy_model
 from mixopt.proxies import train
 from mixopt.proxies.gpt import GPT
-from mixopt.proxies.train import MixtureSampler, eval_batches, lr_at, run_trial
+from mixopt.proxies.model import lr_at
+from mixopt.proxies.train import MixtureSampler, eval_batches, run_trial
 
 V = 64
 
@@ -55,34 +57,34 @@ def cycle_result(corpus_dir):
 
 def test_result_fields_agree_with_spec(cycle_result):
     r, spec = cycle_result, ProxySpec(preset="dense-0.1m", seq_len=16)
-    assert r["steps"] == 40 and r["tokens"] == 40 * 8 * 16
-    assert r["params"] == spec.params(V) and r["non_embedding_params"] == spec.non_embedding_params()
-    assert r["flops_per_token"] == spec.flops_per_token(V)
-    assert r["flops_per_s"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"])
-    assert [h["step"] for h in r["history"]] == [20, 40]
-    assert [h["tokens"] for h in r["history"]] == [20 * 128, 40 * 128]
-    assert r["losses"] == r["history"][-1]["losses"] and set(r["losses"]) == {"cycle", "noise", "held"}
-    assert r["seconds"] >= r["train_seconds"] > 0 and r["device"] == "cpu"
+    assert r.metrics["steps"] == 40 and r.metrics["tokens"] == 40 * 8 * 16
+    assert r.metrics["params"] == spec.params(V) and r.metrics["non_embedding_params"] == spec.non_embedding_params()
+    assert r.metrics["flops_per_token"] == spec.flops_per_token(V)
+    assert r.metrics["flops_per_s"] == pytest.approx(r.metrics["flops_per_token"] * r.metrics["tokens_per_s"])
+    assert [h["step"] for h in r.history] == [20, 40]
+    assert [h["tokens"] for h in r.history] == [20 * 128, 40 * 128]
+    assert r.losses == r.history[-1]["losses"] and set(r.losses) == {"cycle", "noise", "held"}
+    assert r.metrics["seconds"] >= r.metrics["train_seconds"] > 0 and r.device == "cpu"
 
 
 def test_loss_decreases_on_learnable_domain(cycle_result):
-    h = cycle_result["history"]
+    h = cycle_result.history
     assert h[0]["train_loss"] > h[-1]["train_loss"]
-    assert cycle_result["losses"]["cycle"] < 0.5 * math.log(V)  # learned the cycle
-    assert cycle_result["losses"]["noise"] > math.log(31)  # never saw tokens 32..62
+    assert cycle_result.losses["cycle"] < 0.5 * math.log(V)  # learned the cycle
+    assert cycle_result.losses["noise"] > math.log(31)  # never saw tokens 32..62
 
 
 def test_same_request_same_losses_bit_for_bit(corpus_dir, cycle_result):
     again = run_trial(request(corpus_dir, {"cycle": 1.0}))
-    assert again["history"] == cycle_result["history"]
+    assert again.history == cycle_result.history
 
 
 def test_different_mixtures_and_seeds_differ(corpus_dir, cycle_result):
     noise = run_trial(request(corpus_dir, {"noise": 1.0}))
-    assert noise["losses"]["noise"] < cycle_result["losses"]["noise"]
-    assert noise["losses"]["cycle"] > cycle_result["losses"]["cycle"]
+    assert noise.losses["noise"] < cycle_result.losses["noise"]
+    assert noise.losses["cycle"] > cycle_result.losses["cycle"]
     reseeded = run_trial(request(corpus_dir, {"cycle": 1.0}, seed=1))
-    assert reseeded["losses"] != cycle_result["losses"]
+    assert reseeded.losses != cycle_result.losses
 
 
 def test_eval_batches_identical_across_trials(corpus_dir, monkeypatch):
@@ -102,8 +104,8 @@ def test_held_out_and_default_eval_domains(corpus_dir):
     r = request(corpus_dir, {"cycle": 0.7, "noise": 0.3}, tokens=8 * 16 * 4, evals=1)
     del r["eval_domains"]  # default: every corpus domain, including ones not in the mixture
     res = run_trial(r)
-    assert set(res["losses"]) == {"cycle", "noise", "held", "empty"}
-    assert all(math.isfinite(v) for v in res["losses"].values())
+    assert set(res.losses) == {"cycle", "noise", "held", "empty"}
+    assert all(math.isfinite(v) for v in res.losses.values())
 
 
 def test_weight_on_empty_domain_raises(corpus_dir):
@@ -128,7 +130,7 @@ def test_divergence_raises_trial_error(corpus_dir, monkeypatch):
             with torch.no_grad():
                 self.wpe.weight[3, 0] = float("nan")
 
-    monkeypatch.setattr(train, "GPT", PoisonedGPT)
+    monkeypatch.setattr(proxy_model, "GPT", PoisonedGPT)
     with pytest.raises(TrialError, match="diverged at step 0: loss=nan"):
         run_trial(request(corpus_dir, {"cycle": 1.0}))
 
@@ -169,4 +171,4 @@ def test_cuda_trial_matches_spec(corpus_dir):
     r = request(corpus_dir, {"cycle": 1.0})
     r["device"] = "auto"
     res = run_trial(r)
-    assert res["device"].startswith("cuda") and res["losses"]["cycle"] < 0.5 * math.log(V)
+    assert res.device.startswith("cuda") and res.losses["cycle"] < 0.5 * math.log(V)

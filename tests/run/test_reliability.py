@@ -149,7 +149,7 @@ def test_local_ray_goes_with_a_killed_driver(tmp_path):
     (Ray's agents alone wait 60 s on the dead GCS; the reaper in mixopt.run.executors ends them)."""
     code = ("import time\nfrom mixopt.run.config import ExecutorConfig\nfrom mixopt.run.executors import RayExecutor\n"
             "ex = RayExecutor(ExecutorConfig(kind='ray', workers=1))\n"
-            "ex.submit(0, __import__('mixopt.core.worker', fromlist=['x']).TrialRequest(0, {}, {}, ''))\n"
+            "ex.submit(0, __import__('mixopt.core.worker', fromlist=['x']).TrialRequest(0, {'a': 1.0}, {}, ''))\n"
             "ex.wait(60)\nprint('ready', flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env())

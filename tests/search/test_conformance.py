@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mixopt.core.mixture import Mixture, MixtureSpace
-from mixopt.search import Fidelity, Observation, SearchContext, available, get_searcher
+from mixopt.search import Observation, Rung, SearchContext, available, get_searcher
 from mixopt.search.dirichlet import sample
 from mixopt.search.pool import select_from_pool
 
@@ -33,7 +33,7 @@ FAST: dict[str, dict] = {
     "mfbo": {"n_pool": 200, "n_candidates": 200, "num_fantasies": 4, "num_restarts": 1, "maxiter": 20,
              "time_limit_s": 120},
 }
-MULTI_FIDELITY = {"mfbo"}          # searchers that need a scale ladder (>= 2 fidelities)
+MULTI_RUNG = {"mfbo"}          # searchers that need a scale ladder (>= 2 rungs)
 T = np.array([1.5, -1.0, 0.5, -0.5])
 
 
@@ -53,16 +53,16 @@ def make(name: str):
 
 
 def ctx_for(name: str, space: MixtureSpace, xs, values, states=None, seed: int = 0) -> SearchContext:
-    """Observations at the target fidelity; a 2-rung ladder (and cheap-rung copies of the
-    completed points, objective + 0.5) for multi-fidelity searchers."""
+    """Observations at the target rung; a 2-rung ladder (and cheap-rung copies of the
+    completed points, objective + 0.5) for multi-rung searchers."""
     obs = []
     for i, (x, v) in enumerate(zip(xs, values)):
         st = states[i] if states else ("COMPLETE" if v is not None else "PENDING")
         obs.append(Observation(i, Mixture.from_array(space.project(np.asarray(x)), space.domains), st,
                                v if st == "COMPLETE" else None))
-    fids: tuple[Fidelity, ...] = ()
-    if name in MULTI_FIDELITY:
-        fids = (Fidelity(0, {"preset": "dense-0.1m"}, 1.0), Fidelity(1, {"preset": "dense-1m"}, 8.0))
+    fids: tuple[Rung, ...] = ()
+    if name in MULTI_RUNG:
+        fids = (Rung(0, {"preset": "dense-0.1m"}, 1.0), Rung(1, {"preset": "dense-1m"}, 8.0))
         n = len(obs)
         obs += [Observation(n + j, o.mixture, o.state, None if o.value is None else float(o.value) + 0.5, 0)
                 for j, o in enumerate(list(obs)) if o.state == "COMPLETE" and j % 2 == 0]

@@ -7,13 +7,13 @@ import pytest
 
 from mixopt.core.errors import ConfigError  # noqa: E402
 from mixopt.core.mixture import Mixture, MixtureSpace  # noqa: E402
-from mixopt.search import Fidelity, Observation, Proposal, SearchContext, get_searcher  # noqa: E402
+from mixopt.search import Observation, Proposal, Rung, SearchContext, get_searcher  # noqa: E402
 from mixopt.search.dirichlet import sample  # noqa: E402
 from mixopt.search.mfbo import fidelity_features  # noqa: E402
 
 DOMAINS = ("a", "b", "c", "d")
 TARGET = np.array([0.4, 0.3, 0.2, 0.1])
-LADDER = (Fidelity(0, {"size": "s"}, 1.0), Fidelity(1, {"size": "m"}, 8.0), Fidelity(2, {"size": "l"}, 64.0))
+LADDER = (Rung(0, {"size": "s"}, 1.0), Rung(1, {"size": "m"}, 8.0), Rung(2, {"size": "l"}, 64.0))
 FAST = {"n_pool": 200, "n_candidates": 100, "num_fantasies": 4, "num_restarts": 1, "maxiter": 20,
         "min_fit": 8, "time_limit_s": 300}
 
@@ -61,7 +61,7 @@ def test_fidelity_features():
 def test_initial_design_cheap_with_some_target(space):
     out = mfbo().suggest(ctx_from(space, []), 8)
     assert all(isinstance(p, Proposal) and space.contains(p.mixture) for p in out)
-    fids = [p.fidelity for p in out]
+    fids = [p.rung for p in out]
     assert fids.count(0) == 6 and fids.count(2) == 2
 
 
@@ -72,7 +72,7 @@ def test_model_phase_prefers_cheap_rungs_early(space, caplog):
     a = mfbo().suggest(ctx, 2)
     assert a == mfbo().suggest(ctx_from(space, rows, seed=5), 2)      # reproducible
     assert all(space.contains(p.mixture) for p in a)
-    assert all(p.fidelity in (0, 1, 2) for p in a) and min(p.fidelity for p in a) < 2
+    assert all(p.rung in (0, 1, 2) for p in a) and min(p.rung for p in a) < 2
     x0, x1 = (p.mixture.as_array(DOMAINS) for p in a)
     assert np.abs(x0 - x1).sum() > 1e-4                                 # batch is distinct
     assert "fallback" not in caplog.text                                # the MF-MES path ran
@@ -80,12 +80,12 @@ def test_model_phase_prefers_cheap_rungs_early(space, caplog):
 
 def test_fallback_when_time_limit_tiny(space):
     out = mfbo(time_limit_s=1e-4).suggest(ctx_from(space, history(space)), 2)
-    assert len(out) == 2 and all(space.contains(p.mixture) and p.fidelity in (0, 1, 2) for p in out)
+    assert len(out) == 2 and all(space.contains(p.mixture) and p.rung in (0, 1, 2) for p in out)
 
 
 def test_recommend_at_target(space):
     rec = mfbo().recommend(ctx_from(space, history(space, 12, 6)))
-    assert space.contains(rec.mixture) and rec.info["fidelity"] == 2
+    assert space.contains(rec.mixture) and rec.info["rung"] == 2
     assert rec.info["n_fit_per_rung"] == [12, 0, 6]
     assert np.isfinite(rec.predicted) and abs(rec.predicted - f(rec.mixture.as_array(DOMAINS), 2)) < 0.2
 
@@ -101,19 +101,38 @@ def test_target_rung_keeps_its_share(space):
     """Once the model runs, proposals go to the target rung whenever it would fall below min_target_share."""
     rows = history(space, n_cheap=16, n_target=2)                 # 2 / 18 = 11% at the target
     out = mfbo(min_target_share=0.3).suggest(ctx_from(space, rows, seed=2), 3)
-    assert [p.fidelity for p in out] == [2, 2, 2]                  # 2/19, 3/20, 4/21 are all below 0.3
+    assert [p.rung for p in out] == [2, 2, 2]                  # 2/19, 3/20, 4/21 are all below 0.3
     free = mfbo(min_target_share=0.0).suggest(ctx_from(space, rows, seed=2), 1)
-    assert free[0].fidelity in (0, 1, 2)
+    assert free[0].rung in (0, 1, 2)
 
 
 def test_recommend_needs_target_evidence(space):
     rows = history(space, n_cheap=14, n_target=2)
     rec = mfbo().recommend(ctx_from(space, rows))                 # min_target = 3 > 2
-    assert rec.info["source"] == "best_trial" and rec.info["fidelity"] == 2 and "min_target" in rec.info["reason"]
+    assert rec.info["source"] == "best_trial" and rec.info["rung"] == 2 and "min_target" in rec.info["reason"]
     best = min((r for r in rows if r[1] == 2), key=lambda r: r[2])
     assert rec.predicted == best[2]
     cheap_only = history(space, n_cheap=14, n_target=0)
     rec = mfbo().recommend(ctx_from(space, cheap_only))
-    assert rec.info["fidelity"] == 0 and rec.info["n_fit_per_rung"] == [14, 0, 0]
+    assert rec.info["rung"] == 0 and rec.info["n_fit_per_rung"] == [14, 0, 0]
     with pytest.raises(ConfigError, match="min_target_share"):
         get_searcher("mfbo", {"min_target_share": 2})
+
+
+def test_merged_scores_are_the_zero_training_fidelity(space):
+    """Merged scores (model-merging proxies) enter the GP at s = 0 with their real cost, move the rungs
+    up the cost model, and are never proposed: every proposal is a rung to train."""
+    X = sample(space, 40, np.random.default_rng(3))
+    merged = tuple(Observation(-1 - i, Mixture.from_array(x, DOMAINS), "COMPLETE", f(x, 0) + 0.4)
+                   for i, x in enumerate(X))
+    ctx = ctx_from(space, history(space, n_cheap=4, n_target=3))
+    with_merged = SearchContext(ctx.space, ctx.observations, 0, LADDER, merged=merged, merged_cost=0.05)
+    m = mfbo(merged_rows=16)
+    s, rel = m._ladder(with_merged)
+    assert s[0] > 0 and s[-1] == 1 and rel[0] == pytest.approx(0.05 / 64)  # merged: s = 0, the cheapest
+    Xd, sv, y = m._data(with_merged, s)
+    assert (sv == 0).sum() == 16 and len(y) == 16 + 7  # the best 8 merged and a spread of 8 more, then trials
+    assert min(y[sv == 0]) == pytest.approx(min(o.value for o in merged))
+    assert np.allclose(m._ladder(ctx)[0], [0, 0.5, 1]) and len(m._data(ctx, m._ladder(ctx)[0])[2]) == 7
+    out = m.suggest(with_merged, 2)
+    assert len(out) == 2 and all(p.rung in (0, 1, 2) and space.contains(p.mixture) for p in out)

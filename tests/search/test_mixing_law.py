@@ -134,3 +134,37 @@ def test_per_domain_laws_when_trials_report_domain_losses():
     # without domain losses it falls back to one law on the objective
     bare = SearchContext(space, tuple(Observation(o.trial_id, o.mixture, o.state, o.value) for o in obs), 0, (), w)
     assert s.recommend(bare).info["per_domain"] is False
+
+
+@pytest.mark.parametrize("n,k,absent", [(12, 40, None), (60, 8, 3)])
+def test_rank_deficient_rows_fit_t_in_their_row_space(n, k, absent):
+    """Fewer rows than domains (or a domain in no row): t is fitted in the rows' span (plus the
+    gauge's constant shift), where the ridge puts the minimizer, even from a warm start outside
+    it; the law fits the rows."""
+    rng = np.random.default_rng(2)
+    X = rng.dirichlet(np.full(k, 0.5), n)
+    if absent is not None:
+        X[:, absent] = 0.0
+        X /= X.sum(axis=1, keepdims=True)
+    y = 2.0 + 0.3 * np.exp(X @ rng.normal(0.0, 1.0, k)) + rng.normal(0.0, 1e-4, n)
+    span = np.hstack([X.T, np.ones((k, 1))])                     # (k, n + 1)
+    warm = MixingLaw(2.0, 0.3, rng.normal(0.0, 2.0, k))          # t far outside the span
+    for law in (fit_mixing_law(X, y, np.random.default_rng(0)),
+                fit_mixing_law(X, y, np.random.default_rng(0), restarts=1, init=warm)):
+        coef = np.linalg.lstsq(span, law.t, rcond=None)[0]
+        assert np.abs(span @ coef - law.t).max() < 1e-6
+    assert np.abs(fit_mixing_law(X, y, np.random.default_rng(0)).predict(X) - y).max() < 0.05 * np.ptp(y)
+
+
+def test_a_restart_stops_when_its_cost_stalls():
+    from types import SimpleNamespace
+
+    from mixopt.search.mixing_law import _stall_stop
+
+    cb = _stall_stop(3, 1e-3)
+    for c in (1.0, 0.5, 0.3, 0.2):                               # still falling: no stop
+        cb(SimpleNamespace(cost=c))
+    cb(SimpleNamespace(cost=0.19995))
+    cb(SimpleNamespace(cost=0.1999))
+    with pytest.raises(StopIteration):                           # 3 iterations gained < 0.1%
+        cb(SimpleNamespace(cost=0.19985))

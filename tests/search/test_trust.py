@@ -30,11 +30,11 @@ def test_guard_replaces_a_worse_prediction_and_keeps_a_better_one():
 
 
 def test_best_target_trial_ignores_other_rungs():
-    from mixopt.search import Fidelity
+    from mixopt.search import Rung
 
     obs = (Observation(0, Mixture({"a": 1.0, "b": 0.0, "c": 0.0}), "COMPLETE", 0.1, 0),
            Observation(1, Mixture({"a": 0.0, "b": 1.0, "c": 0.0}), "COMPLETE", 0.5, 1))
-    ctx = SearchContext(SPACE, obs, 0, (Fidelity(0, {}, 1.0), Fidelity(1, {}, 8.0)))
+    ctx = SearchContext(SPACE, obs, 0, (Rung(0, {}, 1.0), Rung(1, {}, 8.0)))
     assert best_target_trial(ctx).trial_id == 1 and best_target_trial(ctx, 0).trial_id == 0
 
 

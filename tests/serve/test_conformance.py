@@ -74,7 +74,7 @@ def test_same_calls_same_answers(client, store_uri, searcher, options):
     assert (rr.mixture, rr.predicted, rr.std, rr.info) == (lr.mixture, lr.predicted, lr.std, lr.info)
     assert isinstance(rr, type(lr)) and isinstance(rr.mixture, mixopt.Mixture)
     pd.testing.assert_frame_equal(remote.to_dataframe(), local.to_dataframe())
-    assert remote.fidelity_costs() == local.fidelity_costs() == []
+    assert remote.rung_costs() == local.rung_costs() == []
 
     # what the server did landed in the store: a fresh local load of the served study agrees
     stored = mixopt.load_study(name, store_uri)
@@ -169,19 +169,19 @@ def test_space_objective_and_specs(client):
     objective = mixopt.Objective({"web": 1.0}, ("web",), "held-out web")
     spec = mixopt.ProxySpec(preset="dense-0.1m", tokens=20480)
     kw = dict(space=space, objective=objective, searcher="random", seed=5, spec=spec,
-              fidelities=[mixopt.ProxySpec(preset="dense-0.1m", tokens=10240), spec], extra={"note": "x"})
+              rungs=[mixopt.ProxySpec(preset="dense-0.1m", tokens=10240), spec], extra={"note": "x"})
     remote, local = client.create_study("specs", **kw), mixopt.create_study("specs", **kw)
-    assert (remote.space, remote.objective, remote.spec, remote.fidelities, remote.meta) == \
-           (local.space, local.objective, local.spec, local.fidelities, local.meta)
+    assert (remote.space, remote.objective, remote.spec, remote.rungs, remote.meta) == \
+           (local.space, local.objective, local.spec, local.rungs, local.meta)
     r, l = remote.ask(3), local.ask(3)
     same_trials(r, l)
     assert all(remote.space.contains(t.mixture) for t in r)
-    assert [remote.fidelity_of(t) for t in r] == [local.fidelity_of(t) for t in l]
+    assert [remote.rung_of(t) for t in r] == [local.rung_of(t) for t in l]
     small = mixopt.ProxySpec(preset="dense-0.1m", tokens=4096)
     same_trials(remote.ask(1, spec=small), local.ask(1, spec=small))
     same_trials([remote.enqueue({"code": 0.5, "legal": 0.5}, spec=small)], [local.enqueue({"code": 0.5, "legal": 0.5},
                                                                                         spec=small)])
     res = {"losses": {"web": 2.5, "code": 3.0}, "train_seconds": 12.0, "history": [{"step": 1, "losses": {"web": 2.7}}]}
     same_trials([remote.tell(r[0].trial_id, res)], [local.tell(l[0].trial_id, res)])
-    assert remote.fidelity_costs() == local.fidelity_costs()
+    assert remote.rung_costs() == local.rung_costs()
     pd.testing.assert_frame_equal(remote.to_dataframe(), local.to_dataframe())

@@ -95,10 +95,11 @@ def test_bad_requests(server, study_url):
     assert (status, kind) == (413, "UserError") and "larger than this server's limit" in msg
     assert error(*call(f"{study_url}/enqueue", "POST", {"mixture": {"code": 0.5, "legal": 0.6}})) == \
         (400, "MixtureError", "enqueue: weights sum to 1.1; they must sum to 1 (within 1e-06)")
-    assert error(*call(f"{study_url}/tell", "POST", {"trial_id": 999, "result": 1.0}))[:2] == (404, "UserError")
-    assert error(*call(f"{study_url}/trials/999"))[:2] == (404, "UserError")
-    assert error(*call(f"{server.url}/studies/nope/ask", "POST", {"n": 1}))[:2] == (404, "UserError")
-    assert error(*call(f"{server.url}/studies", "POST", {"name": "http", "domains": DOMAINS}))[:2] == (409, "UserError")
+    assert error(*call(f"{study_url}/tell", "POST", {"trial_id": 999, "result": 1.0}))[:2] == (404, "NotFoundError")
+    assert error(*call(f"{study_url}/trials/999"))[:2] == (404, "NotFoundError")
+    assert error(*call(f"{server.url}/studies/nope/ask", "POST", {"n": 1}))[:2] == (404, "NotFoundError")
+    assert error(*call(f"{server.url}/studies", "POST", {"name": "http", "domains": DOMAINS}))[:2] == \
+        (409, "AlreadyExistsError")
     assert error(*call(f"{server.url}/studies", "POST", {"name": "x", "domains": DOMAINS, "searcher": "nope"}))[:2] == \
         (400, "ConfigError")
     assert error(*call(f"{server.url}/nothing"))[:2] == (404, "HTTPError")

@@ -4,6 +4,7 @@
 import pytest
 
 from mixopt.core.errors import UserError
+from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial, TrialState
@@ -12,10 +13,13 @@ from mixopt.study import InMemoryStorage, MlflowStorage, Storage, get_storage
 DOMAINS = ["a", "b", "c"]
 
 
-def meta(name: str = "s") -> dict:
-    return {"name": name, "domains": DOMAINS, "lower": [0.0] * 3, "upper": [1.0] * 3, "prior": [],
-            "objective": {"weights": {d: 1 / 3 for d in DOMAINS}, "targets": [], "description": "mean"},
-            "searcher": "random", "searcher_options": {}, "n_init": 0, "seed": 0, "spec": None, "fidelities": []}
+def meta(name: str = "s") -> StudyMeta:
+    """A study's metadata as studies stored it before the ladder was named ``rungs`` (it still loads)."""
+    return StudyMeta.from_dict(
+        {"name": name, "domains": DOMAINS, "lower": [0.0] * 3, "upper": [1.0] * 3, "prior": [],
+         "objective": {"weights": {d: 1 / 3 for d in DOMAINS}, "targets": [], "description": "mean"},
+         "searcher": "random", "searcher_options": {}, "n_init": 0, "seed": 0, "spec": None, "fidelities": [],
+         "config": {"note": "kept as extra"}})
 
 
 @pytest.fixture(params=["memory", "mlflow-sqlite"])
@@ -34,7 +38,8 @@ def test_create_load_and_list(store):
     assert store.load_meta("s") is None and store.study_names() == [] and store.trials("s") == []
     store.create_study(meta("s"))
     store.create_study(meta("t"))
-    assert store.load_meta("s")["domains"] == DOMAINS
+    assert store.load_meta("s") == meta("s") and store.load_meta("s").space.domains == tuple(DOMAINS)
+    assert store.load_meta("s").extra == {"config": {"note": "kept as extra"}}
     assert store.study_names() == ["s", "t"]
     with pytest.raises(UserError, match="already exists"):
         store.create_study(meta("s"))
@@ -46,7 +51,7 @@ def test_trials_round_trip_in_id_order(store):
     for i in range(3):
         store.add_trial("s", trial(i))
     done = trial(1, TrialState.COMPLETE, value=2.5, losses={"a": 2.0, "b": 3.0, "c": 2.5},
-                 metrics={"tokens_per_s": 10.0, "steps": 4.0})
+                 metrics={"tokens_per_s": 10.0, "steps": 4.0}, device="cpu")
     store.update_trial("s", done.with_(run_id=store.trials("s")[1].run_id))
     store.update_trial("s", store.trials("s")[2].with_(state=TrialState.FAILED, error="OOM"))
     got = store.trials("s")
@@ -54,7 +59,7 @@ def test_trials_round_trip_in_id_order(store):
     assert [t.state for t in got] == [TrialState.PENDING, TrialState.COMPLETE, TrialState.FAILED]
     assert got[1].value == 2.5 and got[1].losses == {"a": 2.0, "b": 3.0, "c": 2.5}
     assert got[1].metrics["tokens_per_s"] == 10.0
-    assert got[1].mixture == done.mixture and got[1].spec == done.spec
+    assert got[1].mixture == done.mixture and got[1].spec == done.spec and got[1].device == "cpu"
     assert got[2].error == "OOM"
 
 

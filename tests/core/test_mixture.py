@@ -47,3 +47,22 @@ def test_space_infeasible_caps_and_floors():
         MixtureSpace.build(["a", "b"], caps={"q": 0.3})
     with pytest.raises(SpaceError, match=r"floor .* > cap"):
         MixtureSpace.build(["a", "b"], floors={"a": 0.6}, caps={"a": 0.5})
+
+
+def test_mixture_files_plain_recommendation_or_inferred(tmp_path):
+    """A mixture file: a mapping, or a document with one under ``mixture`` (recommendation.yaml,
+    ``mixopt infer-mixture --out``); weight on held-out domains is dropped and the rest renormalized."""
+    from mixopt.core.errors import MixtureError
+
+    (tmp_path / "plain.yaml").write_text("a: 0.25\nb: 0.75\n")
+    (tmp_path / "rec.json").write_text('{"study": "s", "mixture": {"a": 0.5, "b": 0.3, "t": 0.2}}')
+    assert Mixture.from_file(tmp_path / "plain.yaml", ["a", "b"]) == {"a": 0.25, "b": 0.75}
+    m = Mixture.from_file(tmp_path / "rec.json", ["a", "b"], held_out=["t"])
+    assert m["a"] == pytest.approx(0.625) and m["b"] == pytest.approx(0.375)
+    with pytest.raises(MixtureError, match="rec.json.t: unknown domain"):
+        Mixture.from_file(tmp_path / "rec.json", ["a", "b"])
+    with pytest.raises(MixtureError, match="nope.yaml: file not found"):
+        Mixture.from_file(tmp_path / "nope.yaml", ["a", "b"])
+    (tmp_path / "bad.yaml").write_text("[1, 2]")
+    with pytest.raises(MixtureError, match="expected a mapping"):
+        Mixture.from_file(tmp_path / "bad.yaml", ["a", "b"])

@@ -45,9 +45,9 @@ def test_sweep_fit_transfer(tmp_path, tiny_domains, capsys):
     # trials are still exactly the 20 proxy runs: fit runs are not trials
     assert len(mixopt.load_study("tiny", uri).trials) == 20
 
-    assert main(["transfer", str(cfg), "--seeds", "2", "--scale", "2", "--tokens", "16384"]) == 0
+    assert main(["transfer", str(cfg), "--seeds", "2", "--factor", "2", "--tokens", "16384"]) == 0
     out = capsys.readouterr().out
     assert "recommended" in out and "uniform" in out and "recommended-uniform" in out
     doc = json.loads((tmp_path / "out" / "tiny-transfer" / "transfer.json").read_text())
     assert doc["spec"]["preset"] == "dense-1m" and all(v["n"] == 2 for v in doc["stats"].values())
-    assert main(["transfer", str(cfg), "--seeds", "2", "--scale", "100"]) == 2
+    assert main(["transfer", str(cfg), "--seeds", "2", "--factor", "100"]) == 2

@@ -10,7 +10,7 @@ from mixopt.analysis.predict import predict
 from mixopt.core.errors import RunsTableError
 from mixopt.core.runs_table import write_runs_table
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchdata"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "benchdata"
 
 
 def make(path, n, seed, domains=("a", "b", "c", "d")):

@@ -42,3 +42,14 @@ def test_missing_config_file(tmp_path):
 
 def test_parse_overrides_types():
     assert parse_overrides(["--a.b=1", "--a.c=x", "--d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
+
+
+def test_command_line_flags_are_typed_values_not_override_strings():
+    """``--trials`` / ``--study`` arrive as values (a study name with '=' or spaces stays itself) and a
+    bad one is blamed on the flag."""
+    from mixopt.run.config import load_config
+
+    cfg = load_config(None, ["--budget.trials=3"], {"study": ("a b=c", "--study"), "budget.trials": (5, "--trials")})
+    assert cfg.study == "a b=c" and cfg.budget.trials == 5
+    with pytest.raises(ConfigError, match=r"^--trials 0: budget.trials: 0 must be >= 1"):
+        load_config(None, [], {"budget.trials": (0, "--trials")})

@@ -54,8 +54,8 @@ def _flaky_trial(request):
     from mixopt.core.errors import TrialError
     from mixopt.proxies.train import run_trial
 
-    if request["trial_id"] % 2:
-        raise TrialError(f"diverged at step 3: loss=nan (trial {request['trial_id']})")
+    if request.trial_id % 2:
+        raise TrialError(f"diverged at step 3: loss=nan (trial {request.trial_id})", kind="diverged")
     return run_trial(request)
 
 
@@ -88,7 +88,7 @@ class CountingExecutor:
         from mixopt.run.executors import LocalExecutor
 
         self.ran = []
-        self.inner = LocalExecutor(lambda r: (self.ran.append(r["trial_id"]), run_trial(r))[1])
+        self.inner = LocalExecutor(lambda r: (self.ran.append(r.trial_id), run_trial(r))[1])
         self.capacity = 2
 
     def submit(self, tid, req):

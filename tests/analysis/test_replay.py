@@ -66,7 +66,7 @@ def test_maximize_flips_the_objective(runs, capsys):
     down = json.loads(capsys.readouterr().out)
     for r in (up, down):
         for v in r.values():
-            v.pop("wall_s"), v.pop("elapsed_s")
+            v.pop("wall_s"), v.pop("elapsed_s"), v.pop("cpu_s")
     assert up == down
     cmd_replay(ns(runs, objective="score", json=True, seeds=2))              # minimizing a score: other end
     wrong = json.loads(capsys.readouterr().out)
@@ -130,8 +130,19 @@ def test_workers_give_identical_figures_and_progress():
                       seeds=3, init=2, workers=2)
     for r in (one, two):
         for v in r.values():
-            v.pop("wall_s"), v.pop("elapsed_s")
+            v.pop("wall_s"), v.pop("elapsed_s"), v.pop("cpu_s")
     assert one == two
     assert len(lines) == 9 and sum("finished" in m for m in lines) == 3
     with pytest.raises(UserError, match="--workers"):
         replay_pool(W, loss, DOMAINS, "random", budget=5, seeds=1, workers=0)
+
+
+def test_stop_at_top1_keeps_the_figures():
+    W, loss = pool(120)
+    full = replay_pool(W, loss, DOMAINS, "regmix:surrogate=linear", budget=30, seeds=3, init=2)
+    short = replay_pool(W, loss, DOMAINS, "regmix:surrogate=linear", budget=30, seeds=3, init=2, stop_at_top1=True)
+    for label in full:
+        for key in ("evals_to_top1", "evals_to_top5", "missed_top1", "evals_to_top1_median"):
+            assert short[label][key] == full[label][key]
+        assert len(short[label]["curve"]) == 30
+        assert short[label]["curve"][-1] >= full[label]["curve"][-1]

@@ -1,0 +1,224 @@
+"""``mixopt merge-check``: do merged scores rank mixtures as trained proxies do? With what compute?
+
+For each proxy preset asked for (default: the study config's proxy) ``M`` Dirichlet mixtures over the
+training domains are trained for real (one trial each, the study's proxy otherwise) and, for each seed
+fraction s, scored by merging that preset's experts (:mod:`mixopt.proxies.merge`; experts trained here or
+reused). Reported per preset and s, for two objectives (the mean loss over every corpus domain, and the
+loss on a held-out target domain: the config's ``objective: {target: X}``, else ``--target``): Spearman
+and Pearson correlation between the merged and the trained objective over the M mixtures; what the merge
+costs (experts: ``s + k (1 - s)`` proxies' worth of tokens; one merged score: its evaluation's forward
+tokens, in proxies' worth) and its noise (the spread of the merged objective over resampled validation
+batches). For comparison, RegMix's regression (``regmix``'s default surrogate, ``mixopt.search.surrogates``
+``auto``) trained on as many random trained proxies as the merge cost (experts + M scores) predicts the
+same M mixtures.
+
+Everything runs through the product's plan, loop and executors as a study of its own
+(``<study>-merge-check``; ``--name`` to choose), which a later call resumes (``--resume``, with the same
+mixtures and presets): the trained mixtures and the experts are reused, the merged scores (cheap) computed
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixopt.core.errors import AlreadyExistsError, UserError
+from mixopt.core.mixture import Mixture
+from mixopt.core.names import check_study_name
+from mixopt.core.objective import Objective
+from mixopt.core.spec import ProxySpec
+from mixopt.run.config import BudgetConfig, MergeConfig, SearchConfig, StudyConfig, SweepConfig
+from mixopt.run.executors import make_executor
+from mixopt.run.experts import MERGE_FN, ensure_experts, experts_spec
+from mixopt.run.loop import execute
+from mixopt.run.plan import StudyPlan
+from mixopt.search.dirichlet import sample
+from mixopt.study import get_storage
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return math.nan, math.nan
+    return float(stats.spearmanr(a[ok], b[ok]).statistic), float(stats.pearsonr(a[ok], b[ok]).statistic)
+
+
+def objectives(domains: list[str], target: str) -> dict[str, Objective]:
+    """The two objectives of the check: mean loss over every domain, loss on the held-out target."""
+    return {"mean": Objective({d: 1.0 / len(domains) for d in domains}, (), "mean loss over domains"),
+            "target": Objective({target: 1.0}, (target,), f"held-out loss on {target}")}
+
+
+def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float, ...] = (0.5,),
+                    presets: tuple[str, ...] = (), target: str | None = None, regmix: bool = True,
+                    resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
+                    progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, merge, compare (see the module docstring); returns the report (also ``merge_check.json``)."""
+    if mixtures < 4:
+        raise UserError(f"merge-check --mixtures: {mixtures} must be >= 4")
+    for s in seed_fractions:
+        if not 0 < s < 1:
+            raise UserError(f"merge-check --seed-fraction: {s} must be in (0, 1)")
+    cname = check_study_name(name, "merge-check --name") if name is not None else f"{cfg.study}-merge-check"
+    tgt = target or (cfg.objective.get("target") if isinstance(cfg.objective.get("target"), str) else None)
+    specs = [cfg.proxy if not p else _on_preset(cfg.proxy, p) for p in (presets or ("",))]
+    store = get_storage(cfg.resolved_tracking_uri())
+    ccfg = replace(cfg, study=cname, ladder=[], sweep=SweepConfig(), merge=MergeConfig(),
+                   search=SearchConfig("random", {}, 0), budget=BudgetConfig(trials=10**6),
+                   objective={"target": tgt} if tgt else {})
+    try:  # --resume continues the check's study if there is one, else starts it
+        plan = StudyPlan.build(ccfg, resume=resume and store.load_meta(cname) is not None, storage=store)
+    except AlreadyExistsError:
+        raise AlreadyExistsError(f"merge-check study {cname!r} exists; pass --resume to continue it") from None
+    if tgt is None:
+        raise UserError("merge-check: the config's objective has no held-out target; pass --target DOMAIN "
+                        f"(one of {', '.join(plan.domains)})")
+    if tgt not in plan.domains:
+        raise UserError(f"merge-check --target {tgt}: not a corpus domain; allowed: {', '.join(plan.domains)}")
+    corpus = plan.open_corpus(progress)
+    space = plan.build_space(corpus.token_counts("train"), proxy_tokens=max(s.tokens for s in specs))
+    es_all = {(sp.preset, s): experts_spec(MergeConfig(seed_fraction=s), sp, space, corpus)
+              for sp in specs for s in seed_fractions}
+    n_regmix = {sp.preset: max(4, round(max(es.proxies_worth() + mixtures * _score_cost(es, corpus)
+                                            for (p, _), es in es_all.items() if p == sp.preset))) for sp in specs}
+    X = sample(space, mixtures, np.random.default_rng([cfg.seed, 0xC4EC]))
+    Xr = sample(space, max(n_regmix.values()), np.random.default_rng([cfg.seed, 0x4E61]))
+    queue = [(f"check{i}", Mixture.from_array(x, space.domains), sp) for sp in specs for i, x in enumerate(X)]
+    if regmix:
+        queue += [(f"regmix{i}", Mixture.from_array(x, space.domains), sp) for sp in specs
+                  for i, x in enumerate(Xr[:n_regmix[sp.preset]])]
+    asked = {"mixtures": mixtures, "presets": [sp.preset for sp in specs], "tokens": [sp.tokens for sp in specs]}
+    study = plan.open_study(space, queue=queue, extra={"merge_check_of": cfg.study, "merge_check": asked})
+    before = study.meta.extra.get("merge_check", asked)
+    if before != asked:
+        raise UserError(f"merge-check --resume: study {cname!r} checked {before}, not {asked}; use the same "
+                        "--mixtures and presets, or another --name")
+    executor = executor or make_executor(cfg.executor)
+    try:
+        progress(f"merge-check: {len(queue)} proxies to train ({mixtures} checked mixtures"
+                 + (f" + {sum(n_regmix.values())} for RegMix's regression" if regmix else "") + f") at "
+                 f"{', '.join(sp.preset for sp in specs)}; experts for s = {', '.join(map(str, seed_fractions))}")
+        execute(replace(ccfg, budget=BudgetConfig(trials=len(queue))), study, corpus, executor, progress,
+                stop=None, shutdown=False)
+        rows = [_check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples, resume,
+                           progress) for sp in specs for s in seed_fractions]
+    finally:
+        executor.shutdown()
+    reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
+        if regmix else {}
+    doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg}
+    out = Path(cfg.output_dir) / cname
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "merge_check.json").write_text(json.dumps(doc, indent=2))
+    progress(format_check(doc))
+    return doc
+
+
+def _on_preset(spec: ProxySpec, preset: str) -> ProxySpec:
+    try:
+        return spec.with_preset(preset)
+    except UserError as e:
+        raise UserError(f"merge-check --preset {preset}: {e}") from None
+
+
+def _score_cost(es, corpus) -> float:
+    """A merged score over every corpus domain at the proxy's own validation batches, in proxies' worth."""
+    spec = es.spec
+    return es.score_cost(len(corpus.domains) * spec.eval_batches * spec.batch_size * spec.seq_len)
+
+
+def _trained(study, spec: ProxySpec, prefix: str, n: int, domains: list[str]) -> np.ndarray:
+    """Losses (n, D) of the trials labelled ``<prefix><i>`` at ``spec`` (nan where failed or missing)."""
+    L = np.full((n, len(domains)), np.nan)
+    for t in study.trials:
+        if t.ok and t.label.startswith(prefix) and t.spec == spec:
+            i = int(t.label[len(prefix):])
+            if i < n:
+                L[i] = [t.losses.get(d, np.nan) for d in domains]
+    return L
+
+
+def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, resume, progress) -> dict[str, Any]:
+    threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)  # nothing else runs meanwhile
+    experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
+                             num_threads=threads, device=cfg.executor.device, progress=progress)
+    domains = list(corpus.domains)
+    base = {"experts": es.to_dict(), "dir": str(experts.folder), "corpus_dir": str(corpus.path),
+            "eval_domains": domains, "num_threads": 1}
+    parts = np.array_split(np.arange(len(X)), max(1, getattr(executor, "capacity", 1)))
+    scores = []
+    for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
+        res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r} for idx in parts])
+        scores.append(np.concatenate([np.asarray(x["losses"]) for x in res]))
+    trained = _trained(study, spec, "check", len(X), domains)
+    out: dict[str, Any] = {"preset": spec.preset, "params": spec.non_embedding_params(), "tokens": spec.tokens,
+                           "seed_fraction": s, "experts": es.key(), "experts_proxies_worth": es.proxies_worth(),
+                           "score_proxies_worth": _score_cost(es, corpus),
+                           "n_trained": int(np.isfinite(trained).all(1).sum())}
+    for key, obj in objectives(domains, tgt).items():
+        w = np.array([obj.weights.get(d, 0.0) for d in domains])
+        merged = np.stack([sc @ w for sc in scores])  # (1 + resamples, M)
+        out[key] = dict(zip(("spearman", "pearson"), _corr(merged[0], trained @ w)))
+        out[key]["noise"] = float(np.mean(merged[1:].std(0, ddof=1))) if resamples >= 2 else math.nan
+        out[key]["spread"] = float(np.nanstd(trained @ w))
+    progress(f"merge-check {spec.preset} s={s}: Spearman mean {out['mean']['spearman']:.3f}, target "
+             f"{out['target']['spearman']:.3f}")
+    return out
+
+
+def _regmix(study, spec, X, tgt, domains, n) -> dict[str, Any]:
+    from mixopt.search.surrogates import make_surrogate
+
+    Xr_rows = {}
+    for t in study.trials:
+        if t.ok and t.label.startswith("regmix") and t.spec == spec:
+            Xr_rows[int(t.label[6:])] = (t.mixture.as_array(study.space.domains),
+                                         [t.losses.get(d, np.nan) for d in domains])
+    tr = [Xr_rows[i] for i in sorted(Xr_rows)[:n]]
+    Xtr, Ltr = np.array([a for a, _ in tr]), np.array([b for _, b in tr])
+    test = _trained(study, spec, "check", len(X), domains)
+    out: dict[str, Any] = {"n_train": len(tr)}
+    for key, obj in objectives(domains, tgt).items():
+        w = np.array([obj.weights.get(d, 0.0) for d in domains])
+        ytr = Ltr @ w
+        ok = np.isfinite(ytr)
+        if ok.sum() < 3:
+            out[key] = {"spearman": math.nan, "pearson": math.nan}
+            continue
+        pred = make_surrogate("auto", seed=0).fit(Xtr[ok], ytr[ok]).predict(X)
+        out[key] = dict(zip(("spearman", "pearson"), _corr(pred, test @ w)))
+    return out
+
+
+def _f(x: float) -> str:
+    return "  n/a" if x is None or not math.isfinite(x) else f"{x:5.3f}"
+
+
+def format_check(doc: dict[str, Any]) -> str:
+    """The report as text (what ``mixopt merge-check`` prints)."""
+    lines = [f"\nMerged vs trained on {doc['mixtures']} random mixtures (Spearman / Pearson; objectives: mean loss "
+             f"over domains, held-out loss on {doc['target']})",
+             f"  {'preset':<11}{'s':>5}{'experts':>9}{'score':>8}{'mean rho':>10}{'r':>7}{'noise':>8}"
+             f"{'target rho':>12}{'r':>7}{'noise':>8}   (experts, score: proxies' worth of compute)"]
+    for r in doc["rows"]:
+        m, t = r["mean"], r["target"]
+        lines.append(f"  {r['preset']:<11}{r['seed_fraction']:>5.2f}{r['experts_proxies_worth']:>9.1f}"
+                     f"{r['score_proxies_worth']:>8.3f}{_f(m['spearman']):>10}{_f(m['pearson']):>7}{_f(m['noise']):>8}"
+                     f"{_f(t['spearman']):>12}{_f(t['pearson']):>7}{_f(t['noise']):>8}")
+    for preset, reg in doc["regmix"].items():
+        lines.append(f"  RegMix regression ({preset}) on {reg['n_train']} trained proxies, the merge's compute: "
+                     f"mean rho {_f(reg['mean']['spearman'])} r {_f(reg['mean']['pearson'])}, target rho "
+                     f"{_f(reg['target']['spearman'])} r {_f(reg['target']['pearson'])}")
+    return "\n".join(lines)
+
+
+__all__ = ["format_check", "objectives", "run_merge_check"]

@@ -1,0 +1,251 @@
+"""A study's domain experts and its screening rounds: trained once, stored with the study, reused.
+
+The weights live in one folder per expert set, ``<cache_dir>/experts/<key>/`` (the corpus cache, shared
+by every study on the machine that trains the same set), with ``experts.json`` listing each file's
+sha256, and in the study's store: an MLflow run of role ``experts`` (tag ``mixopt.experts=<key>``)
+holding the files, so any later run, process or machine finds them. :func:`ensure_experts` verifies
+what is there (checksums), fetches what the store has, and trains only what is missing (the seed and
+every expert when the seed is missing, else the missing experts, as one pack). A corrupt or missing
+file of a set that was trained before is retrained only when asked (``mixopt run --resume``), else it
+is an error naming the file.
+
+A screening round (:func:`screen`) scores many mixtures by merging the experts, on the executor's
+workers, and stores them as one table per round (a CSV logged with an MLflow run of role ``merge``):
+thousands of merged scores are a few files, never thousands of runs, and never trials.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mixopt.core.errors import DataError
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, file_sha256
+from mixopt.core.mixture import Mixture, MixtureSpace
+from mixopt.core.spec import ProxySpec
+from mixopt.run.config import MergeConfig
+from mixopt.run.plan import StudyPlan
+from mixopt.search.dirichlet import sample
+from mixopt.study import Study
+
+EXPERTS_FN = "mixopt.proxies.merge:train_experts"
+MERGE_FN = "mixopt.proxies.merge:merged_losses"
+MANIFEST = "experts.json"
+
+
+@dataclass(frozen=True)
+class ExpertSet:
+    """Experts on disk: their definition, folder and manifest (files, sha256s, training record)."""
+
+    spec: ExpertsSpec
+    folder: Path
+    manifest: dict[str, Any]
+
+
+def base_mixture(merge: MergeConfig, space: MixtureSpace) -> Mixture:
+    """The seed's mixture: ``natural`` / ``uniform`` (the study's baselines) or the one given."""
+    if merge.base in ("uniform", "natural"):
+        return StudyPlan.baselines(space)[merge.base]
+    return Mixture(dict(merge.base), space.domains, where="merge.base")
+
+
+def experts_spec(merge: MergeConfig, spec: ProxySpec, space: MixtureSpace, corpus) -> ExpertsSpec:
+    """The expert set a study with ``merge`` settings trains: one expert per training domain."""
+    return ExpertsSpec(spec, space.domains, base_mixture(merge, space), merge.seed_fraction, corpus.fingerprint(),
+                       corpus.vocab_size)
+
+
+def _check(folder: Path, es: ExpertsSpec) -> tuple[dict[str, Any], list[str]]:
+    """The folder's manifest and the files that are missing or do not match their sha256."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    sums = manifest.get("files", {}) if manifest.get("key") == es.key() else {}
+    bad = [f for f in es.files() if f not in sums or not (folder / f).is_file() or file_sha256(folder / f) != sums[f]]
+    return manifest, bad
+
+
+def _fetch(study: Study, es: ExpertsSpec, folder: Path, bad: list[str]) -> None:
+    """Copy the files the study's store holds for this set into ``folder`` (the latest experts run first)."""
+    runs = [r for r in study.storage.runs(study.name, "experts") if r["tags"].get("mixopt.experts") == es.key()]
+    tmp = folder / f".fetch-{os.getpid()}"
+    try:
+        for run in reversed(runs):
+            if not bad:
+                return
+            got = study.storage.run_files(study.name, run["run_id"], tmp)
+            if MANIFEST in got and json.loads(got[MANIFEST].read_text()).get("key") == es.key():
+                for name in bad:
+                    if name in got:
+                        os.replace(got[name], folder / name)
+                os.replace(got[MANIFEST], folder / MANIFEST)
+            _, bad = _check(folder, es)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _damaged(folder: Path, bad: list[str]) -> DataError:
+    what = ", ".join(str(folder / f) for f in bad)
+    return DataError(f"merge: expert file(s) {what} missing or corrupt (sha256 mismatch); rerun the study with --resume "
+                     f"to retrain only those (a study not created yet: remove {folder} to train the set anew)")
+
+
+def preflight(es: ExpertsSpec, cache_dir: Path, resume: bool) -> None:
+    """Before a study is created or resumed: refuse a damaged expert set on this machine (one that was
+    trained, with files now missing or corrupt) unless ``resume`` may retrain them."""
+    folder = cache_dir / "experts" / es.key()
+    if resume or not (folder / MANIFEST).is_file():
+        return
+    manifest, bad = _check(folder, es)
+    if bad and manifest.get("key") == es.key():
+        raise _damaged(folder, bad)
+
+
+def ensure_experts(es: ExpertsSpec, study: Study, corpus_dir: str, executor, cache_dir: Path, *,
+                   retrain: bool, num_threads: int = 1, device: str = "cpu",
+                   progress: Callable[[str], None] = print) -> ExpertSet:
+    """The expert set ``es``, verified, fetched from the store or trained (see the module docstring), and
+    stored with ``study`` (a set found in the machine's cache is logged with a study that lacks it).
+    Studies sharing the cache folder take turns (a file lock on the set's folder).
+
+    Raises:
+        DataError: a file of a set trained before is missing or corrupt and ``retrain`` is off (it names the file).
+    """
+    folder = Path(cache_dir).expanduser() / "experts" / es.key()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one process at a time trains or repairs a set
+        try:
+            return _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, device, progress)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, device, progress) -> ExpertSet:
+    manifest, bad = _check(folder, es)
+    if bad:
+        _fetch(study, es, folder, bad)
+        manifest, still = _check(folder, es)
+        if len(still) < len(bad):
+            progress(f"merge: {len(bad) - len(still)} expert file(s) of {es.key()} fetched from the study's store "
+                     f"({study.storage.uri})")
+        bad = still
+    if not bad:
+        progress(f"merge: experts {es.key()} ({len(es.domains)} domains, {es.spec.preset}) verified in {folder}")
+        if not any(r["tags"].get("mixopt.experts") == es.key() for r in study.storage.runs(study.name, "experts")):
+            _log(study, es, folder, manifest)  # trained for another study on this machine: now stored with this one
+        return ExpertSet(es, folder, manifest)
+    trained_before = manifest.get("key") == es.key()
+    if trained_before and not retrain:
+        raise _damaged(folder, bad)
+    todo = ["seed", *es.domains] if SEED_FILE in bad else [f[len("expert-"):-len(".safetensors")] for f in bad]
+    progress(f"merge: training {'the seed and ' if 'seed' in todo else ''}{len(todo) - ('seed' in todo)} expert(s) "
+             f"of {es.spec.preset} ({es.proxies_worth():.1f} proxies' worth of tokens for the whole set) -> {folder}")
+    [res] = executor.run_tasks(EXPERTS_FN, [{"experts": es.to_dict(), "corpus_dir": corpus_dir, "out_dir": str(folder),
+                                             "train": todo, "num_threads": num_threads, "device": device}])
+    files = {**(manifest.get("files", {}) if trained_before else {}), **res["files"]}
+    manifest = {"key": es.key(), "experts": es.to_dict(), "files": files,
+                "train_loss": {**manifest.get("train_loss", {}), **res["train_loss"]},
+                "tokens": int(manifest.get("tokens", 0) if trained_before else 0) + int(res["tokens"]),
+                "seconds": float(manifest.get("seconds", 0.0) if trained_before else 0.0) + float(res["seconds"])}
+    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+    _log(study, es, folder, manifest)
+    return ExpertSet(es, folder, manifest)
+
+
+def _log(study: Study, es: ExpertsSpec, folder: Path, manifest: dict[str, Any]) -> None:
+    """The set's files and manifest as an ``experts`` run of the study (what other machines fetch)."""
+    study.storage.log_run(study.name, f"experts-{es.key()}", "experts",
+                          {"preset": es.spec.preset, "tokens": es.spec.tokens, "seed_fraction": es.seed_fraction,
+                           "base": json.dumps(es.base.to_dict()), "domains": ",".join(es.domains), "key": es.key()},
+                          {"expert_tokens": manifest.get("tokens", 0), "expert_seconds": manifest.get("seconds", 0.0),
+                           "proxies_worth": es.proxies_worth()},
+                          {"mixopt.experts": es.key()}, [str(folder / f) for f in (*es.files(), MANIFEST)])
+
+
+def candidates(space: MixtureSpace, n: int, round_: int, seed: int, best: np.ndarray | None) -> np.ndarray:
+    """Mixtures to screen, (n, k): Dirichlet draws over the space (round 1, or without ``best``); later
+    rounds draw around the best merged mixtures so far (Dirichlet with mean at each, concentration 100)."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x4E46, round_])
+    if round_ <= 1 or best is None or not len(best):
+        return sample(space, n, rng)
+    centers = best[rng.integers(0, len(best), size=n)]
+    X = rng.gamma(100.0 * np.clip(centers, 1e-3, None))
+    return np.array([space.project(x / x.sum()) for x in X])
+
+
+def screen(study: Study, experts: ExpertSet, corpus, executor, merge: MergeConfig, round_: int, out_dir: Path,
+           *, num_threads: int = 1, device: str = "cpu", progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """Score ``merge.candidates`` mixtures by merging the experts; store the round's table with the study."""
+    t0 = time.perf_counter()
+    space, es = study.space, experts.spec
+    prev = study.merged_scores()
+    best = None
+    if len(prev):  # later rounds refine around the best 1.5 % so far (at least 4)
+        top = prev.nsmallest(max(4, len(prev) * 3 // 200), "objective")
+        best = top[[f"w.{d}" for d in space.domains]].to_numpy()
+    X = candidates(space, merge.candidates, round_, study.seed, best)
+    parts = np.array_split(np.arange(len(X)), max(1, min(len(X), getattr(executor, "capacity", 1))))
+    payloads = [{"experts": es.to_dict(), "dir": str(experts.folder), "mixtures": X[idx].tolist(),
+                 "corpus_dir": str(corpus.path), "eval_domains": list(corpus.domains), "batch": merge.batch,
+                 "eval_batches": merge.eval_batches, "num_threads": num_threads, "device": device}
+                for idx in parts if len(idx)]
+    results = executor.run_tasks(MERGE_FN, payloads)
+    domains = results[0]["domains"]
+    L = np.concatenate([np.asarray(r["losses"], dtype=float) for r in results])
+    rows = []
+    for i, (x, losses) in enumerate(zip(X, L)):
+        ld = dict(zip(domains, losses.tolist()))
+        rows.append({"round": round_, "candidate": i, **{f"w.{d}": float(v) for d, v in zip(space.domains, x)},
+                     **{f"loss.{d}": v for d, v in ld.items()}, "objective": study.objective.value(ld)})
+    df = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"merged-round-{round_}.csv"
+    df.to_csv(path, index=False)
+    seconds = time.perf_counter() - t0
+    eval_tokens, cost = results[0]["eval_tokens"], es.score_cost(results[0]["eval_tokens"])
+    study.storage.log_run(study.name, f"merge-round-{round_}", "merge",
+                          {"round": round_, "candidates": len(df), "experts": es.key(), "preset": es.spec.preset},
+                          {"n": len(df), "best_objective": float(np.nanmin(df["objective"])), "seconds": seconds,
+                           "worker_seconds_per_score": sum(r["seconds"] for r in results) / len(df),
+                           "eval_tokens_per_score": eval_tokens,
+                           "score_cost_in_proxies": cost},
+                          {"mixopt.experts": es.key()}, [str(path)])
+    finite = int(np.isfinite(df["objective"]).sum())
+    progress(f"merge: round {round_}: {len(df)} mixtures scored by merging in {seconds:.0f} s ({finite} finite; best "
+             f"merged objective {np.nanmin(df['objective']):.4f}); each score costs {eval_tokens:,} forward tokens "
+             f"= {cost:.3f} of one proxy's training")
+    return df
+
+
+def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: bool,
+            progress: Callable[[str], None] = print) -> None:
+    """The merge phase of ``mixopt run`` (``merge.candidates`` > 0): the study's experts ``es`` (verified,
+    fetched or trained), then the screening rounds not done yet."""
+    threads, device = cfg.executor.threads_per_worker, cfg.executor.device
+    experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=resume,
+                             num_threads=threads, device=device, progress=progress)
+    done = {int(r["params"].get("round", 0)) for r in study.storage.runs(study.name, "merge")
+            if r["tags"].get("mixopt.experts") == es.key()}
+    for r in range(1, cfg.merge.rounds + 1):
+        if r not in done:
+            screen(study, experts, corpus, executor, cfg.merge, r, Path(cfg.output_dir) / study.name / "merge",
+                   num_threads=threads, device=device, progress=progress)
+
+
+__all__ = ["ExpertSet", "base_mixture", "candidates", "ensure_experts", "experts_spec", "preflight", "prepare",
+           "screen"]
+

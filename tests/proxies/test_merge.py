@@ -1,0 +1,114 @@
+"""Model-merging proxies: experts trained as one pack, merged models scored in one forward, bad files refused."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixopt.core.errors import ConfigError, DataError
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256
+from mixopt.core.mixture import Mixture
+from mixopt.core.spec import ProxySpec
+from mixopt.data.corpus import Corpus
+from mixopt.proxies.merge import merged_losses, solo_from_merged, stack_experts, train_experts
+from mixopt.proxies.train import eval_batches, evaluate
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_merge_helpers_{name}", Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_train = _load("test_train")
+corpus_dir, V = _train.corpus_dir, _train.V  # tiny corpus: cycle, noise, held, empty
+DOMAINS = ("cycle", "noise", "held")
+
+
+def experts_spec(**kw) -> ExpertsSpec:
+    spec = ProxySpec(preset="dense-0.1m", tokens=8 * 16 * 40, seq_len=16, batch_size=8, lr=1e-2, eval_batches=2)
+    return ExpertsSpec(kw.pop("spec", spec), DOMAINS, Mixture({"cycle": 0.4, "noise": 0.4, "held": 0.2}, DOMAINS),
+                       kw.pop("seed_fraction", 0.5), "test-corpus", V)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus_dir, tmp_path_factory):
+    es, out = experts_spec(), tmp_path_factory.mktemp("experts")
+    res = train_experts({"experts": es.to_dict(), "corpus_dir": str(corpus_dir), "out_dir": str(out)})
+    return es, out, res
+
+
+def test_seed_then_one_pack_of_experts(trained):
+    es, out, res = trained
+    assert set(res["files"]) == {SEED_FILE, *(expert_file(d) for d in DOMAINS)}
+    assert all(file_sha256(out / f) == h for f, h in res["files"].items())
+    assert res["tokens"] == es.training_tokens() == 8 * 16 * (20 + 3 * 20)
+    assert es.proxies_worth() == pytest.approx(0.5 + 3 * 0.5)
+    # each expert continued on its own domain: its training loss there is far below the seed's mixed loss
+    assert res["train_loss"]["cycle"] < 0.5 * res["train_loss"]["seed"]
+    stacked = stack_experts(es, out)
+    assert all(t.shape[0] == 3 for t in stacked.values())
+    assert not torch.equal(stacked["wte.weight"][0], stacked["wte.weight"][1])
+
+
+def test_merged_scores_are_the_merged_models_losses(trained, corpus_dir):
+    es, out, _ = trained
+    W = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]
+    res = merged_losses({"experts": es.to_dict(), "dir": str(out), "mixtures": W, "corpus_dir": str(corpus_dir),
+                         "eval_domains": list(DOMAINS), "batch": 3})  # two chunks: 3 + 1
+    L = np.array(res["losses"])
+    assert L.shape == (4, 3) and res["domains"] == list(DOMAINS)
+    assert res["eval_tokens"] == 3 * 2 * 8 * 16
+    corpus, stacked = Corpus.open(corpus_dir), stack_experts(es, out)
+    batches = {d: eval_batches(corpus, d, 2, 8, 16) for d in DOMAINS}  # what trials are scored on
+    for w, row in zip(W, L):
+        solo = evaluate(solo_from_merged(stacked, w, es), batches, torch.device("cpu"))
+        assert row == pytest.approx([solo[d] for d in DOMAINS], abs=2e-4)
+    # the cycle expert is best on cycle, the noise expert on noise; weight moves the merged model between them
+    assert L[0, 0] < L[1, 0] and L[1, 1] < L[0, 1] and L[0, 0] < math.log(V)
+
+
+def test_resampled_batches_give_the_spread_of_a_score(trained, corpus_dir):
+    es, out, _ = trained
+    req = {"experts": es.to_dict(), "dir": str(out), "mixtures": [[0.4, 0.4, 0.2]], "corpus_dir": str(corpus_dir),
+           "eval_domains": ["noise"]}
+    a, b = (merged_losses(req | {"resample": r})["losses"][0][0] for r in (0, 1))
+    assert a != b and abs(a - b) < 0.5
+
+
+def test_bad_files_and_mixtures_are_refused(trained, corpus_dir, tmp_path):
+    es, out, _ = trained
+    req = {"experts": es.to_dict(), "dir": str(out), "mixtures": [[0.5, 0.5, 0.0]], "corpus_dir": str(corpus_dir)}
+    with pytest.raises(ConfigError, match="not on the simplex"):
+        merged_losses(req | {"mixtures": [[0.5, 0.6, 0.0]]})
+    with pytest.raises(ConfigError, match="has 2 weights for 3 experts"):
+        merged_losses(req | {"mixtures": [[0.5, 0.5]]})
+    other = experts_spec(seed_fraction=0.25)  # another set: its key differs
+    with pytest.raises(DataError, match="belongs to expert set"):
+        merged_losses(req | {"experts": other.to_dict()})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in (SEED_FILE, *(expert_file(d) for d in DOMAINS)):
+        (bad / f).write_bytes((out / f).read_bytes())
+    (bad / expert_file("noise")).write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match=r"expert-noise.safetensors is unreadable"):
+        merged_losses(req | {"dir": str(bad)})
+    (bad / expert_file("held")).unlink()
+    with pytest.raises(DataError, match=r"expert-held.safetensors.*missing"):
+        merged_losses(req | {"dir": str(bad)})
+    with pytest.raises(DataError, match="vocabulary"):
+        merged_losses(req | {"experts": {**es.to_dict(), "vocab_size": V + 1}})
+
+
+def test_experts_spec_checks_itself():
+    with pytest.raises(ConfigError, match="seed_fraction"):
+        experts_spec(seed_fraction=1.0)
+    with pytest.raises(ConfigError, match="without a step"):
+        experts_spec(seed_fraction=0.001)
+    es = experts_spec()
+    assert ExpertsSpec.from_dict(es.to_dict()) == es and es.key() == ExpertsSpec.from_dict(es.to_dict()).key()
+    assert experts_spec(seed_fraction=0.25).key() != es.key()

@@ -1,0 +1,90 @@
+"""Online mixing in the engine: each pack member with its own mixer (static, aioli, doremi)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from mixopt.core.spec import ProxySpec
+from mixopt.core.worker import TrialResult
+from mixopt.proxies.pack_train import run_pack
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_online_helpers_{name}", Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_train = _load("test_train")
+corpus_dir = _train.corpus_dir  # tiny corpus: cycle, noise, held, empty
+MIX = {"cycle": 0.5, "noise": 0.3, "held": 0.2}
+AIOLI = {"update_steps": 20, "lp_rounds": 1, "lp_steps": 2, "eta": 0.5}
+
+
+def req(corpus_dir, i, online="", **opts):
+    spec = ProxySpec(preset="dense-0.1m", tokens=8 * 16 * 60, seq_len=16, batch_size=8, lr=1e-2, eval_batches=2,
+                     evals=2, online=online, online_options=opts)
+    return {"trial_id": i, "mixture": MIX, "spec": spec.to_dict(), "corpus_dir": str(corpus_dir),
+            "eval_domains": ["cycle", "noise", "held"], "num_threads": 1, "device": "cpu"}
+
+
+def test_members_mix_online_each_with_its_own_mixer(corpus_dir):
+    ref = {"cycle": 1.0, "noise": 3.3, "held": 2.0}
+    out = run_pack([req(corpus_dir, 0), req(corpus_dir, 1, "static"), req(corpus_dir, 2, "aioli", **AIOLI),
+                    req(corpus_dir, 3, "doremi", reference=ref)])
+    assert all(isinstance(o, TrialResult) for o in out), out
+    plain, static, aioli, doremi = out
+    assert static.losses == plain.losses  # a static mixer is the fixed mixture, draw for draw
+    assert static.metrics["online_evals"] == 0 and not any("weights" in h for h in static.history[1:])
+    traj = [h for h in aioli.history if "weights" in h]
+    assert aioli.metrics["online_evals"] > 0 and aioli.metrics["online_learn_steps"] > 0
+    assert len(traj) >= 2 and traj[-1]["weights"] != MIX  # Aioli moved off the start
+    assert aioli.metrics["online_seconds"] > 0 and abs(sum(traj[-1]["weights"].values()) - 1) < 1e-9
+    assert abs(sum(aioli.metrics[f"online_average.{d}"] for d in MIX) - 1) < 1e-6
+    dtraj = [h for h in doremi.history if "weights" in h]  # DoReMi: reweighted loss, per-domain batch reports
+    assert len(dtraj) > 10 and doremi.metrics["online_updates"] == 60
+    w = dtraj[-1]["weights"]
+    assert w["noise"] > w["cycle"]  # far above its reference loss on noise: noise gains weight
+    assert doremi.losses != plain.losses
+    json.dumps(doremi.to_dict())  # the trajectory is plain data
+
+
+def test_bad_online_config_is_refused_before_training(tmp_path, tiny_domains):
+    from mixopt.cli import main
+    from tests.conftest import study_yaml
+
+    cfg = study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", f"sqlite:///{tmp_path}/m.db",
+                     tmp_path / "out", proxy={"online": "doremi"})
+    assert main(["run", str(cfg)]) == 2
+    cfg = study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", f"sqlite:///{tmp_path}/m.db",
+                     tmp_path / "out", proxy={"online": "aioli", "online_options": {"eta": -1}})
+    assert main(["run", str(cfg)]) == 2
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_a_diverging_online_member_leaves_the_pack_alone(corpus_dir, monkeypatch):
+    """NaN losses of one member (its evaluation reaches its mixer first) fail that trial only; a member whose
+    mixer cannot be built (DoReMi without a reference) fails with the reason; the others finish."""
+    import torch
+
+    from mixopt.core.worker import TrialFailure
+    from mixopt.proxies import pack as pack_mod
+
+    real = pack_mod.build_model
+
+    def poisoned(spec, vocab):
+        m = real(spec, vocab)
+        if spec.seed == 13:
+            with torch.no_grad():
+                m.wpe.weight[3, 0] = float("nan")
+        return m
+
+    monkeypatch.setattr(pack_mod, "build_model", poisoned)
+    bad = req(corpus_dir, 0, "aioli", **AIOLI)
+    bad["spec"] = {**bad["spec"], "seed": 13}
+    no_ref = req(corpus_dir, 2, "doremi")
+    out = run_pack([bad, req(corpus_dir, 1, "aioli", **AIOLI), no_ref, req(corpus_dir, 3)])
+    assert isinstance(out[0], TrialFailure) and out[0].kind == "diverged", out[0]
+    assert isinstance(out[2], TrialFailure) and "reference" in out[2].reason
+    assert isinstance(out[1], TrialResult) and isinstance(out[3], TrialResult)

@@ -1,0 +1,77 @@
+"""`mixopt run` with model-merging proxies: experts once, screening rounds as tables, the best merged
+mixtures trained, experts reused and repaired on --resume, merged scores exported and never trials."""
+
+import json
+
+import pandas as pd
+
+from mixopt.cli import main
+from tests.conftest import study_yaml
+
+MERGE = {"candidates": 24, "rounds": 2, "seed_fraction": 0.5, "batch": 8}
+
+
+def _cfg(tmp_path, domains, file="study.yaml", **extra):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return study_yaml(tmp_path / file, domains, tmp_path / "cache", uri, tmp_path / "out", merge=MERGE,
+                      search={"searcher": "merge_screen", "n_init": 0,
+                              "options": {"searcher": "random", "train_top": 3, "top_k": 4}},
+                      budget={"trials": 4}, **extra), uri
+
+
+def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
+    import mixopt
+
+    cfg, uri = _cfg(tmp_path, tiny_domains)
+    assert main(["run", str(cfg)]) == 0
+    out = capsys.readouterr()
+    assert "merge: training the seed and 3 expert(s)" in out.err and "merge: round 2: 24 mixtures" in out.err
+    assert "48 mixtures scored by merging experts, 4 trained" in out.out
+    study = mixopt.load_study("tiny", uri)
+    merged = study.merged_scores()
+    assert len(merged) == 48 and set(merged["round"]) == {1, 2} and merged["objective"].notna().all()
+    assert len(study.trials) == 4  # merged scores are never trials
+    # the first 3 trials are the 3 best merged mixtures (train_top), trained for real; the 4th the inner searcher's
+    best = merged.sort_values("objective")[[f"w.{d}" for d in study.space.domains]].to_numpy()
+    first = [t.mixture.as_array(study.space.domains) for t in study.trials[:3]]
+    assert all(abs(f - best).sum(1).min() < 1e-9 for f in first)
+    rec = json.loads((tmp_path / "out" / "tiny" / "recommendation.json").read_text())
+    assert rec["info"]["source"] == "merged" and rec["merged"] == {"scored": 48, "trained": 4}
+    assert len(pd.read_csv(tmp_path / "out" / "tiny" / "merged.csv")) == 48
+    assert (tmp_path / "out" / "tiny" / "plots" / "plot_merged.png").stat().st_size > 0  # their own plot
+    assert "scored by merging experts" in (tmp_path / "out" / "tiny" / "plots" / "report.html").read_text()
+    assert main(["runs", "export", str(cfg), "--merged", "--out", str(tmp_path / "m.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "m.csv")) == 48
+    # stored with the study: one experts run, one merge run per round
+    storage = study.storage
+    [experts_run] = storage.runs("tiny", "experts")
+    assert len(storage.runs("tiny", "merge")) == 2 and experts_run["metrics"]["proxies_worth"] == 2.0
+
+    # a later run reuses the experts and the rounds; a corrupt expert file is named, and --resume retrains only it
+    folder = next((tmp_path / "cache" / "experts").iterdir())
+    assert main(["run", str(cfg), "--resume", "--trials", "5"]) == 0
+    assert "verified" in capsys.readouterr().err and len(storage.runs("tiny", "merge")) == 2
+    (folder / "expert-legal.safetensors").write_bytes(b"oops")
+    (folder / "seed.safetensors").touch()
+    for f in (tmp_path / "out" / "tiny" / "merge").iterdir():  # the store still has its own copy of each table
+        f.unlink()
+    cfg2, _ = _cfg(tmp_path, tiny_domains, "study2.yaml", study="tiny2")
+    assert main(["run", str(cfg2)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "expert-legal.safetensors" in err[-1] and "--resume" in err[-1] and "Traceback" not in "".join(err)
+    assert main(["run", str(cfg2), "--resume"]) == 2  # nothing written: tiny2 was not created, so not resumable
+    assert "no study 'tiny2'" in capsys.readouterr().err
+    good = {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".safetensors"}
+    assert main(["run", str(cfg), "--resume", "--trials", "6"]) == 0  # the study's store still has them: fetched
+    assert "1 expert file(s) of" in capsys.readouterr().err
+    # with the store's copy gone too, --resume retrains only the one expert
+    (folder / "expert-legal.safetensors").unlink()
+    for f in (tmp_path / "mlartifacts").rglob("expert-legal.safetensors"):
+        f.unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert main(["run", str(cfg), "--resume", "--trials", "7"]) == 0
+    assert "training 1 expert(s)" in capsys.readouterr().err
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert "expert-legal.safetensors" not in before and "expert-legal.safetensors" in after
+    assert after["expert-code.safetensors"] == before["expert-code.safetensors"]
+    assert (folder / "expert-code.safetensors").read_bytes() == good["expert-code.safetensors"]
