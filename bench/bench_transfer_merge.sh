@@ -8,10 +8,11 @@
 #    its tokens, then one expert per training domain: 9 to 9.5 proxies' worth), 2 screening rounds of
 #    96 mixtures scored by merging (2 validation batches a domain: ~0.077 of a proxy each, 14.8 in all),
 #    then 20 trained proxies (searcher merge_screen: the 8 best merged mixtures, then RegMix); the
-#    recommendation is the mean of the 8 best merged mixtures. Total: 44 to 45 proxies' worth.
+#    recommendation is RegMix's over those 20 (RECOMMEND_FROM=merged: the mean of the 8 best merged
+#    mixtures, the default before this benchmark showed it losing at 10x). Total: 44 to 45 proxies' worth.
 # 3. `mixopt transfer`: both recommendations, the best proxy trial, uniform and natural at dense-37k
 #    (11.9x the params) on 3.2M tokens (10x), seeds 0-2 (paired), and the paired table.
-# Env: WORK (default: a new temp folder, kept), SEEDS (3).
+# Env: WORK (default: a new temp folder, kept), SEEDS (3), RECOMMEND_FROM (inner | merged | trained).
 set -euo pipefail
 kind=${1:-average}
 case "$kind" in target|average) ;; *) echo "usage: bash bench/bench_transfer_merge.sh average|target" >&2; exit 2 ;; esac
@@ -29,6 +30,7 @@ echo "$kind-regmix: 48 proxies in $(( $(date +%s) - start )) s"
 start=$(date +%s)
 mixopt run "$cfg" --study "$kind-merge" --search.searcher=merge_screen --search.n_init=0 \
   --search.options.searcher=regmix --search.options.train_top=8 --search.options.top_k=8 --budget.trials=20 \
+  --search.options.recommend_from="${RECOMMEND_FROM:-inner}" \
   --merge.candidates=96 --merge.rounds=2 --merge.eval_batches=2 --merge.seed_fraction=0.5 \
   > merge.log 2>&1 || { tail -20 merge.log; exit 1; }
 grep -E "^merge:|scored by merging" merge.log || true

@@ -15,7 +15,8 @@ def _cfg(tmp_path, domains, file="study.yaml", **extra):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return study_yaml(tmp_path / file, domains, tmp_path / "cache", uri, tmp_path / "out", merge=MERGE,
                       search={"searcher": "merge_screen", "n_init": 0,
-                              "options": {"searcher": "random", "train_top": 3, "top_k": 4}},
+                              "options": {"searcher": "random", "train_top": 3, "top_k": 4,
+                                          "recommend_from": "merged"}},
                       budget={"trials": 4}, **extra), uri
 
 
