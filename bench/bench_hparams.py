@@ -73,8 +73,8 @@ def main() -> int:
         lr, B = float(f"{p.lr:.4g}"), max(1, round(p.batch_tokens / T))
         row = {"preset": h, "N": g["N"], "D": g["D"], "best": g["best"], "lr": lr, "B": B, "loss": math.nan}
         if not args.no_heldout:
-            one = _sweep(cfg, args, presets=[h], lrs=[lr], batches=[B], name=f"{cfg.study}-heldout-{h}", fit=False,
-                         tokens=int(g["D"]))
+            name = f"{cfg.study}-heldout-{h}-lr{lr:g}-b{B}"  # a study per predicted point: a new fit, a new run
+            one = _sweep(cfg, args, presets=[h], lrs=[lr], batches=[B], name=name, fit=False, tokens=int(g["D"]))
             row["loss"] = one["grid"][0]["best"]["loss"]
             row["D_run"] = one["grid"][0]["D"]
         rows.append(row)

@@ -117,6 +117,14 @@ def test_tokens_proportional_to_params_hold_the_d_exponent_at_the_published_valu
     assert fit.batch.d_exp == pytest.approx(TRUE["g"], abs=0.05)
 
 
+def test_budgets_rounded_to_whole_steps_still_count_as_proportional():
+    # what hparams-sweep does at a fixed tokens-per-parameter ratio: D = 20 N, rounded to steps of 2,048 tokens
+    fit = fit_hparams(sweep(Ns=(1e6, 3e6, 1e7, 3e7), d_of_n=lambda n: 2048 * max(1, round(20 * n / 2048)),
+                            b=STEP_LAW_LR[2]), bootstrap=20)
+    assert fit.fixed == ("lr.d_exp",) and fit.lr.d_exp == STEP_LAW_LR[2]
+    assert fit.lr.n_exp == pytest.approx(TRUE["a"], abs=0.03)
+
+
 def test_table_from_trials_reads_n_d_lr_batch_from_each_trial():
     spec = ProxySpec(preset="dense-0.1m", tokens=200_000, lr=2e-3, batch_size=8, seq_len=64)
     m = Mixture({"a": 1.0})
