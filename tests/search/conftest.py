@@ -25,3 +25,8 @@ def ctx_from(space, xs, values, states=None, seed=0) -> SearchContext:
         obs.append(Observation(i, Mixture.from_array(space.project(x), space.domains), st,
                                v if st == "COMPLETE" else None))
     return SearchContext(space, tuple(obs), seed)
+
+
+def mixtures_of(proposals) -> list:
+    """The mixtures of a searcher's proposals."""
+    return [p.mixture for p in proposals]

@@ -11,17 +11,12 @@ from mixopt.core.mixture import MixtureSpace  # noqa: E402
 from mixopt.search import get_searcher  # noqa: E402
 from mixopt.search.dirichlet import sample  # noqa: E402
 from mixopt.search.surrogates import make_surrogate  # noqa: E402
-from tests.search.conftest import ctx_from  # noqa: E402
+from tests.search.conftest import ctx_from, mixtures_of  # noqa: E402
 
 DOMAINS = ("a", "b", "c", "d", "e")
 TARGET = np.array([0.3, 0.3, 0.2, 0.1, 0.1])
 FAST = {"raw_samples": 64, "num_restarts": 2, "maxiter": 30, "mc_samples": 32, "n_pool": 300,
         "min_fit": 6, "time_limit_s": 300}   # no time-outs: results must not depend on machine load
-
-
-def _mix(proposals) -> list:
-    """The mixtures of a searcher's proposals."""
-    return [p.mixture for p in proposals]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/search/conftest.py
@@ -48,8 +43,8 @@ def bo(**opts):
 
 def test_inside_space_reproducible_and_distinct(space, caplog):
     X, y = history(space, 12)
-    a = _mix(bo().suggest(ctx_from(space, X, y, seed=3), 3))
-    b = _mix(bo().suggest(ctx_from(space, X, y, seed=3), 3))     # a "restarted" process
+    a = mixtures_of(bo().suggest(ctx_from(space, X, y, seed=3), 3))
+    b = mixtures_of(bo().suggest(ctx_from(space, X, y, seed=3), 3))     # a "restarted" process
     assert a == b and len(a) == 3
     A = np.array([m.as_array(DOMAINS) for m in a])
     for m in a:
@@ -61,7 +56,7 @@ def test_inside_space_reproducible_and_distinct(space, caplog):
 
 def test_initial_design_is_dirichlet_until_min_fit(space):
     X, y = history(space, 3)
-    out = _mix(bo().suggest(ctx_from(space, X, y), 4))
+    out = mixtures_of(bo().suggest(ctx_from(space, X, y), 4))
     assert len(out) == 4 and all(space.contains(m) for m in out)
     assert bo().recommend(ctx_from(space, X, y)).info["source"] == "best_trial"
 
@@ -72,7 +67,7 @@ def test_failed_and_nonfinite_ignored(space):
     vals = y + [float("nan"), float("inf"), None, -float("inf")]
     states = ["COMPLETE"] * 12 + ["COMPLETE", "COMPLETE", "FAILED", "COMPLETE"]
     ctx = ctx_from(space, np.vstack([X, bad_X]), vals, states)
-    out = _mix(bo().suggest(ctx, 2))
+    out = mixtures_of(bo().suggest(ctx, 2))
     assert all(space.contains(m) for m in out)
     rec = bo().recommend(ctx)
     assert rec.info["n_fit"] == 12 and np.isfinite(rec.predicted) and rec.std >= 0
@@ -81,16 +76,16 @@ def test_failed_and_nonfinite_ignored(space):
 def test_pending_points_change_the_batch(space):
     X, y = history(space, 12)
     base = ctx_from(space, X, y)
-    first = _mix(bo().suggest(base, 1))[0]
+    first = mixtures_of(bo().suggest(base, 1))[0]
     pend = ctx_from(space, np.vstack([X, first.as_array(DOMAINS)]), y + [None],
                     ["COMPLETE"] * 12 + ["PENDING"])
-    nxt = _mix(bo().suggest(pend, 1))[0]
+    nxt = mixtures_of(bo().suggest(pend, 1))[0]
     assert np.abs(nxt.as_array(DOMAINS) - first.as_array(DOMAINS)).sum() > 1e-3
 
 
 def test_fallback_when_time_limit_tiny(space, caplog):
     X, y = history(space, 12)
-    out = _mix(bo(time_limit_s=1e-4).suggest(ctx_from(space, X, y), 3))
+    out = mixtures_of(bo(time_limit_s=1e-4).suggest(ctx_from(space, X, y), 3))
     assert "fallback" in caplog.text
     assert len(out) == 3 and all(space.contains(m) for m in out)
     assert len({tuple(m.as_array(DOMAINS)) for m in out}) == 3
@@ -122,7 +117,7 @@ def test_beats_random_on_a_bowl(space):
         Xs, ys = [], []
         for _ in range(10):
             ctx = ctx_from(space, Xs, ys, seed=seed)
-            for m in _mix(s.suggest(ctx, 2)):
+            for m in mixtures_of(s.suggest(ctx, 2)):
                 Xs.append(m.as_array(DOMAINS))
                 ys.append(bowl(Xs[-1]))
         return min(ys)

@@ -7,18 +7,14 @@ import pytest
 
 from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import Mixture, MixtureSpace
-from mixopt.search import Observation, SearchContext, get_searcher
+from mixopt.search import get_searcher
 from mixopt.search.dirichlet import sample
 from mixopt.search.mixing_law import MixingLaw, fit_mixing_law, kl
 from mixopt.search.pool import select_from_pool
+from tests.search.conftest import ctx_from, mixtures_of
 
 DOMAINS = ("a", "b", "c", "d", "e")
 T_TRUE = np.array([-2.0, 0.5, 1.0, 0.3, 0.2])
-
-
-def _mix(proposals) -> list:
-    """The mixtures of a searcher's proposals."""
-    return [p.mixture for p in proposals]
 
 
 @pytest.fixture
@@ -32,12 +28,6 @@ def law_data(n: int, noise: float, seed: int = 0):
     X = rng.dirichlet(np.ones(len(DOMAINS)), n)
     y = 3.0 + 0.7 * np.exp(X @ T_TRUE) + rng.normal(0.0, noise, n)
     return X, y
-
-
-def ctx_of(space, X, y, seed=0) -> SearchContext:
-    return SearchContext(space, tuple(
-        Observation(i, Mixture.from_array(space.project(x), DOMAINS), "COMPLETE", float(v))
-        for i, (x, v) in enumerate(zip(X, y))), seed)
 
 
 def test_fit_recovers_known_law_under_noise_and_outliers():
@@ -55,15 +45,15 @@ def test_fit_recovers_known_law_under_noise_and_outliers():
 def test_fit_is_seeded(space):
     X, y = law_data(30, noise=0.01)
     s = get_searcher("mixing_law")
-    a, b = s.fit(ctx_of(space, X, y, 4)), s.fit(ctx_of(space, X, y, 4))
+    a, b = s.fit(ctx_from(space, X, y, seed=4)), s.fit(ctx_from(space, X, y, seed=4))
     assert a.c == b.c and np.array_equal(a.t, b.t)
 
 
 def test_proposals_and_recommendation_inside_space(space):
     X, y = law_data(40, noise=0.01)
     s = get_searcher("mixing_law", {"n_candidates": 300, "fallback_to_best": False})   # the law's own optimum
-    ctx = ctx_of(space, X, y)
-    props = _mix(s.suggest(ctx, 5))
+    ctx = ctx_from(space, X, y)
+    props = mixtures_of(s.suggest(ctx, 5))
     assert len(props) == 5 and all(space.contains(m) for m in props)
     A = np.array([m.as_array(DOMAINS) for m in props])
     d = np.abs(A[:, None] - A[None]).sum(-1) + 9 * np.eye(5)
@@ -77,7 +67,7 @@ def test_proposals_and_recommendation_inside_space(space):
 
 def test_kl_weight_pulls_towards_prior(space):
     X, y = law_data(40, noise=0.01)
-    ctx = ctx_of(space, X, y)
+    ctx = ctx_from(space, X, y)
     prior = space.prior_array()
     kls = [kl(get_searcher("mixing_law", {"kl_weight": lam, "fallback_to_best": False}).recommend(ctx)
               .mixture.as_array(DOMAINS), prior)
@@ -89,13 +79,13 @@ def test_kl_weight_pulls_towards_prior(space):
 def test_explores_until_min_fit_then_selects_by_prediction(space):
     X, y = law_data(3, noise=0.0)                       # min_fit defaults to 4
     s = get_searcher("mixing_law")
-    ctx = ctx_of(space, X, y)
+    ctx = ctx_from(space, X, y)
     assert s.fit(ctx) is None and s.recommend(ctx).info["source"] == "best_trial"
     expect = sample(space, 3, ctx.rng("mixing_law.explore"))
-    assert np.allclose([m.as_array(DOMAINS) for m in _mix(s.suggest(ctx, 3))], expect)
+    assert np.allclose([m.as_array(DOMAINS) for m in mixtures_of(s.suggest(ctx, 3))], expect)
     X, y = law_data(40, noise=0.0)
     pool = np.random.default_rng(5).dirichlet(np.ones(5), 50)
-    idx = select_from_pool(s, ctx_of(space, X, y), pool, 5)
+    idx = select_from_pool(s, ctx_from(space, X, y), pool, 5)
     truth = MixingLaw(3.0, 0.7, T_TRUE).predict(pool)
     assert set(idx) <= set(np.argsort(truth)[:8].tolist())
 
@@ -108,7 +98,7 @@ def test_options_are_checked():
 
 def test_per_domain_laws_when_trials_report_domain_losses():
     """With per-domain losses, one law per domain is fitted and their weighted sum minimized."""
-    from mixopt.core.mixture import Mixture, MixtureSpace
+    from mixopt.core.mixture import MixtureSpace
     from mixopt.search import get_searcher
     from mixopt.search.base import Observation, SearchContext
 
