@@ -98,8 +98,11 @@ class MixingLaw:
         return _gauge(th[0], th[1], th[2:])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted objective for mixtures X (n, k) -> (n,)."""
-        return self.c + self.k * np.exp(np.asarray(X, dtype=float) @ self.t)
+        """Predicted objective for mixtures X (n, k) -> (n,); the exponent is capped so that a law run off
+        to a huge k (inf * 0 otherwise) still gives finite, ordered values."""
+        with np.errstate(divide="ignore"):
+            z = np.log(self.k) + np.asarray(X, dtype=float) @ self.t
+        return self.c + np.exp(np.minimum(z, 709.0))
 
     def value_grad(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         e = self.k * math.exp(min(float(p @ self.t), 700.0))
