@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from mixopt.core.errors import DataError, TrialError
-from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_weights, expert_file, file_sha256
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_weights, expert_file
 from mixopt.core.mixture import Mixture
 from mixopt.data.corpus import Corpus
+from mixopt.data.shards import write_atomic
 from mixopt.proxies.model import build_model, lr_at
 from mixopt.proxies.pack import PackGPT
 from mixopt.proxies.pack_train import PackTrainer, evaluate_pack
@@ -50,12 +51,10 @@ def _open_corpus(es: ExpertsSpec, corpus_dir: str) -> Corpus:
 
 def _save(pack: PackGPT, k: int, path: Path, meta: dict[str, str]) -> str:
     """Member k's parameters to ``path`` (atomically) -> the file's sha256."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({n: p[k].detach().float().cpu().contiguous() for n, p in pack.named_parameters()}, str(tmp), meta)
-    os.replace(tmp, path)
-    return file_sha256(path)
+    return write_atomic(path, save({n: p[k].detach().float().cpu().contiguous() for n, p in pack.named_parameters()},
+                                   meta))
 
 
 def load_member(path: str | os.PathLike, es: ExpertsSpec) -> dict[str, torch.Tensor]:

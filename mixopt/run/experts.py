@@ -33,6 +33,7 @@ from mixopt.core.errors import DataError
 from mixopt.core.experts import SEED_FILE, ExpertsSpec, file_sha256
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.spec import ProxySpec
+from mixopt.data.shards import write_atomic
 from mixopt.run.config import MergeConfig
 from mixopt.run.plan import StudyPlan
 from mixopt.search.dirichlet import sample
@@ -159,9 +160,7 @@ def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, devic
                 "train_loss": {**manifest.get("train_loss", {}), **res["train_loss"]},
                 "tokens": int(manifest.get("tokens", 0) if trained_before else 0) + int(res["tokens"]),
                 "seconds": float(manifest.get("seconds", 0.0) if trained_before else 0.0) + float(res["seconds"])}
-    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
     _log(study, es, folder, manifest)
     return ExpertSet(es, folder, manifest)
 

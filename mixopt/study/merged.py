@@ -32,6 +32,7 @@ class MergedScores:
         self._ids: tuple[str, ...] | None = None
         self._table: pd.DataFrame | None = None
         self._costs: list[float] = []
+        self._obs: tuple[tuple, tuple[Observation, ...]] | None = None  # (rounds, domains) -> observations
 
     def table(self) -> pd.DataFrame:
         """``round``, ``candidate``, ``w.*``, ``loss.*``, ``objective``: every mixture scored by merging
@@ -60,7 +61,10 @@ class MergedScores:
         df = self.table()
         if df.empty:
             return (), None
-        X = df[[f"w.{d}" for d in space.domains]].to_numpy(dtype=float)
-        obs = tuple(Observation(-1 - i, Mixture.from_array(x, space.domains), TrialState.COMPLETE, float(v))
-                    for i, (x, v) in enumerate(zip(X, df["objective"].to_numpy(dtype=float))))
-        return obs, float(np.mean(self._costs)) * proxy_cost if self._costs else None
+        key = (self._ids, tuple(space.domains))
+        if self._obs is None or self._obs[0] != key:  # built once per set of rounds, not on every ask
+            X = df[[f"w.{d}" for d in space.domains]].to_numpy(dtype=float)
+            self._obs = (key, tuple(Observation(-1 - i, Mixture.from_array(x, space.domains), TrialState.COMPLETE,
+                                                float(v))
+                                    for i, (x, v) in enumerate(zip(X, df["objective"].to_numpy(dtype=float)))))
+        return self._obs[1], float(np.mean(self._costs)) * proxy_cost if self._costs else None

@@ -155,8 +155,6 @@ class Study(StudySettings):
         return self._merged.table()
 
     def _merged_observations(self) -> tuple[tuple[Observation, ...], float | None]:
-        if self._merged.table().empty:
-            return (), None
         costs = self.rung_costs()
         return self._merged.observations(self.space, costs[-1] if costs else 1.0)
 
