@@ -13,13 +13,18 @@ per tokenizer, to the largest T) + the LP at that T. ``--end-to-end`` also times
 ``mixopt.infer_mixture`` call.
 
 Data: every document of each domain, split by sha1 of its id: half trains the tokenizers, the
-other half is sampled for inference (disjoint). A domain whose training half is smaller than its
+other half is sampled for inference (disjoint). ``--split chunk`` cuts every document into
+``--chunk-kb`` KB pieces first and splits the pieces: the halves are still disjoint text but share
+documents, which stands for a domain of many more documents than the pip recipe's few hundred (the
+halves then differ only by sampling, not by which documents fell on which side: see the README's
+figures for both). ``--sample-mb all``: the whole inference half. A domain whose training half is smaller than its
 share of ``--train-mb`` is repeated (its documents cycled): the trainer's counts are then its
 counts times the repetition, so the true mixture is still the byte shares of the training text.
 Tokenizers and extracted documents are cached under ``--cache`` (default
 ``$MIXOPT_CACHE_DIR/bench-infer``); nothing is downloaded.
 
     nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --end-to-end         # the issue's setting
+    nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --split chunk --sample-mb all
     nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --mixtures 4 --merges 1000 --sample-mb 1
 """
 
@@ -29,6 +34,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,6 +67,11 @@ def load_docs(recipe: str, cache: Path) -> dict[str, list[tuple[str, str]]]:
              f"{sum(len(t.encode()) for _, t in docs[src.name]) / 1e6:.1f} MB ({time.perf_counter() - t0:.0f} s)")
     write_atomic(path, gzip.compress(json.dumps(docs).encode()))
     return docs
+
+
+def chunked(docs: list[tuple[str, str]], size: int) -> list[tuple[str, str]]:
+    """Every document cut into pieces of ``size`` characters, each with its own id."""
+    return [(f"{i}#{k}", t[k:k + size]) for i, t in docs for k in range(0, len(t), size)]
 
 
 def split(docs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -113,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixtures", type=int, default=20)
     ap.add_argument("--train-mb", type=float, default=20.0, help="MB of text each tokenizer is trained on")
     ap.add_argument("--merges", default="1000,3000", help="comma-separated T values")
-    ap.add_argument("--sample-mb", default="1,3",
-                    help="comma-separated inference MB per domain (capped by what the inference half holds)")
+    ap.add_argument("--sample-mb", default="1,all",
+                    help="comma-separated inference MB per domain (capped by what the inference half holds); "
+                         "'all': the whole inference half")
+    ap.add_argument("--split", choices=("doc", "chunk"), default="doc",
+                    help="split the domains into halves by document (default) or by --chunk-kb pieces")
+    ap.add_argument("--chunk-kb", type=float, default=4.0, help="piece size of --split chunk (KB of characters)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--end-to-end", action="store_true", help="also time one full mixopt.infer_mixture call")
@@ -122,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache or default_cache_dir() / "bench-infer"
     cache.mkdir(parents=True, exist_ok=True)
     Ts = [int(x) for x in args.merges.split(",")]
-    sizes = [float(x) for x in args.sample_mb.split(",")]
+    try:
+        sizes = [math.inf if x.strip() == "all" else float(x) for x in args.sample_mb.split(",")]
+    except ValueError:
+        ap.error(f"--sample-mb: {args.sample_mb!r} is invalid; allowed: comma-separated numbers of MB or 'all'")
     docs = load_docs(args.recipe, cache)
+    if args.split == "chunk":
+        docs = {d: chunked(v, max(1, int(args.chunk_kb * 1000))) for d, v in docs.items()}
     halves = {d: split(v) for d, v in docs.items()}
     pools = {d: h[0] for d, h in halves.items()}
     domains = list(docs)
@@ -131,14 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     mixtures = rng.dirichlet(np.ones(len(domains)), size=args.mixtures)
     mb = {d: sum(len(t.encode()) for t in p) / 1e6 for d, p in pools.items()}
     _say(f"# training halves (MB): {', '.join(f'{d} {v:.1f}' for d, v in mb.items())}")
-    toks = [tokenizer_for(j, w, pools, args.train_mb, 257 + max(Ts), args.seed, cache) for j, w in enumerate(mixtures)]
+    tcache = cache if args.split == "doc" else cache / f"chunk-{args.chunk_kb:g}kb"
+    tcache.mkdir(parents=True, exist_ok=True)
+    toks = [tokenizer_for(j, w, pools, args.train_mb, 257 + max(Ts), args.seed, tcache) for j, w in enumerate(mixtures)]
+    how = "document" if args.split == "doc" else f"{args.chunk_kb:g} KB piece"
     print(f"{args.recipe}: {len(domains)} domains, {args.mixtures} Dirichlet(1) mixtures (seed {args.seed}), tokenizers "
-          f"trained on {args.train_mb:g} MB each (vocabulary {257 + max(Ts)}); inference on the other half of each domain")
+          f"trained on {args.train_mb:g} MB each (vocabulary {257 + max(Ts)}); inference on the other half of each domain "
+          f"(halves by {how})")
     print(f"{'T':>6} {'MB/domain':>9} {'mean MSE':>10} {'max |err|':>10} {'uniform MSE':>12} {'ratio':>7} "
           f"{'s/inference':>12} {'max s':>7}  (pre-tokenize + replay + LP)")
     for size in sizes:
-        sample = {d: take(h[1], int(size * 1e6), np.random.default_rng([args.seed, 7]), cycle=False)
-                  for d, h in halves.items()}
+        sample = {d: h[1] if math.isinf(size) else take(h[1], int(size * 1e6), np.random.default_rng([args.seed, 7]),
+                                                           cycle=False) for d, h in halves.items()}
         t0 = time.perf_counter()  # every tokenizer here pre-tokenizes alike (byte-level), so once per sample
         table = count_words(load_bpe(toks[0][0]), sample)
         t_words = time.perf_counter() - t0
@@ -166,13 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         for T in Ts:
             e = np.array(errs[T])
             mse, umse = float(np.mean(e ** 2)), float(np.mean(uni))
-            print(f"{T:>6} {size:>9g} {mse:>10.2e} {np.abs(e).max():>10.4f} {umse:>12.2e} {umse / mse:>6.0f}x "
+            label = "all" if math.isinf(size) else f"{size:g}"
+            print(f"{T:>6} {label:>9} {mse:>10.2e} {np.abs(e).max():>10.4f} {umse:>12.2e} {umse / mse:>6.0f}x "
                   f"{np.mean(secs[T]):>12.1f} {np.max(secs[T]):>7.1f}", flush=True)
     if args.end_to_end:
         t0 = time.perf_counter()
-        res = infer_mixture(toks[0][0], {d: take(h[1], int(sizes[-1] * 1e6), np.random.default_rng([args.seed, 7]),
-                                                 cycle=False) for d, h in halves.items()}, merges=max(Ts))
-        print(f"end to end, mixopt.infer_mixture on tokenizer 0, T={max(Ts)}, {sizes[-1]:g} MB/domain: "
+        last = sizes[-1]
+        res = infer_mixture(toks[0][0], {d: h[1] if math.isinf(last) else take(
+            h[1], int(last * 1e6), np.random.default_rng([args.seed, 7]), cycle=False) for d, h in halves.items()},
+            merges=max(Ts))
+        print(f"end to end, mixopt.infer_mixture on tokenizer 0, T={max(Ts)}, "
+              f"{sum(res.sample_bytes.values()) / 1e6:.1f} MB in all: "
               f"{time.perf_counter() - t0:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in res.seconds.items())})")
     print("targets (issue 21): mean MSE <= 1e-4 and >= 100x below uniform; max |err| <= 0.03; T = 3000 in <= 120 s")
     return 0

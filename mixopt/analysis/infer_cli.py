@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from mixopt.analysis.infer_mixture import SPLITS, InferredMixture, infer_mixture
+from mixopt.analysis.infer_mixture import SAMPLE_BYTES, SPLITS, InferredMixture, infer_mixture
 from mixopt.core.errors import UserError
 from mixopt.data.shards import write_atomic
 from mixopt.run.cli import no_extra
@@ -31,7 +31,8 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     p.add_argument("--tokenizer", required=True, help="a Hugging Face tokenizer.json with a BPE model")
     p.add_argument("--recipe", required=True, help="pip, debian or a folder with one subfolder per domain")
     p.add_argument("--merges", type=int, default=3000, help="T: the first T merges give constraints (default 3000)")
-    p.add_argument("--sample-mb", type=float, default=2.0, help="MB of text sampled per domain (default 2)")
+    p.add_argument("--sample-mb", type=float, default=SAMPLE_BYTES / 1e6,
+                   help=f"MB of text sampled per domain (default {SAMPLE_BYTES / 1e6:g}; more is more accurate)")
     p.add_argument("--split", choices=SPLITS, default="all",
                    help="which documents: all, val (those a mixopt corpus holds out) or train (default all)")
     p.add_argument("--bootstrap", type=int, default=10,
