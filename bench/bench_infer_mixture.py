@@ -96,6 +96,12 @@ def take(texts: list[str], nbytes: int, rng: np.random.Generator, cycle: bool) -
     return out
 
 
+def inference_sample(halves: dict[str, tuple[list[str], list[str]]], size: float, seed: int) -> dict[str, list[str]]:
+    """Each domain's inference half, or ``size`` MB of it (``math.inf``: all of it)."""
+    return {d: h[1] if math.isinf(size) else take(h[1], int(size * 1e6), np.random.default_rng([seed, 7]), cycle=False)
+            for d, h in halves.items()}
+
+
 def tokenizer_for(j: int, weights: np.ndarray, pools: dict[str, list[str]], train_mb: float, vocab: int,
                   seed: int, cache: Path) -> tuple[Path, np.ndarray]:
     """The tokenizer of mixture j (trained or cached) and the true byte shares of its training text."""
@@ -161,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'T':>6} {'MB/domain':>9} {'mean MSE':>10} {'max |err|':>10} {'uniform MSE':>12} {'ratio':>7} "
           f"{'s/inference':>12} {'max s':>7}  (pre-tokenize + replay + LP)")
     for size in sizes:
-        sample = {d: h[1] if math.isinf(size) else take(h[1], int(size * 1e6), np.random.default_rng([args.seed, 7]),
-                                                           cycle=False) for d, h in halves.items()}
+        sample = inference_sample(halves, size, args.seed)
         t0 = time.perf_counter()  # every tokenizer here pre-tokenizes alike (byte-level), so once per sample
         table = count_words(load_bpe(toks[0][0]), sample)
         t_words = time.perf_counter() - t0
@@ -195,10 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{np.mean(secs[T]):>12.1f} {np.max(secs[T]):>7.1f}", flush=True)
     if args.end_to_end:
         t0 = time.perf_counter()
-        last = sizes[-1]
-        res = infer_mixture(toks[0][0], {d: h[1] if math.isinf(last) else take(
-            h[1], int(last * 1e6), np.random.default_rng([args.seed, 7]), cycle=False) for d, h in halves.items()},
-            merges=max(Ts))
+        res = infer_mixture(toks[0][0], inference_sample(halves, sizes[-1], args.seed), merges=max(Ts))
         print(f"end to end, mixopt.infer_mixture on tokenizer 0, T={max(Ts)}, "
               f"{sum(res.sample_bytes.values()) / 1e6:.1f} MB in all: "
               f"{time.perf_counter() - t0:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in res.seconds.items())})")
