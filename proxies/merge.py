@@ -5,9 +5,11 @@ on the base mixture, for the first ``seed_steps`` steps of the proxy's learning-
 the k experts as ONE pack of the batched engine (member i = the seed continued on domain i alone for
 the remaining ``expert_steps`` steps of the same schedule, fresh AdamW state), and writes each as a
 safetensors file. :func:`merged_losses` scores mixtures: for a chunk of m mixtures W (m, k) it builds a
-pack of m merged models ``theta_j = sum_i W[j, i] theta_i`` (every parameter: embeddings, attention,
-MLP or MoE experts and router, LayerNorm gains) and evaluates all m in one forward per validation batch,
-on the same fixed validation batches trained trials are scored on
+pack of m merged models ``theta_j = theta_seed + scale * sum_i W[j, i] (theta_i - theta_seed)`` (every
+parameter: embeddings, attention, MLP or MoE experts and router, LayerNorm gains; ``scale`` = 1 is the
+plain weight average ``sum_i W[j, i] theta_i`` of the papers, a larger one extrapolates each expert's
+"task vector" away from the seed, as task arithmetic does) and evaluates all m in one forward per
+validation batch, on the same fixed validation batches trained trials are scored on
 (:func:`mixopt.proxies.train.eval_batches`).
 
 Files (in one folder per expert set, named by ``ExpertsSpec.key()``): ``seed.safetensors`` and
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from mixopt.core.errors import DataError, TrialError
-from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_weights, expert_file
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_scale, check_weights, expert_file
 from mixopt.core.mixture import Mixture
 from mixopt.data.corpus import Corpus
 from mixopt.data.shards import write_atomic
@@ -156,19 +158,37 @@ def train_experts(request: Mapping[str, Any]) -> dict[str, Any]:
             "device": str(device)}
 
 
-def stack_experts(es: ExpertsSpec, folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Every parameter of the k experts stacked: {name: (k, ...)} fp32, in ``es.domains`` order."""
-    experts = [load_member(Path(folder) / expert_file(d), es) for d in es.domains]
-    return {n: torch.stack([e[n].float() for e in experts]) for n in experts[0]}
+def stack_experts(es: ExpertsSpec, folder: str | os.PathLike, seed: bool = False) -> dict[str, torch.Tensor]:
+    """Every parameter of the k experts stacked: {name: (k, ...)} fp32, in ``es.domains`` order; with
+    ``seed``, the seed as a last row: (k + 1, ...) (what :func:`merged_pack` needs for ``scale`` != 1)."""
+    files = [expert_file(d) for d in es.domains] + ([SEED_FILE] if seed else [])
+    members = [load_member(Path(folder) / f, es) for f in files]
+    return {n: torch.stack([e[n].float() for e in members]) for n in members[0]}
+
+
+def merge_coefficients(W: torch.Tensor, k: int, scale: float = 1.0) -> torch.Tensor:
+    """The coefficients of the stacked members for ``theta_seed + scale * sum_i W_i (theta_i - theta_seed)``:
+    (m, k) ``W`` itself at ``scale`` 1, else (m, k + 1) ``[scale * W, 1 - scale * sum W]`` (seed last)."""
+    if scale == 1.0:
+        return W
+    S = float(scale) * W[:, :k]
+    return torch.cat([S, 1.0 - S.sum(1, keepdim=True)], dim=1)
 
 
 @torch.no_grad()
-def merged_pack(stacked: Mapping[str, torch.Tensor], W: torch.Tensor, es: ExpertsSpec) -> PackGPT:
-    """A pack of m merged models: member j = sum_i W[j, i] * expert i. W (m, k) -> PackGPT with K = m."""
+def merged_pack(stacked: Mapping[str, torch.Tensor], W: torch.Tensor, es: ExpertsSpec,
+                scale: float = 1.0) -> PackGPT:
+    """A pack of m merged models, W (m, k) -> PackGPT with K = m: member j = theta_seed + scale *
+    sum_i W[j, i] (theta_i - theta_seed); at ``scale`` 1 that is sum_i W[j, i] theta_i. ``stacked``
+    holds the seed as its last row when ``scale`` != 1 (``stack_experts(..., seed=True)``)."""
+    k = len(es.domains)
+    C = merge_coefficients(W, k, scale)
     pack = PackGPT(PackGPT.config_of(es.spec, es.vocab_size), W.shape[0])
     for name, p in pack.named_parameters():
-        E = stacked[name]  # (k, ...)
-        p.copy_(torch.tensordot(W.to(E.dtype), E, dims=1))  # (m, ...)
+        E = stacked[name][:C.shape[1]]  # (k or k + 1, ...)
+        if E.shape[0] != C.shape[1]:
+            raise ValueError(f"merged_pack: scale {scale} needs the seed stacked after the {k} experts")
+        p.copy_(torch.tensordot(C.to(E.dtype), E, dims=1))  # (m, ...)
     return pack
 
 
@@ -178,7 +198,8 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     Args:
         request: ``experts`` (``ExpertsSpec.to_dict()``), ``dir`` (the set's folder), ``mixtures`` (m, k)
             weights over ``experts.domains``, ``corpus_dir``, ``eval_domains`` (default: every corpus
-            domain), ``batch`` (merged models per forward, default 32), ``resample`` (0: the trials'
+            domain), ``batch`` (merged models per forward, default 32), ``scale`` (the task-vector scale
+            around the seed, > 0; default 1: the plain weight average), ``resample`` (0: the trials'
             validation batches; r > 0: another fixed draw, for the noise of a score), ``num_threads``, ``device``.
     Returns:
         ``losses`` (m, D) mean validation loss per mixture and domain, ``domains`` (D), ``eval_tokens``
@@ -191,14 +212,16 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     es = ExpertsSpec.from_dict(request["experts"])
     W = [list(map(float, w)) for w in request["mixtures"]]
     check_weights(W, len(es.domains))
+    scale = check_scale(request.get("scale", 1.0))
     torch.set_num_threads(int(request.get("num_threads", 1)))
     device = resolve_device(str(request.get("device", "cpu")))
     corpus = _open_corpus(es, str(request["corpus_dir"]))
     folder = Path(request["dir"])
-    missing = [f for f in [expert_file(d) for d in es.domains] if not (folder / f).is_file()]
+    need = [expert_file(d) for d in es.domains] + ([SEED_FILE] if scale != 1.0 else [])
+    missing = [f for f in need if not (folder / f).is_file()]
     if missing:
         raise DataError(f"merge: expert file(s) {missing} missing in {folder}; train them (mixopt run --resume)")
-    stacked = stack_experts(es, folder)
+    stacked = stack_experts(es, folder, seed=scale != 1.0)
     spec = es.spec
     domains = list(request.get("eval_domains") or corpus.domains)
     r, n_eval = int(request.get("resample", 0)), int(request.get("eval_batches") or spec.eval_batches)
@@ -207,21 +230,22 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     out = []
     Wt = torch.tensor(W, dtype=torch.float32)
     for i in range(0, len(W), chunk):
-        pack = merged_pack(stacked, Wt[i:i + chunk], es).to(device)
+        pack = merged_pack(stacked, Wt[i:i + chunk], es, scale).to(device)
         out.append(evaluate_pack(pack, batches, device))
     losses = np.concatenate(out) if out else np.zeros((0, len(domains)))
     return {"losses": losses.tolist(), "domains": domains, "seconds": time.perf_counter() - t0,
             "eval_tokens": len(domains) * n_eval * spec.batch_size * spec.seq_len}
 
 
-def solo_from_merged(stacked: Mapping[str, torch.Tensor], w: Sequence[float], es: ExpertsSpec):
+def solo_from_merged(stacked: Mapping[str, torch.Tensor], w: Sequence[float], es: ExpertsSpec, scale: float = 1.0):
     """The merged model of one mixture as a solo ``GPT`` (for sampling or inspection)."""
     model = build_model(es.spec, es.vocab_size)
-    W = torch.tensor([list(map(float, w))])
-    sd = {n: t[0] for n, t in ((n, torch.tensordot(W, E, dims=1)) for n, E in stacked.items())}
+    C = merge_coefficients(torch.tensor([list(map(float, w))]), len(es.domains), scale)
+    sd = {n: torch.tensordot(C, E[:C.shape[1]], dims=1)[0] for n, E in stacked.items()}
     model.load_state_dict(sd | {"lm_head.weight": sd["wte.weight"]})
     return model
 
 
-__all__ = ["load_member", "merged_losses", "merged_pack", "solo_from_merged", "stack_experts", "train_experts"]
+__all__ = ["load_member", "merge_coefficients", "merged_losses", "merged_pack", "solo_from_merged", "stack_experts",
+           "train_experts"]
 

@@ -3,7 +3,8 @@
 For each proxy preset asked for (default: the study config's proxy) ``M`` Dirichlet mixtures over the
 training domains are trained for real (one trial each, the study's proxy otherwise) and, for each seed
 fraction s, scored by merging that preset's experts (:mod:`mixopt.proxies.merge`; experts trained here or
-reused). Reported per preset and s, for two objectives (the mean loss over every corpus domain, and the
+reused) at each merge scale asked for (``merge.scale``; the scales share one expert set). Reported per
+preset, s and scale, for two objectives (the mean loss over every corpus domain, and the
 loss on a held-out target domain: the config's ``objective: {target: X}``, else ``--target``): Spearman
 and Pearson correlation between the merged and the trained objective over the M mixtures; what the merge
 costs (experts: ``s + k (1 - s)`` proxies' worth of tokens; one merged score: its evaluation's forward
@@ -29,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.core.errors import AlreadyExistsError, UserError
+from mixopt.core.errors import AlreadyExistsError, ConfigError, UserError
+from mixopt.core.experts import check_scale
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
@@ -59,7 +61,8 @@ def objectives(domains: list[str], target: str) -> dict[str, Objective]:
 
 
 def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float, ...] = (0.5,),
-                    presets: tuple[str, ...] = (), target: str | None = None, regmix: bool = True,
+                    scales: tuple[float, ...] = (1.0,), presets: tuple[str, ...] = (), target: str | None = None,
+                    regmix: bool = True,
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
                     progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, merge, compare (see the module docstring); returns the report (also ``merge_check.json``)."""
@@ -68,6 +71,11 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     for s in seed_fractions:
         if not 0 < s < 1:
             raise UserError(f"merge-check --seed-fraction: {s} must be in (0, 1)")
+    for lam in scales:
+        try:
+            check_scale(lam, "merge-check --scale")
+        except ConfigError as e:
+            raise UserError(str(e)) from None
     cname = check_study_name(name, "merge-check --name") if name is not None else f"{cfg.study}-merge-check"
     tgt = target or (cfg.objective.get("target") if isinstance(cfg.objective.get("target"), str) else None)
     specs = [cfg.proxy if not p else _on_preset(cfg.proxy, p) for p in (presets or ("",))]
@@ -109,8 +117,9 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
                  f"{', '.join(sp.preset for sp in specs)}; experts for s = {', '.join(map(str, seed_fractions))}")
         execute(replace(ccfg, budget=BudgetConfig(trials=len(queue))), study, corpus, executor, progress,
                 stop=None, shutdown=False)
-        rows = [_check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples, resume,
-                           progress) for sp in specs for s in seed_fractions]
+        rows = [row for sp in specs for s in seed_fractions
+                for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
+                                      scales, progress)]
     finally:
         executor.shutdown()
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
@@ -147,7 +156,7 @@ def _trained(study, spec: ProxySpec, prefix: str, n: int, domains: list[str]) ->
     return L
 
 
-def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, resume, progress) -> dict[str, Any]:
+def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, progress) -> list[dict[str, Any]]:
     threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)  # nothing else runs meanwhile
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
                              num_threads=threads, device=cfg.executor.device, progress=progress)
@@ -155,24 +164,28 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, res
     base = {"experts": es.to_dict(), "dir": str(experts.folder), "corpus_dir": str(corpus.path),
             "eval_domains": domains, "num_threads": 1}
     parts = np.array_split(np.arange(len(X)), max(1, getattr(executor, "capacity", 1)))
-    scores = []
-    for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
-        res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r} for idx in parts])
-        scores.append(np.concatenate([np.asarray(x["losses"]) for x in res]))
     trained = _trained(study, spec, "check", len(X), domains)
-    out: dict[str, Any] = {"preset": spec.preset, "params": spec.non_embedding_params(), "tokens": spec.tokens,
-                           "seed_fraction": s, "experts": es.key(), "experts_proxies_worth": es.proxies_worth(),
-                           "score_proxies_worth": _score_cost(es, corpus),
-                           "n_trained": int(np.isfinite(trained).all(1).sum())}
-    for key, obj in objectives(domains, tgt).items():
-        w = np.array([obj.weights.get(d, 0.0) for d in domains])
-        merged = np.stack([sc @ w for sc in scores])  # (1 + resamples, M)
-        out[key] = dict(zip(("spearman", "pearson"), _corr(merged[0], trained @ w)))
-        out[key]["noise"] = float(np.mean(merged[1:].std(0, ddof=1))) if resamples >= 2 else math.nan
-        out[key]["spread"] = float(np.nanstd(trained @ w))
-    progress(f"merge-check {spec.preset} s={s}: Spearman mean {out['mean']['spearman']:.3f}, target "
-             f"{out['target']['spearman']:.3f}")
-    return out
+    rows = []
+    for lam in scales:
+        scores = []
+        for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
+            res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r, "scale": lam}
+                                                for idx in parts])
+            scores.append(np.concatenate([np.asarray(x["losses"]) for x in res]))
+        out: dict[str, Any] = {"preset": spec.preset, "params": spec.non_embedding_params(), "tokens": spec.tokens,
+                               "seed_fraction": s, "scale": lam, "experts": es.key(),
+                               "experts_proxies_worth": es.proxies_worth(), "score_proxies_worth": _score_cost(es, corpus),
+                               "n_trained": int(np.isfinite(trained).all(1).sum())}
+        for key, obj in objectives(domains, tgt).items():
+            w = np.array([obj.weights.get(d, 0.0) for d in domains])
+            merged = np.stack([sc @ w for sc in scores])  # (1 + resamples, M)
+            out[key] = dict(zip(("spearman", "pearson"), _corr(merged[0], trained @ w)))
+            out[key]["noise"] = float(np.mean(merged[1:].std(0, ddof=1))) if resamples >= 2 else math.nan
+            out[key]["spread"] = float(np.nanstd(trained @ w))
+        progress(f"merge-check {spec.preset} s={s} scale={lam:g}: Spearman mean {out['mean']['spearman']:.3f}, "
+                 f"target {out['target']['spearman']:.3f}")
+        rows.append(out)
+    return rows
 
 
 def _regmix(study, spec, X, tgt, domains, n) -> dict[str, Any]:
@@ -207,11 +220,12 @@ def format_check(doc: dict[str, Any]) -> str:
     """The report as text (what ``mixopt merge-check`` prints)."""
     lines = [f"\nMerged vs trained on {doc['mixtures']} random mixtures (Spearman / Pearson; objectives: mean loss "
              f"over domains, held-out loss on {doc['target']})",
-             f"  {'preset':<11}{'s':>5}{'experts':>9}{'score':>8}{'mean rho':>10}{'r':>7}{'noise':>8}"
+             f"  {'preset':<11}{'s':>5}{'scale':>6}{'experts':>9}{'score':>8}{'mean rho':>10}{'r':>7}{'noise':>8}"
              f"{'target rho':>12}{'r':>7}{'noise':>8}   (experts, score: proxies' worth of compute)"]
     for r in doc["rows"]:
         m, t = r["mean"], r["target"]
-        lines.append(f"  {r['preset']:<11}{r['seed_fraction']:>5.2f}{r['experts_proxies_worth']:>9.1f}"
+        lines.append(f"  {r['preset']:<11}{r['seed_fraction']:>5.2f}{r.get('scale', 1.0):>6.2f}"
+                     f"{r['experts_proxies_worth']:>9.1f}"
                      f"{r['score_proxies_worth']:>8.3f}{_f(m['spearman']):>10}{_f(m['pearson']):>7}{_f(m['noise']):>8}"
                      f"{_f(t['spearman']):>12}{_f(t['pearson']):>7}{_f(t['noise']):>8}")
     for preset, reg in doc["regmix"].items():

@@ -137,6 +137,18 @@ class ExpertsSpec:
                    float(d["seed_fraction"]), str(d["corpus"]), int(d["vocab_size"]))
 
 
+MAX_SCALE = 10.0
+
+
+def check_scale(scale: Any, where: str = "merge.scale") -> float:
+    """The task-vector scale of a merge (``theta_seed + scale * sum_i w_i (theta_i - theta_seed)``) as a
+    float; ConfigError unless it is a number in (0, MAX_SCALE]."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale <= MAX_SCALE):
+        raise ConfigError(f"{where}: {scale!r} must be a number in (0, {MAX_SCALE:g}] (1: the plain weight average "
+                          "of the experts; above 1: each expert's change from the seed scaled up)")
+    return float(scale)
+
+
 def check_weights(W: Sequence[Sequence[float]], k: int, where: str = "merge") -> None:
     """Raise ConfigError unless W is (m, k) of finite weights >= 0 with rows summing to 1 (within 1e-6)."""
     for i, row in enumerate(W):

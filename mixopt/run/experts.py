@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mixopt.core.errors import DataError
+from mixopt.core.errors import DataError, UserError
 from mixopt.core.experts import SEED_FILE, ExpertsSpec, file_sha256
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.spec import ProxySpec
@@ -200,7 +200,8 @@ def screen(study: Study, experts: ExpertSet, corpus, executor, merge: MergeConfi
     parts = np.array_split(np.arange(len(X)), max(1, min(len(X), getattr(executor, "capacity", 1))))
     payloads = [{"experts": es.to_dict(), "dir": str(experts.folder), "mixtures": X[idx].tolist(),
                  "corpus_dir": str(corpus.path), "eval_domains": list(corpus.domains), "batch": merge.batch,
-                 "eval_batches": merge.eval_batches, "num_threads": num_threads, "device": device}
+                 "eval_batches": merge.eval_batches, "scale": merge.scale, "num_threads": num_threads,
+                 "device": device}
                 for idx in parts if len(idx)]
     results = executor.run_tasks(MERGE_FN, payloads)
     domains = results[0]["domains"]
@@ -217,7 +218,8 @@ def screen(study: Study, experts: ExpertSet, corpus, executor, merge: MergeConfi
     seconds = time.perf_counter() - t0
     eval_tokens, cost = results[0]["eval_tokens"], es.score_cost(results[0]["eval_tokens"])
     study.storage.log_run(study.name, f"merge-round-{round_}", "merge",
-                          {"round": round_, "candidates": len(df), "experts": es.key(), "preset": es.spec.preset},
+                          {"round": round_, "candidates": len(df), "experts": es.key(), "preset": es.spec.preset,
+                           "scale": merge.scale},
                           {"n": len(df), "best_objective": float(np.nanmin(df["objective"])), "seconds": seconds,
                            "worker_seconds_per_score": sum(r["seconds"] for r in results) / len(df),
                            "eval_tokens_per_score": eval_tokens,
@@ -235,10 +237,17 @@ def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: boo
     """The merge phase of ``mixopt run`` (``merge.candidates`` > 0): the study's experts ``es`` (verified,
     fetched or trained), then the screening rounds not done yet."""
     threads, device = cfg.executor.threads_per_worker, cfg.executor.device
+    rounds = study.storage.runs(study.name, "merge")
+    other = sorted({(r["tags"].get("mixopt.experts", "?"), float(r["params"].get("scale", 1.0))) for r in rounds}
+                   - {(es.key(), float(cfg.merge.scale))})
+    if other:  # merged scores of other experts or another scale would be ranked together with these
+        raise UserError(f"merge: study {study.name!r} was screened with expert set {other[0][0]} at merge.scale "
+                        f"{other[0][1]:g}; this config scores with set {es.key()} at scale {cfg.merge.scale:g}, and the two "
+                        "kinds of merged scores must not be ranked together: start a new study (another study: name) "
+                        "for these settings")
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=resume,
                              num_threads=threads, device=device, progress=progress)
-    done = {int(r["params"].get("round", 0)) for r in study.storage.runs(study.name, "merge")
-            if r["tags"].get("mixopt.experts") == es.key()}
+    done = {int(r["params"].get("round", 0)) for r in rounds}
     for r in range(1, cfg.merge.rounds + 1):
         if r not in done:
             screen(study, experts, corpus, executor, cfg.merge, r, Path(cfg.output_dir) / study.name / "merge",

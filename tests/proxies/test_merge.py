@@ -13,7 +13,7 @@ from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.data.corpus import Corpus
-from mixopt.proxies.merge import merged_losses, solo_from_merged, stack_experts, train_experts
+from mixopt.proxies.merge import load_member, merged_losses, solo_from_merged, stack_experts, train_experts
 from mixopt.proxies.train import eval_batches, evaluate
 
 
@@ -70,6 +70,36 @@ def test_merged_scores_are_the_merged_models_losses(trained, corpus_dir):
         assert row == pytest.approx([solo[d] for d in DOMAINS], abs=2e-4)
     # the cycle expert is best on cycle, the noise expert on noise; weight moves the merged model between them
     assert L[0, 0] < L[1, 0] and L[1, 1] < L[0, 1] and L[0, 0] < math.log(V)
+
+
+def test_scale_extrapolates_each_expert_from_the_seed(trained, corpus_dir):
+    es, out, _ = trained
+    W = [[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]
+    req = {"experts": es.to_dict(), "dir": str(out), "mixtures": W, "corpus_dir": str(corpus_dir),
+           "eval_domains": list(DOMAINS)}
+    plain, scaled = (np.array(merged_losses(req | {"scale": lam})["losses"]) for lam in (1, 1.5))
+    assert np.abs(plain - scaled).max() > 1e-3
+    assert np.array(merged_losses(req)["losses"]) == pytest.approx(plain)  # the default: the plain average
+    # member j = seed + 1.5 * sum_i w_i (expert_i - seed), every parameter, checked by hand
+    corpus, stacked = Corpus.open(corpus_dir), stack_experts(es, out, seed=True)
+    seed = load_member(out / SEED_FILE, es)
+    batches = {d: eval_batches(corpus, d, 2, 8, 16) for d in DOMAINS}
+    for w, row in zip(W, scaled):
+        model = solo_from_merged(stacked, w, es, scale=1.5)
+        for name, p in model.named_parameters():
+            want = seed[name] + 1.5 * sum(wi * (stacked[name][i] - seed[name]) for i, wi in enumerate(w))
+            assert torch.allclose(p, want, atol=1e-5), name
+        solo = evaluate(model, batches, torch.device("cpu"))
+        assert row == pytest.approx([solo[d] for d in DOMAINS], abs=2e-4)
+    for bad in (0, -1, 11, "2", True, float("nan")):
+        with pytest.raises(ConfigError, match=r"merge.scale: .* must be a number in \(0, 10\]"):
+            merged_losses(req | {"scale": bad})
+    (no_seed := out.parent / "no-seed").mkdir()
+    for d in DOMAINS:
+        (no_seed / expert_file(d)).write_bytes((out / expert_file(d)).read_bytes())
+    assert np.array(merged_losses(req | {"dir": str(no_seed)})["losses"]) == pytest.approx(plain)  # no seed needed
+    with pytest.raises(DataError, match="seed.safetensors"):
+        merged_losses(req | {"dir": str(no_seed), "scale": 1.5})
 
 
 def test_resampled_batches_give_the_spread_of_a_score(trained, corpus_dir):

@@ -24,6 +24,7 @@ def test_defaults_and_overrides(tmp_path):
     ("", ["--nope=1"], "nope: unknown key"),
     ("data: 3\n", [], "data: must be a mapping"),
     ("space: {max_epochs: 0}\n", [], "space.max_epochs"),
+    ("merge: {scale: 0}\n", [], "merge.scale: 0.0 must be a number in (0, 10]"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, text, overrides, needle):
     p = tmp_path / "s.yaml"

@@ -52,6 +52,10 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     folder = next((tmp_path / "cache" / "experts").iterdir())
     assert main(["run", str(cfg), "--resume", "--trials", "5"]) == 0
     assert "verified" in capsys.readouterr().err and len(storage.runs("tiny", "merge")) == 2
+    assert {float(r["params"]["scale"]) for r in storage.runs("tiny", "merge")} == {1.25}  # merge.scale's default
+    # another merge scale would rank its scores beside these: refused, nothing trained
+    assert main(["run", str(cfg), "--resume", "--trials", "6", "--merge.scale=1"]) == 2
+    assert "other merge settings" in capsys.readouterr().err and len(mixopt.load_study("tiny", uri).trials) == 5
     (folder / "expert-legal.safetensors").write_bytes(b"oops")
     (folder / "seed.safetensors").touch()
     for f in (tmp_path / "out" / "tiny" / "merge").iterdir():  # the store still has its own copy of each table
@@ -76,3 +80,12 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     assert "expert-legal.safetensors" not in before and "expert-legal.safetensors" in after
     assert after["expert-code.safetensors"] == before["expert-code.safetensors"]
     assert (folder / "expert-code.safetensors").read_bytes() == good["expert-code.safetensors"]
+
+    # rounds screened at another scale (a study from before merge.scale existed: the plain average) would be
+    # ranked beside this config's: refused before anything is trained or scored
+    storage.log_run("tiny", "merge-round-3", "merge", {"round": 3, "experts": folder.name}, {"n": 0},
+                    {"mixopt.experts": folder.name}, [])
+    assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"screened with expert set {folder.name} at merge.scale 1;" in err and "new study" in err
+    assert len(mixopt.load_study("tiny", uri).trials) == 7

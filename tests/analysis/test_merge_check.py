@@ -1,0 +1,45 @@
+"""`mixopt merge-check`: random mixtures trained for real beside their merged scores, per seed fraction and
+merge scale, with RegMix on the same compute; resumable; bad arguments refused with exit 2."""
+
+import json
+import math
+
+from mixopt.cli import main
+from tests.conftest import study_yaml, write_domains
+
+
+def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
+    domains = write_domains(tmp_path / "domains", ("code", "legal", "prose", "math"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = study_yaml(tmp_path / "study.yaml", domains, tmp_path / "cache", uri, tmp_path / "out",
+                     objective={"target": "math"})
+    args = ["merge-check", str(cfg), "--mixtures", "6", "--scale", "1", "--scale", "1.5", "--resamples", "2"]
+    assert main([*args, "--json"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert doc["target"] == "math" and doc["mixtures"] == 6
+    assert [(r["seed_fraction"], r["scale"]) for r in doc["rows"]] == [(0.5, 1.0), (0.5, 1.5)]
+    for r in doc["rows"]:
+        assert r["n_trained"] == 6 and r["experts_proxies_worth"] == 0.5 + 3 * 0.5  # 3 training domains
+        for key in ("mean", "target"):
+            assert -1 <= r[key]["spearman"] <= 1 and -1 <= r[key]["pearson"] <= 1 and r[key]["noise"] >= 0
+    # the two scales merge the same experts differently, and RegMix had as many proxies as the merge's compute
+    assert doc["rows"][0]["mean"]["pearson"] != doc["rows"][1]["mean"]["pearson"]
+    reg = doc["regmix"]["dense-0.1m"]
+    assert reg["n_train"] == max(4, round(2.0 + 6 * doc["rows"][0]["score_proxies_worth"]))
+    assert not math.isnan(reg["mean"]["spearman"])
+    assert "Merged vs trained on 6 random mixtures" in out.err and "RegMix regression (dense-0.1m)" in out.err
+    report = json.loads((tmp_path / "out" / "tiny-merge-check" / "merge_check.json").read_text())
+    assert report["rows"] == doc["rows"]
+
+    # the check is a study of its own: again without --resume is refused; with it, nothing is trained again
+    assert main(args) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert "training the seed" not in capsys.readouterr().err
+    for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
+                        (["--seed-fraction", "1"], "--seed-fraction: 1.0 must be in (0, 1)"),
+                        (["--target", "nope"], "'nope' is not a corpus domain")):
+        assert main(["merge-check", str(cfg), "--name", "other", *bad]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
