@@ -2,7 +2,8 @@
 # Model-merging proxies: do merged scores rank mixtures as trained proxies do? (issue 18), with the
 # product's own command. For each proxy size: 32 random mixtures over the 17 training domains of
 # examples/transfer-target.yaml (debian recipe; pydocs held out) trained for real, and scored by
-# merging experts trained with seed fraction s = 0.5 and 0.75; Spearman / Pearson per objective
+# merging experts trained with seed fraction s = 0.5 and 0.75, each at merge scale 1 (the plain weight
+# average) and 1.25 (the default: each expert's change from the seed scaled up); Spearman / Pearson per objective
 # (mean loss over the 18 domains, held-out loss on pydocs), the merge's compute and noise, and
 # RegMix's regression trained on as many random proxies as the merge costs.
 #   bash bench/bench_merge.sh            # dense-3k at 320k tokens, then dense-37k at 3.2M tokens
@@ -24,6 +25,7 @@ for size in ${SIZES:-3k 37k}; do
   esac
   start=$(date +%s)
   mixopt merge-check "$cfg" "${over[@]}" --mixtures "${MIXTURES:-32}" --seed-fraction 0.5 --seed-fraction 0.75 \
+    --scale 1 --scale 1.25 \
     --name "merge-check-$size" > "check-$size.log" 2>&1 || { tail -20 "check-$size.log"; exit 1; }
   sed -n '/^Merged vs trained/,$p' "check-$size.log"
   echo "dense-$size: $(( $(date +%s) - start )) s"
