@@ -83,6 +83,8 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     mc.add_argument("--preset", action="append", default=[], help="proxy preset(s) to check (default: the config's)")
     mc.add_argument("--target", help="held-out target domain (default: the config's objective target)")
     mc.add_argument("--no-regmix", action="store_true", help="leave out RegMix's regression on the same compute")
+    mc.add_argument("--ceiling", action="store_true", help="train the mixtures again with the next proxy seed: how "
+                    "well trained proxies rank them against each other (the most any proxy can reach)")
     mc.add_argument("--resamples", type=int, default=3, help="resampled validation sets for a merged score's noise")
     mc.add_argument("--name", help="the check's study name (default: <study>-merge-check)")
     mc.add_argument("--study")
@@ -103,7 +105,7 @@ def _cmd_merge_check(args, extra) -> int:
         raise UserError("merge-check --resamples: must be >= 0")
     doc = run_merge_check(cfg, mixtures=args.mixtures, seed_fractions=tuple(args.seed_fraction or [cfg.merge.seed_fraction]),
                           scales=tuple(args.scale or [cfg.merge.scale]),
-                          presets=tuple(args.preset), target=args.target, regmix=not args.no_regmix,
+                          presets=tuple(args.preset), target=args.target, regmix=not args.no_regmix, ceiling=args.ceiling,
                           resamples=args.resamples, name=args.name, resume=args.resume,
                           progress=lambda m: print(m, file=sys.stderr))
     if args.json:

@@ -11,12 +11,14 @@ costs (experts: ``s + k (1 - s)`` proxies' worth of tokens; one merged score: it
 tokens, in proxies' worth) and its noise (the spread of the merged objective over resampled validation
 batches). For comparison, RegMix's regression (``regmix``'s default surrogate, ``mixopt.search.surrogates``
 ``auto``) trained on as many random trained proxies as the merge cost (experts + M scores) predicts the
-same M mixtures.
+same M mixtures. With ``--ceiling`` the M mixtures are trained once more with the next proxy seed
+(another init and batch order): the correlation of the two trained rankings is the most any proxy of
+that size can reach, since the trained ranking itself moves that much with the seed.
 
 Everything runs through the product's plan, loop and executors as a study of its own
 (``<study>-merge-check``; ``--name`` to choose), which a later call resumes (``--resume``, with the same
 mixtures and presets): the trained mixtures and the experts are reused, the merged scores (cheap) computed
-again.
+again, and trainings a resumed check asks for that the study lacks (``--ceiling`` added later) queued.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def objectives(domains: list[str], target: str) -> dict[str, Objective]:
 
 def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float, ...] = (0.5,),
                     scales: tuple[float, ...] = (1.0,), presets: tuple[str, ...] = (), target: str | None = None,
-                    regmix: bool = True,
+                    regmix: bool = True, ceiling: bool = False,
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
                     progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, merge, compare (see the module docstring); returns the report (also ``merge_check.json``)."""
@@ -104,18 +106,27 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     if regmix:
         queue += [(f"regmix{i}", Mixture.from_array(x, space.domains), sp) for sp in specs
                   for i, x in enumerate(Xr[:n_regmix[sp.preset]])]
+    if ceiling:
+        queue += [(f"again{i}", Mixture.from_array(x, space.domains), _next_seed(sp)) for sp in specs
+                  for i, x in enumerate(X)]
     asked = {"mixtures": mixtures, "presets": [sp.preset for sp in specs], "tokens": [sp.tokens for sp in specs]}
     study = plan.open_study(space, queue=queue, extra={"merge_check_of": cfg.study, "merge_check": asked})
     before = study.meta.extra.get("merge_check", asked)
     if before != asked:
         raise UserError(f"merge-check --resume: study {cname!r} checked {before}, not {asked}; use the same "
                         "--mixtures and presets, or another --name")
+    have = {t.label for t in study.trials}
+    for label, m, sp in queue:  # a resumed check may ask for more than its study has (--ceiling added)
+        if label not in have:
+            study.enqueue(m, sp, label)
     executor = executor or make_executor(cfg.executor)
     try:
         progress(f"merge-check: {len(queue)} proxies to train ({mixtures} checked mixtures"
-                 + (f" + {sum(n_regmix.values())} for RegMix's regression" if regmix else "") + f") at "
+                 + (f" + {sum(n_regmix.values())} for RegMix's regression" if regmix else "")
+                 + (f" + {mixtures} again with the next proxy seed" if ceiling else "") + ") at "
                  f"{', '.join(sp.preset for sp in specs)}; experts for s = {', '.join(map(str, seed_fractions))}")
-        execute(replace(ccfg, budget=BudgetConfig(trials=len(queue))), study, corpus, executor, progress,
+        budget = max(len(queue), len(study.trials))  # a resumed study may hold trainings this call did not ask for
+        execute(replace(ccfg, budget=BudgetConfig(trials=budget)), study, corpus, executor, progress,
                 stop=None, shutdown=False)
         rows = [row for sp in specs for s in seed_fractions
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
@@ -124,7 +135,8 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
         executor.shutdown()
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
         if regmix else {}
-    doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg}
+    ceil = {sp.preset: _ceiling(study, sp, len(X), tgt, list(corpus.domains)) for sp in specs} if ceiling else {}
+    doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg, "ceiling": ceil}
     out = Path(cfg.output_dir) / cname
     out.mkdir(parents=True, exist_ok=True)
     (out / "merge_check.json").write_text(json.dumps(doc, indent=2))
@@ -137,6 +149,20 @@ def _on_preset(spec: ProxySpec, preset: str) -> ProxySpec:
         return spec.with_preset(preset)
     except UserError as e:
         raise UserError(f"merge-check --preset {preset}: {e}") from None
+
+
+def _next_seed(spec: ProxySpec) -> ProxySpec:
+    return replace(spec, seed=spec.seed + 1)
+
+
+def _ceiling(study, spec: ProxySpec, n: int, tgt: str, domains: list[str]) -> dict[str, Any]:
+    """The checked mixtures' trained objectives at the proxy seed vs at the next seed, per objective."""
+    a, b = _trained(study, spec, "check", n, domains), _trained(study, _next_seed(spec), "again", n, domains)
+    out: dict[str, Any] = {"seed": spec.seed, "other_seed": spec.seed + 1}
+    for key, obj in objectives(domains, tgt).items():
+        w = np.array([obj.weights.get(d, 0.0) for d in domains])
+        out[key] = dict(zip(("spearman", "pearson"), _corr(a @ w, b @ w)))
+    return out
 
 
 def _score_cost(es, corpus) -> float:
@@ -232,6 +258,10 @@ def format_check(doc: dict[str, Any]) -> str:
         lines.append(f"  RegMix regression ({preset}) on {reg['n_train']} trained proxies, the merge's compute: "
                      f"mean rho {_f(reg['mean']['spearman'])} r {_f(reg['mean']['pearson'])}, target rho "
                      f"{_f(reg['target']['spearman'])} r {_f(reg['target']['pearson'])}")
+    for preset, c in doc.get("ceiling", {}).items():
+        lines.append(f"  Trained ({preset}, proxy seed {c['seed']}) vs trained again (seed {c['other_seed']}), the most "
+                     f"any proxy reaches: mean rho {_f(c['mean']['spearman'])} r {_f(c['mean']['pearson'])}, target rho "
+                     f"{_f(c['target']['spearman'])} r {_f(c['target']['pearson'])}")
     return "\n".join(lines)
 
 

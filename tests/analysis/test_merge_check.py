@@ -4,6 +4,7 @@ merge scale, with RegMix on the same compute; resumable; bad arguments refused w
 import json
 import math
 
+import mixopt
 from mixopt.cli import main
 from tests.conftest import study_yaml, write_domains
 
@@ -37,6 +38,15 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
     assert "training the seed" not in capsys.readouterr().err
+    # --ceiling added on resume: the 6 mixtures trained again with the next proxy seed, the rest reused
+    assert main([*args, "--resume", "--ceiling", "--json"]) == 0
+    out = capsys.readouterr()
+    ceil = json.loads(out.out)["ceiling"]["dense-0.1m"]
+    assert (ceil["seed"], ceil["other_seed"]) == (0, 1) and -1 <= ceil["mean"]["spearman"] <= 1
+    trials = mixopt.load_study("tiny-merge-check", uri).trials
+    again = [t for t in trials if t.label.startswith("again")]
+    assert len(again) == 6 and all(t.ok and t.spec.seed == 1 for t in again) and len(trials) == 6 + 6 + reg["n_train"]
+    assert "vs trained again (seed 1)" in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
                         (["--seed-fraction", "1"], "--seed-fraction: 1.0 must be in (0, 1)"),
                         (["--target", "nope"], "'nope' is not a corpus domain")):
