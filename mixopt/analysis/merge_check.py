@@ -12,8 +12,10 @@ tokens, in proxies' worth) and its noise (the spread of the merged objective ove
 batches). For comparison, RegMix's regression (``regmix``'s default surrogate, ``mixopt.search.surrogates``
 ``auto``) trained on as many random trained proxies as the merge cost (experts + M scores) predicts the
 same M mixtures. With ``--ceiling`` the M mixtures are trained once more with the next proxy seed
-(another init and batch order): the correlation of the two trained rankings is the most any proxy of
-that size can reach, since the trained ranking itself moves that much with the seed.
+(another init and batch order): the correlation r of the two trained rankings says how much of the
+trained ranking is the seed's noise. A score without any noise could correlate with one training at
+about sqrt(r), no more; and each merged row is also correlated with the mean of the two trainings (less
+of the trained side's noise).
 
 Everything runs through the product's plan, loop and executors as a study of its own
 (``<study>-merge-check``; ``--name`` to choose), which a later call resumes (``--resume``, with the same
@@ -130,7 +132,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
                 stop=None, shutdown=False)
         rows = [row for sp in specs for s in seed_fractions
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
-                                      scales, progress)]
+                                      scales, ceiling, progress)]
     finally:
         executor.shutdown()
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
@@ -182,7 +184,8 @@ def _trained(study, spec: ProxySpec, prefix: str, n: int, domains: list[str]) ->
     return L
 
 
-def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, progress) -> list[dict[str, Any]]:
+def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, ceiling,
+               progress) -> list[dict[str, Any]]:
     threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)  # nothing else runs meanwhile
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
                              num_threads=threads, device=cfg.executor.device, progress=progress)
@@ -191,6 +194,7 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
             "eval_domains": domains, "num_threads": 1}
     parts = np.array_split(np.arange(len(X)), max(1, getattr(executor, "capacity", 1)))
     trained = _trained(study, spec, "check", len(X), domains)
+    both = (trained + _trained(study, _next_seed(spec), "again", len(X), domains)) / 2 if ceiling else None
     rows = []
     for lam in scales:
         scores = []
@@ -208,6 +212,8 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
             out[key] = dict(zip(("spearman", "pearson"), _corr(merged[0], trained @ w)))
             out[key]["noise"] = float(np.mean(merged[1:].std(0, ddof=1))) if resamples >= 2 else math.nan
             out[key]["spread"] = float(np.nanstd(trained @ w))
+            if both is not None:  # against the mean of two trainings per mixture: less of the trained side's noise
+                out[key]["spearman_both"], out[key]["pearson_both"] = _corr(merged[0], both @ w)
         progress(f"merge-check {spec.preset} s={s} scale={lam:g}: Spearman mean {out['mean']['spearman']:.3f}, "
                  f"target {out['target']['spearman']:.3f}")
         rows.append(out)
@@ -238,6 +244,10 @@ def _regmix(study, spec, X, tgt, domains, n) -> dict[str, Any]:
     return out
 
 
+def _sqrt(x: float) -> float:
+    return math.sqrt(x) if x is not None and math.isfinite(x) and x > 0 else math.nan
+
+
 def _f(x: float) -> str:
     return "  n/a" if x is None or not math.isfinite(x) else f"{x:5.3f}"
 
@@ -259,9 +269,15 @@ def format_check(doc: dict[str, Any]) -> str:
                      f"mean rho {_f(reg['mean']['spearman'])} r {_f(reg['mean']['pearson'])}, target rho "
                      f"{_f(reg['target']['spearman'])} r {_f(reg['target']['pearson'])}")
     for preset, c in doc.get("ceiling", {}).items():
-        lines.append(f"  Trained ({preset}, proxy seed {c['seed']}) vs trained again (seed {c['other_seed']}), the most "
-                     f"any proxy reaches: mean rho {_f(c['mean']['spearman'])} r {_f(c['mean']['pearson'])}, target rho "
-                     f"{_f(c['target']['spearman'])} r {_f(c['target']['pearson'])}")
+        lines.append(f"  Trained ({preset}, proxy seed {c['seed']}) vs trained again (seed {c['other_seed']}): mean rho "
+                     f"{_f(c['mean']['spearman'])} r {_f(c['mean']['pearson'])}, target rho {_f(c['target']['spearman'])} "
+                     f"r {_f(c['target']['pearson'])}: a score without noise would reach about the square root "
+                     f"(mean {_f(_sqrt(c['mean']['spearman']))}, target {_f(_sqrt(c['target']['spearman']))})")
+        for r in doc["rows"]:
+            if r["preset"] == preset and "spearman_both" in r["mean"]:
+                lines.append(f"  merged (s={r['seed_fraction']:.2f}, scale {r.get('scale', 1.0):.2f}) vs the mean of both "
+                             f"trainings: mean rho {_f(r['mean']['spearman_both'])}, target rho "
+                             f"{_f(r['target']['spearman_both'])}")
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     out = capsys.readouterr()
     ceil = json.loads(out.out)["ceiling"]["dense-0.1m"]
     assert (ceil["seed"], ceil["other_seed"]) == (0, 1) and -1 <= ceil["mean"]["spearman"] <= 1
+    assert all(-1 <= r[k]["spearman_both"] <= 1 for r in json.loads(out.out)["rows"] for k in ("mean", "target"))
     trials = mixopt.load_study("tiny-merge-check", uri).trials
     again = [t for t in trials if t.label.startswith("again")]
     assert len(again) == 6 and all(t.ok and t.spec.seed == 1 for t in again) and len(trials) == 6 + 6 + reg["n_train"]
