@@ -40,6 +40,7 @@ from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
 from mixopt.core.spec import ProxySpec
+from mixopt.core.trial import TrialState
 from mixopt.run.config import BudgetConfig, MergeConfig, SearchConfig, StudyConfig, SweepConfig
 from mixopt.run.executors import make_executor
 from mixopt.run.experts import MERGE_FN, ensure_experts, experts_spec
@@ -117,13 +118,14 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     if before != asked:
         raise UserError(f"merge-check --resume: study {cname!r} checked {before}, not {asked}; use the same "
                         "--mixtures and presets, or another --name")
-    have = {t.label for t in study.trials}
+    labels = {t.label for t in study.trials}
     for label, m, sp in queue:  # a resumed check may ask for more than its study has (--ceiling added)
-        if label not in have:
+        if label not in labels:
             study.enqueue(m, sp, label)
     executor = executor or make_executor(cfg.executor)
     try:
-        progress(f"merge-check: {len(queue)} proxies to train ({mixtures} checked mixtures"
+        todo = sum(1 for t in study.trials if t.state is TrialState.WAITING)
+        progress(f"merge-check: {len(queue)} proxies ({todo} to train now; {mixtures} checked mixtures"
                  + (f" + {sum(n_regmix.values())} for RegMix's regression" if regmix else "")
                  + (f" + {mixtures} again with the next proxy seed" if ceiling else "") + ") at "
                  f"{', '.join(sp.preset for sp in specs)}; experts for s = {', '.join(map(str, seed_fractions))}")

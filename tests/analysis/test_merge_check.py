@@ -47,7 +47,7 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     trials = mixopt.load_study("tiny-merge-check", uri).trials
     again = [t for t in trials if t.label.startswith("again")]
     assert len(again) == 6 and all(t.ok and t.spec.seed == 1 for t in again) and len(trials) == 6 + 6 + reg["n_train"]
-    assert "vs trained again (seed 1)" in out.err
+    assert "vs trained again (seed 1)" in out.err and "(6 to train now;" in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
                         (["--seed-fraction", "1"], "--seed-fraction: 1.0 must be in (0, 1)"),
                         (["--target", "nope"], "'nope' is not a corpus domain")):
