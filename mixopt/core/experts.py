@@ -2,7 +2,8 @@
 
 A mixture's **merged score** is the study objective of the merged model
 ``theta(w) = theta_seed + scale * sum_i w_i (theta_i - theta_seed)`` of k domain experts (at ``scale``
-1 the weight average ``sum_i w_i theta_i``; the scale is a scoring setting, not part of the set) (Na et al., "Scalable Data Ablation
+1 the weight average ``sum_i w_i theta_i``; the scale is a scoring setting, not part of the set)
+(Na et al., "Scalable Data Ablation
 Approximations for Language Models through Modular Training and Merging", arXiv 2410.15661;
 "Linear Model Merging for Data Mixture Optimization", arXiv 2602.04937): a seed model is trained on
 a ``base`` mixture for a fraction ``seed_fraction`` of the proxy's token budget, then one copy per
