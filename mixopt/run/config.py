@@ -127,8 +127,9 @@ class MergeConfig:
     ``eval_batches``: validation batches per domain a merged score is measured on (default: the
     proxy's; fewer cost less and are noisier). ``scale``: the merged model of mixture w is
     ``theta_seed + scale * sum_i w_i (theta_i - theta_seed)``; 1 is the plain weight average of the
-    experts, the default 1.25 scales each expert's change from the seed up a little, which ranked
-    mixtures better in ``bench/bench_merge.sh`` (chosen on the 3k proxy, confirmed on the 37k one)."""
+    experts, the default 1.25 scales each expert's change from the seed up a little (picked with
+    ``mixopt merge-check --scale``; the README has the figures, on which mixtures it was picked, and
+    how it did on fresh ones)."""
 
     candidates: int = 0
     rounds: int = 1
