@@ -166,12 +166,12 @@ def stack_experts(es: ExpertsSpec, folder: str | os.PathLike, seed: bool = False
     return {n: torch.stack([e[n].float() for e in members]) for n in members[0]}
 
 
-def merge_coefficients(W: torch.Tensor, k: int, scale: float = 1.0) -> torch.Tensor:
+def merge_coefficients(W: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """The coefficients of the stacked members for ``theta_seed + scale * sum_i W_i (theta_i - theta_seed)``:
     (m, k) ``W`` itself at ``scale`` 1, else (m, k + 1) ``[scale * W, 1 - scale * sum W]`` (seed last)."""
     if scale == 1.0:
         return W
-    S = float(scale) * W[:, :k]
+    S = float(scale) * W
     return torch.cat([S, 1.0 - S.sum(1, keepdim=True)], dim=1)
 
 
@@ -181,13 +181,12 @@ def merged_pack(stacked: Mapping[str, torch.Tensor], W: torch.Tensor, es: Expert
     """A pack of m merged models, W (m, k) -> PackGPT with K = m: member j = theta_seed + scale *
     sum_i W[j, i] (theta_i - theta_seed); at ``scale`` 1 that is sum_i W[j, i] theta_i. ``stacked``
     holds the seed as its last row when ``scale`` != 1 (``stack_experts(..., seed=True)``)."""
-    k = len(es.domains)
-    C = merge_coefficients(W, k, scale)
+    C = merge_coefficients(W, scale)  # (m, k) or (m, k + 1)
+    if next(iter(stacked.values())).shape[0] < C.shape[1]:
+        raise ValueError(f"merged_pack: scale {scale} needs the seed stacked after the {W.shape[1]} experts")
     pack = PackGPT(PackGPT.config_of(es.spec, es.vocab_size), W.shape[0])
     for name, p in pack.named_parameters():
-        E = stacked[name][:C.shape[1]]  # (k or k + 1, ...)
-        if E.shape[0] != C.shape[1]:
-            raise ValueError(f"merged_pack: scale {scale} needs the seed stacked after the {k} experts")
+        E = stacked[name][:C.shape[1]]
         p.copy_(torch.tensordot(C.to(E.dtype), E, dims=1))  # (m, ...)
     return pack
 
@@ -240,7 +239,7 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
 def solo_from_merged(stacked: Mapping[str, torch.Tensor], w: Sequence[float], es: ExpertsSpec, scale: float = 1.0):
     """The merged model of one mixture as a solo ``GPT`` (for sampling or inspection)."""
     model = build_model(es.spec, es.vocab_size)
-    C = merge_coefficients(torch.tensor([list(map(float, w))]), len(es.domains), scale)
+    C = merge_coefficients(torch.tensor([list(map(float, w))]), scale)
     sd = {n: torch.tensordot(C, E[:C.shape[1]], dims=1)[0] for n, E in stacked.items()}
     model.load_state_dict(sd | {"lm_head.weight": sd["wte.weight"]})
     return model

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.core.errors import AlreadyExistsError, ConfigError, UserError
+from mixopt.core.errors import AlreadyExistsError, UserError
 from mixopt.core.experts import check_scale
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
@@ -59,6 +59,11 @@ def _corr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(stats.spearmanr(a[ok], b[ok]).statistic), float(stats.pearsonr(a[ok], b[ok]).statistic)
 
 
+def _vector(obj: Objective, domains: list[str]) -> np.ndarray:
+    """The objective's weights over ``domains`` (a loss table (n, D) @ it = the objective per row)."""
+    return np.array([obj.weights.get(d, 0.0) for d in domains])
+
+
 def objectives(domains: list[str], target: str) -> dict[str, Objective]:
     """The two objectives of the check: mean loss over every domain, loss on the held-out target."""
     return {"mean": Objective({d: 1.0 / len(domains) for d in domains}, (), "mean loss over domains"),
@@ -77,10 +82,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
         if not 0 < s < 1:
             raise UserError(f"merge-check --seed-fraction: {s} must be in (0, 1)")
     for lam in scales:
-        try:
-            check_scale(lam, "merge-check --scale")
-        except ConfigError as e:
-            raise UserError(str(e)) from None
+        check_scale(lam, "merge-check --scale")  # a ConfigError: a UserError, exit 2
     cname = check_study_name(name, "merge-check --name") if name is not None else f"{cfg.study}-merge-check"
     tgt = target or (cfg.objective.get("target") if isinstance(cfg.objective.get("target"), str) else None)
     specs = [cfg.proxy if not p else _on_preset(cfg.proxy, p) for p in (presets or ("",))]
@@ -164,7 +166,7 @@ def _ceiling(study, spec: ProxySpec, n: int, tgt: str, domains: list[str]) -> di
     a, b = _trained(study, spec, "check", n, domains), _trained(study, _next_seed(spec), "again", n, domains)
     out: dict[str, Any] = {"seed": spec.seed, "other_seed": spec.seed + 1}
     for key, obj in objectives(domains, tgt).items():
-        w = np.array([obj.weights.get(d, 0.0) for d in domains])
+        w = _vector(obj, domains)
         out[key] = dict(zip(("spearman", "pearson"), _corr(a @ w, b @ w)))
     return out
 
@@ -209,7 +211,7 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
                                "experts_proxies_worth": es.proxies_worth(), "score_proxies_worth": _score_cost(es, corpus),
                                "n_trained": int(np.isfinite(trained).all(1).sum())}
         for key, obj in objectives(domains, tgt).items():
-            w = np.array([obj.weights.get(d, 0.0) for d in domains])
+            w = _vector(obj, domains)
             merged = np.stack([sc @ w for sc in scores])  # (1 + resamples, M)
             out[key] = dict(zip(("spearman", "pearson"), _corr(merged[0], trained @ w)))
             out[key]["noise"] = float(np.mean(merged[1:].std(0, ddof=1))) if resamples >= 2 else math.nan
@@ -235,7 +237,7 @@ def _regmix(study, spec, X, tgt, domains, n) -> dict[str, Any]:
     test = _trained(study, spec, "check", len(X), domains)
     out: dict[str, Any] = {"n_train": len(tr)}
     for key, obj in objectives(domains, tgt).items():
-        w = np.array([obj.weights.get(d, 0.0) for d in domains])
+        w = _vector(obj, domains)
         ytr = Ltr @ w
         ok = np.isfinite(ytr)
         if ok.sum() < 3:
