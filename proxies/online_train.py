@@ -104,10 +104,12 @@ class OnlineMembers:
         t0 = time.perf_counter()
         self.plans = {j: m.plan() for j, m in self.mixers.items() if j not in dead}
         due = [j for j, p in self.plans.items() if p.evaluate]
+        spent = 0.0  # in the evaluation: charged to eval_seconds, not again to seconds
         if due:
             t1 = time.perf_counter()
             L = trainer.evaluate(self.val)  # (K, D): one pack forward per batch serves every member asking
-            share = (time.perf_counter() - t1) / len(due)
+            spent = time.perf_counter() - t1
+            share = spent / len(due)
             names = list(self.val)
             for j in due:
                 self.eval_seconds[j] += share
@@ -119,7 +121,7 @@ class OnlineMembers:
             last = self.trajectory[j][-1]["weights"] if self.trajectory[j] else None
             if p.domain_weights != last:
                 self.trajectory[j].append({"step": step, "weights": dict(p.domain_weights)})
-        self._charge(time.perf_counter() - t0)
+        self._charge(time.perf_counter() - t0 - spent)
 
     def _charge(self, seconds: float) -> None:
         for j in self.plans:

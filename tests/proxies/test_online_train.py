@@ -88,3 +88,23 @@ def test_a_diverging_online_member_leaves_the_pack_alone(corpus_dir, monkeypatch
     assert isinstance(out[0], TrialFailure) and out[0].kind == "diverged", out[0]
     assert isinstance(out[2], TrialFailure) and "reference" in out[2].reason
     assert isinstance(out[1], TrialResult) and isinstance(out[3], TrialResult)
+
+
+def test_evaluation_time_is_counted_once(corpus_dir, monkeypatch):
+    """online_seconds = the mixer's bookkeeping + its evaluations, each second counted once (the evaluations
+    were charged twice, to both terms)."""
+    import time
+
+    from mixopt.proxies import pack_train
+
+    real = pack_train.PackTrainer.evaluate
+
+    def slow(self, batches):
+        time.sleep(0.05)  # evaluations dominate: bookkeeping is far below this
+        return real(self, batches)
+
+    monkeypatch.setattr(pack_train.PackTrainer, "evaluate", slow)
+    (aioli,) = run_pack([req(corpus_dir, 0, "aioli", **AIOLI)])
+    m = aioli.metrics
+    assert m["online_evals"] >= 4 and m["online_eval_seconds"] >= 0.05 * m["online_evals"]
+    assert m["online_eval_seconds"] <= m["online_seconds"] < 1.5 * m["online_eval_seconds"], m
