@@ -5,7 +5,7 @@ mixture, its study ``"trial-<id>"``) and follows it step by step inside ``run_pa
 
 1. before the batch is drawn, the member's plan for this step: when it asks for an evaluation, every
    member that asks is evaluated at once (one pack forward per validation batch of the mixer's
-   domains: the first ``online_options.eval_batches`` (default 1) of the trials' own fixed batches) and
+   domains: the first ``online_options.eval_sequences`` (default 8) of the trials' own fixed sequences) and
    told; then its sampler draws by the plan's mixture;
 2. the step trains with the plan's per-domain loss weights (DoReMi's reweighted objective) as
    per-token weights, and every token's loss is kept when a plan asks for the batch's losses;
@@ -27,15 +27,10 @@ import numpy as np
 import torch
 
 from mixopt.core.errors import ConfigError, OnlineMixerError
-from mixopt.core.spec import ProxySpec
+from mixopt.core.spec import ENGINE_ONLINE_KEYS, ProxySpec
 from mixopt.core.worker import TrialRequest
 from mixopt.online import make_mixer
 from mixopt.proxies.train import MixtureSampler, eval_batches
-
-#: validation batches per domain of an online mixer's evaluations (``online_options.eval_batches``; at most
-#: the proxy's eval_batches): the trials' first fixed batches, so that evaluating stays a small share of a run
-EVAL_BATCHES = 1
-
 
 class OnlineMembers:
     """The online-mixing members of one pack (slots of ``live``), driven around each training step.
@@ -46,21 +41,22 @@ class OnlineMembers:
     """
 
     def __init__(self, reqs: Sequence[TrialRequest], specs: Sequence[ProxySpec], samplers: dict[int, MixtureSampler],
-                 live: Sequence[int], corpus, B: int, T: int, n_eval: int) -> None:
+                 live: Sequence[int], corpus, B: int, T: int) -> None:
         self.live, self.samplers, self.B, self.T = list(live), samplers, B, T
         self.mixers: dict[int, Any] = {}  # slot -> mixer
         self.trajectory: dict[int, list[dict[str, Any]]] = {}
         self.seconds: dict[int, float] = {}  # slot -> its share of the time in mixers and their evaluations
         self.eval_seconds: dict[int, float] = {}
         self.failed: dict[int, tuple[str, str]] = {}  # slot -> (kind, reason), not yet handed to run_pack
-        n_batches = 1
+        n_seq, n_eval = 1, specs[self.live[0]].eval_batches if self.live else 1
         for j, i in enumerate(self.live):
             spec = specs[i]
             if not spec.online:
                 continue
-            mixture, opts = reqs[i].mixture, spec.online_config()
-            n_batches = max(n_batches, int(opts.pop("eval_batches", EVAL_BATCHES)))
+            mixture = reqs[i].mixture
+            opts = {k: v for k, v in spec.online_config().items() if k not in ENGINE_ONLINE_KEYS}
             try:
+                n_seq = max(n_seq, spec.online_eval_sequences())
                 if spec.online == "doremi" and not isinstance(opts.get("reference"), dict):
                     raise OnlineMixerError("doremi needs online_options.reference, the reference model's per-domain "
                                            "losses")
@@ -71,8 +67,10 @@ class OnlineMembers:
                 continue
             self.trajectory[j], self.seconds[j], self.eval_seconds[j] = [], 0.0, 0.0
         domains = sorted({d for m in self.mixers.values() for d in m.domains})
-        # the pack's members share one evaluation: the most batches any of them asks for, at most the proxy's
-        self.val = {d: eval_batches(corpus, d, min(n_eval, n_batches), B, T) for d in domains}
+        # the pack's members share one evaluation: the most sequences any of them asks for (checked against the
+        # trials' eval_batches * B), the first of the trials' fixed ones, as one batch (1, n_seq, T + 1)
+        nb = min(n_eval, -(-n_seq // B))
+        self.val = {d: eval_batches(corpus, d, nb, B, T).reshape(1, nb * B, T + 1)[:, :n_seq] for d in domains}
         self.plans: dict[int, Any] = {}
         self.weighted: set[int] = set()
 

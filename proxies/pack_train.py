@@ -334,7 +334,7 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         return out
     eval_at = {max(1, round(steps * (i + 1) / spec0.evals)) for i in range(spec0.evals)}
     trainer = PackTrainer([specs[i] for i in live], V, device, dispatch=dispatch, compile=compile)
-    online = OnlineMembers(reqs, specs, samplers, live, corpus, B, T, spec0.eval_batches)  # members mixing online
+    online = OnlineMembers(reqs, specs, samplers, live, corpus, B, T)  # members mixing online
     history: list[list[dict[str, Any]]] = [[] for _ in live]
     zeros = torch.zeros(B, T + 1, dtype=torch.int64)
     check_every_step = device.type != "cuda"  # a CPU step has synced already: reading its loss is free

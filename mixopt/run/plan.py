@@ -35,7 +35,7 @@ from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.names import DOMAIN_NAME
 from mixopt.core.objective import Objective
-from mixopt.core.spec import ProxySpec
+from mixopt.core.spec import ENGINE_ONLINE_KEYS, ProxySpec
 from mixopt.data import Corpus, prepare_corpus, resolve_recipe
 from mixopt.online import make_mixer
 from mixopt.run.config import StudyConfig
@@ -59,10 +59,8 @@ def _check_online(spec: ProxySpec, train: list[str], where: str) -> None:
     """An online mixer named in a proxy spec can be built over the training domains with its options."""
     if not spec.online:
         return
-    opts = spec.online_config()
-    n_eval = opts.pop("eval_batches", 1)  # the engine's, not the mixer's
-    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
-        raise ConfigError(f"{where}.online_options.eval_batches: {n_eval!r} must be an integer >= 1")
+    spec.online_eval_sequences(where)  # the engine's keys, checked
+    opts = {k: v for k, v in spec.online_config().items() if k not in ENGINE_ONLINE_KEYS}
     if spec.online == "doremi" and not isinstance(opts.get("reference"), dict):
         raise ConfigError(f"{where}.online_options.reference: DoReMi in the engine needs the reference model's "
                           "per-domain losses, {domain: loss} (e.g. a trained uniform trial's losses)")

@@ -60,7 +60,38 @@ def test_bad_online_config_is_refused_before_training(tmp_path, tiny_domains):
     cfg = study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", f"sqlite:///{tmp_path}/m.db",
                      tmp_path / "out", proxy={"online": "aioli", "online_options": {"eta": -1}})
     assert main(["run", str(cfg)]) == 2
+    for bad in ({"eval_sequences": 0}, {"eval_sequences": 2.5}, {"eval_sequences": 4, "eval_batches": 1},
+                {"eval_batches": 10_000}):  # the last: more than the trials' fixed validation sequences
+        cfg = study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", f"sqlite:///{tmp_path}/m.db",
+                         tmp_path / "out", proxy={"online": "aioli", "online_options": bad})
+        assert main(["run", str(cfg)]) == 2, bad
     assert not (tmp_path / "m.db").exists()
+
+
+def test_online_evaluations_score_the_first_fixed_sequences(corpus_dir, monkeypatch):
+    """Default 8 sequences per domain (the proxy's batch here is 8); eval_sequences / eval_batches set it; the
+    sequences are the first of the trials' own fixed validation batches."""
+    import torch
+
+    from mixopt.data.corpus import Corpus
+    from mixopt.proxies import pack_train
+    from mixopt.proxies.train import eval_batches
+
+    seen = []
+    real = pack_train.PackTrainer.evaluate
+
+    def spy(self, batches):
+        if next(iter(batches.values())).shape[0] == 1:  # the online evaluations (the trials' own: eval_batches=2)
+            seen.append({d: b.clone() for d, b in batches.items()})
+        return real(self, batches)
+
+    monkeypatch.setattr(pack_train.PackTrainer, "evaluate", spy)
+    for opts, n in (({}, 8), ({"eval_sequences": 3}, 3), ({"eval_sequences": 12}, 12), ({"eval_batches": 2}, 16)):
+        seen.clear()
+        (out,) = run_pack([req(corpus_dir, 0, "aioli", **AIOLI, **opts)])
+        assert out.metrics["online_evals"] == len(seen) > 0, opts
+        fixed = eval_batches(Corpus.open(corpus_dir), "cycle", 2, 8, 16).reshape(1, 16, 17)
+        assert seen[0]["cycle"].shape == (1, n, 17) and torch.equal(seen[0]["cycle"], fixed[:, :n]), opts
 
 
 def test_a_diverging_online_member_leaves_the_pack_alone(corpus_dir, monkeypatch):
