@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mixopt.core.errors import MixoptError, UserError
@@ -181,7 +181,8 @@ class Client:
     def create_mixer(self, mixer_id: str, name: str, domains: Sequence[str], *, start: Mapping[str, float] | None = None,
                      study: str | None = None, load_if_exists: bool = False, **options: Any) -> RemoteMixer:
         """:func:`mixopt.online.make_mixer` on the server, reached as ``mixer_id`` (by this or any client)."""
-        body = {"id": mixer_id, "name": name, "domains": list(domains),
+        body = {"id": mixer_id, "name": name,  # a str goes as it is: the server refuses it as make_mixer does
+                "domains": domains if isinstance(domains, str) or not isinstance(domains, Iterable) else list(domains),
                 "start": dict(start) if isinstance(start, Mapping) else start,
                 "study": study, "options": options, "load_if_exists": load_if_exists}
         return RemoteMixer(self, mixer_id, self.request("POST", "/mixers", body))

@@ -12,8 +12,9 @@ mixture, its study ``"trial-<id>"``) and follows it step by step inside ``run_pa
 3. after the step, each mixer gets the batch's per-domain mean losses (or ``{}``) and completes the step.
 
 The trajectory (the method's own weights, ``domain_weights``, at each step they change) and the cost
-(evaluations, LearnParams steps, seconds spent in the mixers and their evaluations) go into the
-member's result: history entries ``{"step", "weights"}`` and metrics ``online_*``.
+(evaluations, LearnParams steps, the pack's wall seconds spent in the member's mixer and evaluations,
+shared work counted in full for each member, so that ``online_seconds / seconds`` is its share of the
+run) go into the member's result: history entries ``{"step", "weights"}`` and metrics ``online_*``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mixopt.core.worker import TrialRequest
 from mixopt.online import make_mixer
 from mixopt.proxies.train import MixtureSampler, eval_batches
 
+
 class OnlineMembers:
     """The online-mixing members of one pack (slots of ``live``), driven around each training step.
 
@@ -49,6 +51,7 @@ class OnlineMembers:
         self.eval_seconds: dict[int, float] = {}
         self.failed: dict[int, tuple[str, str]] = {}  # slot -> (kind, reason), not yet handed to run_pack
         n_seq, n_eval = 1, specs[self.live[0]].eval_batches if self.live else 1
+        self.n_seq: dict[int, int] = {}  # slot -> validation sequences per domain its evaluations score
         for j, i in enumerate(self.live):
             spec = specs[i]
             if not spec.online:
@@ -56,7 +59,8 @@ class OnlineMembers:
             mixture = reqs[i].mixture
             opts = {k: v for k, v in spec.online_config().items() if k not in ENGINE_ONLINE_KEYS}
             try:
-                n_seq = max(n_seq, spec.online_eval_sequences())
+                self.n_seq[j] = spec.online_eval_sequences()
+                n_seq = max(n_seq, self.n_seq[j])
                 if spec.online == "doremi" and not isinstance(opts.get("reference"), dict):
                     raise OnlineMixerError("doremi needs online_options.reference, the reference model's per-domain "
                                            "losses")
@@ -67,10 +71,11 @@ class OnlineMembers:
                 continue
             self.trajectory[j], self.seconds[j], self.eval_seconds[j] = [], 0.0, 0.0
         domains = sorted({d for m in self.mixers.values() for d in m.domains})
-        # the pack's members share one evaluation: the most sequences any of them asks for (checked against the
-        # trials' eval_batches * B), the first of the trials' fixed ones, as one batch (1, n_seq, T + 1)
+        # the pack's members share one forward: the most sequences any of them asks for (checked against the
+        # trials' eval_batches * B), the first of the trials' fixed ones (n_seq, T + 1); each member's losses are
+        # the means over its own first n_seq[j]
         nb = min(n_eval, -(-n_seq // B))
-        self.val = {d: eval_batches(corpus, d, nb, B, T).reshape(1, nb * B, T + 1)[:, :n_seq] for d in domains}
+        self.val = {d: eval_batches(corpus, d, nb, B, T).reshape(nb * B, T + 1)[:n_seq] for d in domains}
         self.plans: dict[int, Any] = {}
         self.weighted: set[int] = set()
 
@@ -99,19 +104,20 @@ class OnlineMembers:
 
     def before_step(self, step: int, trainer, dead: set[int]) -> None:
         """Plans for this step (evaluations first where asked); samplers set to their plans' mixtures."""
-        t0 = time.perf_counter()
         self.plans = {j: m.plan() for j, m in self.mixers.items() if j not in dead}
         due = [j for j, p in self.plans.items() if p.evaluate]
+        if due and trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)  # queued training work is not the evaluation's time
+        t0 = time.perf_counter()
         spent = 0.0  # in the evaluation: charged to eval_seconds, not again to seconds
         if due:
-            t1 = time.perf_counter()
-            L = trainer.evaluate(self.val)  # (K, D): one pack forward per batch serves every member asking
-            spent = time.perf_counter() - t1
-            share = spent / len(due)
+            L = trainer.evaluate_sequences(self.val)  # (K, D, n): one pack forward serves every member asking
+            spent = time.perf_counter() - t0
             names = list(self.val)
             for j in due:
-                self.eval_seconds[j] += share
-                self._observe(j, step, {d: float(L[j, names.index(d)]) for d in self.mixers[j].domains}, "eval")
+                self.eval_seconds[j] += spent  # in full: the share of the pack's wall time this member waited
+                mean = L[j, :, :self.n_seq[j]].mean(-1)
+                self._observe(j, step, {d: float(mean[names.index(d)]) for d in self.mixers[j].domains}, "eval")
                 if j in self.mixers:
                     self.plans[j] = self.mixers[j].plan()
         for j, p in self.plans.items():
@@ -122,8 +128,10 @@ class OnlineMembers:
         self._charge(time.perf_counter() - t0 - spent)
 
     def _charge(self, seconds: float) -> None:
+        """Each member is charged the pack's whole wall time in online work (not a 1/K share): its
+        ``online_seconds / seconds`` is then the share of the run's wall time that work took."""
         for j in self.plans:
-            self.seconds[j] += seconds / max(1, len(self.plans))
+            self.seconds[j] += seconds
 
     def loss_weights(self, K: int, device: torch.device) -> torch.Tensor | None:
         """(K, B, T) per-token loss weights from the plans that set them (1 elsewhere), or None."""
@@ -142,6 +150,8 @@ class OnlineMembers:
     def after_step(self, step: int, token_loss: torch.Tensor | None, trainer) -> None:
         """Each mixer completes the step: the batch's per-domain mean losses where asked, else ``{}``. A member
         trained on a reweighted objective gets its plain mean loss recorded as the step's training loss."""
+        if token_loss is not None and trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)  # the step's own work is not the mixers' time
         t0 = time.perf_counter()
         per_row = token_loss.view(-1, self.B, self.T).mean(-1).cpu().numpy() if token_loss is not None else None
         for j in [j for j in self.weighted if per_row is not None]:

@@ -259,6 +259,23 @@ class PackTrainer:
         """Mean loss of every member on each domain's fixed batches (n, B, T + 1) -> (K, D) array."""
         return evaluate_pack(self.pack, batches, self.device)
 
+    @torch.no_grad()
+    def evaluate_sequences(self, seqs: dict[str, torch.Tensor]) -> np.ndarray:
+        """Every member's mean loss on each sequence of each domain's (n, T + 1) windows -> (K, D, n) array
+        (one pack forward per domain; bf16 autocast on CUDA; the pack is left in training mode)."""
+        K = self.pack.K
+        self.pack.eval()
+        out = []
+        for data in seqs.values():
+            data = data.to(self.device)
+            n, T = data.shape[0], data.shape[1] - 1
+            tl = torch.empty(K, n * T, device=self.device, dtype=torch.float32)
+            with self.amp:
+                self.pack(data[None, :, :-1].expand(K, -1, -1), data[None, :, 1:].expand(K, -1, -1), token_loss=tl)
+            out.append(tl.view(K, n, T).mean(-1))
+        self.pack.train()
+        return torch.stack(out, 1).cpu().numpy().astype(float)  # one sync
+
 
 @torch.no_grad()
 def evaluate_pack(pack: PackGPT, batches: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:

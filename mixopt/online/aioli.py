@@ -15,6 +15,8 @@ exponentiated gradient on the column sums (what training on j buys all domains):
 
 where base is the anchor (the start mixture, the paper's p^0; "uniform": the reference code) for
 the first round or with ``ema``, and the previous p otherwise. The rest of the round trains on p.
+The update is multiplicative: with ``anchor: start`` a domain the start gives 0 stays at 0 in p
+(LearnParams still probes it); use ``anchor: uniform`` or a start with every weight > 0 to let it in.
 
 Per round: ``k * lp_rounds * lp_steps`` LearnParams steps and ``k * lp_rounds + 1`` evaluations.
 Defaults: the reference repository's published command (HazyResearch/aioli README,
@@ -68,6 +70,8 @@ class AioliMixer(OnlineMixer):
         check_range(o.ema is None or 0.0 <= o.ema < 1.0, f"{w}.ema", o.ema, "null or a number in [0, 1)")
         check_range(o.prior_steps >= 0, f"{w}.prior_steps", o.prior_steps, "an integer >= 0")
         check_range(o.anchor in ("start", "uniform"), f"{w}.anchor", o.anchor, "one of start, uniform")
+        check_range(isinstance(o.seed, int) and not isinstance(o.seed, bool) and o.seed >= 0, f"{w}.seed", o.seed,
+                    "an integer >= 0")
         lp = k * o.lp_rounds * o.lp_steps
         if lp >= o.update_steps:
             raise OnlineMixerError(

@@ -10,10 +10,14 @@ trained (the proxy) and the reference model's ``r_i`` on the same domains:
 and the output is the average of alpha over the updates (``average()``), which the paper trains
 the large model on. Defaults are the paper's and the official run script's: eta 1, c 1e-3.
 The paper clips each token's excess loss before averaging; from per-domain means we clip the
-mean (as Aioli's re-implementation does).
+mean (as Aioli's re-implementation does). The paper (and its official trainer) updates alpha from a
+batch's losses and then weights that same batch by the new alpha; here a batch is weighted by the
+alpha its step was planned with and its losses update alpha for the next step (a one-step lag: the
+weights must be known before the forward pass that measures the losses).
 
 ``mode="reweight"`` (the paper, default): the proxy samples by the start mixture (the reference
-model's mixture) and weights each example's loss by ``alpha / start`` (``StepPlan.loss_weights``).
+model's mixture) and weights each example's loss by ``alpha / start`` (``StepPlan.loss_weights``);
+every domain must have start weight > 0 (one never sampled would never be scored).
 ``mode="sample"``: the proxy samples by alpha itself (no loss weights: for trainers that can
 only set a mixture).
 
@@ -64,6 +68,11 @@ class DoremiMixer(OnlineMixer):
 
     def _init_state(self) -> None:
         k = len(self.domains)
+        if self.options.mode == "reweight" and np.any(self.start <= 0):
+            zero = [d for d, w in zip(self.domains, self.start) if w <= 0]
+            raise OnlineMixerError(f"doremi.start: mode 'reweight' samples by the start mixture, which gives 0 to "
+                                   f"{', '.join(zero)}: its loss would never be seen; allowed: every domain > 0, "
+                                   "or mode: sample")
         self._alpha = self.start.copy()
         self._scores = np.full(k, math.nan)  # last excess loss per domain; NaN: never seen
         self._avg_sum = np.zeros(k)

@@ -166,7 +166,10 @@ class DomainSampler:
             rng.bit_generator.state = state.get("rng")
         except (TypeError, ValueError, KeyError) as e:
             raise OnlineMixerError(f"sampler.load_state_dict: rng state is not a PCG64 state ({e})") from None
-        self._rng, self.drawn = rng, int(state.get("drawn", 0))
+        drawn = state.get("drawn", 0)
+        if isinstance(drawn, bool) or not isinstance(drawn, int) or drawn < 0:
+            raise OnlineMixerError(f"sampler.load_state_dict: drawn must be an integer >= 0, got {drawn!r}")
+        self._rng, self.drawn = rng, drawn
         for s in self._streams:
             s.epoch, s.pos = streams[s.name]
             s._it, s._perm = None, (-1, None)
@@ -176,7 +179,11 @@ def per_domain_means(losses: Any, domains: Sequence[str]) -> dict[str, float]:
     """Mean loss per domain from per-example losses (a list, numpy array or tensor of shape (B,))."""
     if hasattr(losses, "detach"):  # a torch tensor (any dtype, any device)
         losses = losses.detach().float().cpu().numpy()
-    x = np.asarray(losses, dtype=float).reshape(-1)
+    try:
+        x = np.asarray(losses, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise OnlineMixerError(f"per_domain_means: losses must be numbers (one per example), got {losses!r:.80}") \
+            from None
     if len(x) != len(domains):
         raise OnlineMixerError(f"per_domain_means: {len(x)} losses for {len(domains)} domain labels")
     names, inv = np.unique(np.asarray(domains, dtype=object).astype(str), return_inverse=True)
@@ -227,4 +234,9 @@ class MixerCallback:
 
     def example_weights(self, domains: Sequence[str]) -> list[float] | None:
         lw = (self.plan or self.mixer.plan()).loss_weights
-        return None if lw is None else [lw[d] for d in domains]
+        if lw is None:
+            return None
+        unknown = sorted({str(d) for d in domains} - set(lw))
+        if unknown:
+            raise OnlineMixerError(f"callback.example_weights: unknown domain(s) {unknown}; allowed: {', '.join(lw)}")
+        return [lw[d] for d in domains]

@@ -28,7 +28,7 @@ class MixerBody(_Body):
 
     id: str = Field(description="the mixer's id on this server (e.g. 'my-run-7')")
     name: str = Field("aioli", description="aioli | doremi | static")
-    domains: list[str]
+    domains: Any = Field(description="the domain names, a list (checked by make_mixer, as in-process)")
     start: Any = Field(None, description="the mixture to begin from ({domain: weight}; default uniform)")
     study: str | None = Field(None, description="what the mixer belongs to (its saved state is only accepted by "
                                                 "a mixer of the same study, domains, start and options)")
@@ -69,6 +69,7 @@ class MixerHub:
         if taken:
             raise OnlineMixerError(f"options.{taken[0]}: give it as the body's own field, not as an option")
         mixer = make_mixer(b.name, b.domains, start=b.start, study=b.study, **dict(b.options))
+        mixer.plan()  # a mixer that cannot plan its first step is refused here, not held under the id
         with self._lock:
             held = self._held.get(b.id)
             if held is not None:

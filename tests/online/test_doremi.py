@@ -5,7 +5,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from mixopt.online import DoremiOptions, make_mixer
+from mixopt.online import DoremiOptions, OnlineMixerError, make_mixer
 
 DOMAINS = ["a", "b", "c"]
 START = {"a": 0.5, "b": 0.3, "c": 0.2}
@@ -83,10 +83,13 @@ def test_a_step_reference_wins_over_the_fixed_one():
     assert list(fixed.plan().domain_weights.values()) == pytest.approx(alpha.tolist(), rel=1e-12)
 
 
-def test_a_zero_start_weight_is_never_sampled_in_reweight_mode():
+def test_a_zero_start_weight_is_refused_in_reweight_mode():
+    """Reweight mode samples by the start: a domain at 0 would never be scored, and its alpha (smoothed above 0,
+    its score stuck at the first batch's worst) would grow without evidence; one line instead."""
     start = {"a": 0.5, "b": 0.5, "c": 0.0}
-    mixer = make_mixer("doremi", DOMAINS, start=start, reference={"a": 1.0, "b": 1.0, "c": 1.0})
+    ref = {"a": 1.0, "b": 1.0, "c": 1.0}
+    with pytest.raises(OnlineMixerError, match=r"doremi.start: mode 'reweight' .* gives 0 to c"):
+        make_mixer("doremi", DOMAINS, start=start, reference=ref)
+    mixer = make_mixer("doremi", DOMAINS, start=start, reference=ref, mode="sample")  # alpha is sampled: c gets in
     mixer.observe(0, {"a": 1.2, "b": 1.1})
-    plan = mixer.plan()
-    assert plan.mixture["c"] == 0.0 and plan.loss_weights["c"] == 0.0
-    assert plan.domain_weights["c"] == pytest.approx(1e-3 / 3)  # alpha: 0 * exp(.) then smoothed
+    assert 0 < mixer.plan().mixture["c"] < 1e-3

@@ -116,6 +116,8 @@ def test_foreign_state_and_bad_draws_are_refused():
     bad["rng"] = {"bit_generator": "MT19937"}
     with pytest.raises(OnlineMixerError, match="rng state"):
         sampler.load_state_dict(bad)
+    with pytest.raises(OnlineMixerError, match="drawn must be an integer >= 0"):
+        sampler.load_state_dict(sampler.state_dict() | {"drawn": "x"})
     with pytest.raises(OnlineMixerError, match="n must be an integer >= 1"):
         sampler.draw(0)
 
@@ -130,6 +132,8 @@ def test_per_domain_means_of_arrays_and_tensors():
     assert per_domain_means(t.to(torch.bfloat16), doms) == expect
     with pytest.raises(OnlineMixerError, match="3 losses for 4"):
         per_domain_means([1.0, 2.0, 3.0], doms)
+    with pytest.raises(OnlineMixerError, match="must be numbers"):
+        per_domain_means(["x"], ["a"])
 
 
 def test_callback_evaluates_when_asked_and_reports_every_step():
@@ -163,4 +167,6 @@ def test_callback_weights_and_references_for_doremi():
     w = cb.example_weights(["a", "b", "b"])
     assert w == [plan.loss_weights["a"], plan.loss_weights["b"], plan.loss_weights["b"]] and w[0] > w[1]
     assert cb.example_weights(["a"]) is not None
+    with pytest.raises(OnlineMixerError, match=r"unknown domain\(s\) \['zz'\]"):
+        cb.example_weights(["a", "zz"])
     assert MixerCallback(make_mixer("static", DOMAINS)).example_weights(["a"]) is None

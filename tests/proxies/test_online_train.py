@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from mixopt.core.spec import ProxySpec
 from mixopt.core.worker import TrialResult
 from mixopt.proxies.pack_train import run_pack
@@ -78,20 +80,26 @@ def test_online_evaluations_score_the_first_fixed_sequences(corpus_dir, monkeypa
     from mixopt.proxies.train import eval_batches
 
     seen = []
-    real = pack_train.PackTrainer.evaluate
+    real = pack_train.PackTrainer.evaluate_sequences
 
     def spy(self, batches):
-        if next(iter(batches.values())).shape[0] == 1:  # the online evaluations (the trials' own: eval_batches=2)
-            seen.append({d: b.clone() for d, b in batches.items()})
+        seen.append({d: b.clone() for d, b in batches.items()})
         return real(self, batches)
 
-    monkeypatch.setattr(pack_train.PackTrainer, "evaluate", spy)
+    monkeypatch.setattr(pack_train.PackTrainer, "evaluate_sequences", spy)
     for opts, n in (({}, 8), ({"eval_sequences": 3}, 3), ({"eval_sequences": 12}, 12), ({"eval_batches": 2}, 16)):
         seen.clear()
         (out,) = run_pack([req(corpus_dir, 0, "aioli", **AIOLI, **opts)])
         assert out.metrics["online_evals"] == len(seen) > 0, opts
-        fixed = eval_batches(Corpus.open(corpus_dir), "cycle", 2, 8, 16).reshape(1, 16, 17)
-        assert seen[0]["cycle"].shape == (1, n, 17) and torch.equal(seen[0]["cycle"], fixed[:, :n]), opts
+        fixed = eval_batches(Corpus.open(corpus_dir), "cycle", 2, 8, 16).reshape(16, 17)
+        assert seen[0]["cycle"].shape == (n, 17) and torch.equal(seen[0]["cycle"], fixed[:n]), opts
+    # members of one pack asking for different counts each get the means over their own sequences: the same
+    # trajectory as alone
+    (alone,) = run_pack([req(corpus_dir, 0, "aioli", **AIOLI, eval_sequences=2)])
+    packed, _ = run_pack([req(corpus_dir, 0, "aioli", **AIOLI, eval_sequences=2),
+                          req(corpus_dir, 1, "aioli", **AIOLI, eval_sequences=16)])
+    assert packed.losses == pytest.approx(alone.losses, abs=1e-5)
+    assert [h for h in packed.history if "weights" in h] == [h for h in alone.history if "weights" in h]
 
 
 def test_a_diverging_online_member_leaves_the_pack_alone(corpus_dir, monkeypatch):
@@ -128,13 +136,13 @@ def test_evaluation_time_is_counted_once(corpus_dir, monkeypatch):
 
     from mixopt.proxies import pack_train
 
-    real = pack_train.PackTrainer.evaluate
+    real = pack_train.PackTrainer.evaluate_sequences
 
     def slow(self, batches):
         time.sleep(0.05)  # evaluations dominate: bookkeeping is far below this
         return real(self, batches)
 
-    monkeypatch.setattr(pack_train.PackTrainer, "evaluate", slow)
+    monkeypatch.setattr(pack_train.PackTrainer, "evaluate_sequences", slow)
     (aioli,) = run_pack([req(corpus_dir, 0, "aioli", **AIOLI)])
     m = aioli.metrics
     assert m["online_evals"] >= 4 and m["online_eval_seconds"] >= 0.05 * m["online_evals"]

@@ -55,6 +55,16 @@ def test_ids_state_and_restart(client, store_uri):
                                            "options": {"start": {"code": 1.0}}})
     with pytest.raises(NotFoundError, match="no mixer 'nope'"):
         client.mixer("nope")
+    # the same refusals as in-process, and a refused mixer does not take its id
+    from mixopt.online import make_mixer
+
+    for args, opts in ((("static", "abc"), {}), (("aioli", DOMAINS), {"seed": -1})):
+        with pytest.raises(OnlineMixerError) as local:
+            make_mixer(*args, **opts)
+        with pytest.raises(OnlineMixerError) as remote:
+            client.create_mixer("y", *args, **opts)
+        assert str(remote.value) == str(local.value)
+    assert client.create_mixer("y", "static", DOMAINS).name == "static"
     plan = m.plan()
     m.observe(0, {d: 4.0 for d in DOMAINS} if plan.report else {})
     state = m.state_dict()
