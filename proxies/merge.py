@@ -166,6 +166,15 @@ def stack_experts(es: ExpertsSpec, folder: str | os.PathLike, seed: bool = False
     return {n: torch.stack([e[n].float() for e in members]) for n in members[0]}
 
 
+def debiased(W: torch.Tensor, es: ExpertsSpec) -> torch.Tensor:
+    """The experts' weights V = (W - s * base) / (1 - s) for mixtures W (m, k): the continuation mixture that,
+    after the seed's share s of training on the base mixture, makes the whole training's mixture W (rows sum
+    to 1; entries may be negative: the merge then steps away from an expert)."""
+    b = torch.tensor([es.base[d] for d in es.domains], dtype=W.dtype)
+    s = es.seed_fraction
+    return (W - s * b) / (1.0 - s)
+
+
 def merge_coefficients(W: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """The coefficients of the stacked members for ``theta_seed + scale * sum_i W_i (theta_i - theta_seed)``:
     (m, k) ``W`` itself at ``scale`` 1, else (m, k + 1) ``[scale * W, 1 - scale * sum W]`` (seed last)."""
@@ -212,6 +221,7 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     W = [list(map(float, w)) for w in request["mixtures"]]
     check_weights(W, len(es.domains))
     scale = check_scale(request.get("scale", 1.0))
+    debias = bool(request.get("debias", False))
     torch.set_num_threads(int(request.get("num_threads", 1)))
     device = resolve_device(str(request.get("device", "cpu")))
     corpus = _open_corpus(es, str(request["corpus_dir"]))
@@ -228,6 +238,8 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     chunk = max(1, int(request.get("batch", 32)))
     out = []
     Wt = torch.tensor(W, dtype=torch.float32)
+    if debias:
+        Wt = debiased(Wt, es)
     for i in range(0, len(W), chunk):
         pack = merged_pack(stacked, Wt[i:i + chunk], es, scale).to(device)
         out.append(evaluate_pack(pack, batches, device))

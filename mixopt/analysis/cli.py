@@ -80,6 +80,9 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
                     help="the seed's share of the proxy's tokens (repeatable; default: the config's merge.seed_fraction)")
     mc.add_argument("--scale", type=float, action="append", default=[], metavar="L",
                     help="the merge's task-vector scale around the seed (repeatable; default: the config's merge.scale)")
+    mc.add_argument("--debias", action="store_true", help="also score each mixture w by merging the continuation "
+                    "mixture (w - s * base) / (1 - s) that, after the seed's share s on the base mixture, makes w "
+                    "the whole training's mixture (rows marked debias)")
     mc.add_argument("--preset", action="append", default=[], help="proxy preset(s) to check (default: the config's)")
     mc.add_argument("--target", help="held-out target domain (default: the config's objective target)")
     mc.add_argument("--no-regmix", action="store_true", help="leave out RegMix's regression on the same compute")
@@ -106,6 +109,7 @@ def _cmd_merge_check(args, extra) -> int:
     doc = run_merge_check(cfg, mixtures=args.mixtures, seed_fractions=tuple(args.seed_fraction or [cfg.merge.seed_fraction]),
                           scales=tuple(args.scale or [cfg.merge.scale]),
                           presets=tuple(args.preset), target=args.target, regmix=not args.no_regmix, ceiling=args.ceiling,
+                          debias=(False, True) if args.debias else (False,),
                           resamples=args.resamples, name=args.name, resume=args.resume,
                           progress=lambda m: print(m, file=sys.stderr))
     if args.json:

@@ -72,7 +72,7 @@ def objectives(domains: list[str], target: str) -> dict[str, Objective]:
 
 def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float, ...] = (0.5,),
                     scales: tuple[float, ...] = (1.0,), presets: tuple[str, ...] = (), target: str | None = None,
-                    regmix: bool = True, ceiling: bool = False,
+                    regmix: bool = True, ceiling: bool = False, debias: tuple[bool, ...] = (False,),
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
                     progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, merge, compare (see the module docstring); returns the report (also ``merge_check.json``)."""
@@ -136,7 +136,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
                 stop=None, shutdown=False)
         rows = [row for sp in specs for s in seed_fractions
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
-                                      scales, ceiling, progress)]
+                                      scales, debias, ceiling, progress)]
     finally:
         executor.shutdown()
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
@@ -188,7 +188,7 @@ def _trained(study, spec: ProxySpec, prefix: str, n: int, domains: list[str]) ->
     return L
 
 
-def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, ceiling,
+def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, debias, ceiling,
                progress) -> list[dict[str, Any]]:
     threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)  # nothing else runs meanwhile
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
@@ -200,14 +200,14 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
     trained = _trained(study, spec, "check", len(X), domains)
     both = (trained + _trained(study, _next_seed(spec), "again", len(X), domains)) / 2 if ceiling else None
     rows = []
-    for lam in scales:
+    for lam, deb in ((lam, deb) for deb in debias for lam in scales):
         scores = []
         for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
-            res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r, "scale": lam}
-                                                for idx in parts])
+            res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r, "scale": lam,
+                                                        "debias": deb} for idx in parts])
             scores.append(np.concatenate([np.asarray(x["losses"]) for x in res]))
         out: dict[str, Any] = {"preset": spec.preset, "params": spec.non_embedding_params(), "tokens": spec.tokens,
-                               "seed_fraction": s, "scale": lam, "experts": es.key(),
+                               "seed_fraction": s, "scale": lam, "debias": deb, "experts": es.key(),
                                "experts_proxies_worth": es.proxies_worth(), "score_proxies_worth": _score_cost(es, corpus),
                                "n_trained": int(np.isfinite(trained).all(1).sum())}
         for key, obj in objectives(domains, tgt).items():
@@ -218,7 +218,8 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
             out[key]["spread"] = float(np.nanstd(trained @ w))
             if both is not None:  # against the mean of two trainings per mixture: less of the trained side's noise
                 out[key]["spearman_both"], out[key]["pearson_both"] = _corr(merged[0], both @ w)
-        progress(f"merge-check {spec.preset} s={s} scale={lam:g}: Spearman mean {out['mean']['spearman']:.3f}, "
+        progress(f"merge-check {spec.preset} s={s} scale={lam:g}{' debiased' if deb else ''}: Spearman mean "
+                 f"{out['mean']['spearman']:.3f}, "
                  f"target {out['target']['spearman']:.3f}")
         rows.append(out)
     return rows
@@ -260,12 +261,12 @@ def format_check(doc: dict[str, Any]) -> str:
     """The report as text (what ``mixopt merge-check`` prints)."""
     lines = [f"\nMerged vs trained on {doc['mixtures']} random mixtures (Spearman / Pearson; objectives: mean loss "
              f"over domains, held-out loss on {doc['target']})",
-             f"  {'preset':<11}{'s':>5}{'scale':>6}{'experts':>9}{'score':>8}{'mean rho':>10}{'r':>7}{'noise':>8}"
-             f"{'target rho':>12}{'r':>7}{'noise':>8}   (experts, score: proxies' worth of compute)"]
+             f"  {'preset':<11}{'s':>5}{'scale':>6}{'debias':>7}{'experts':>9}{'score':>8}{'mean rho':>10}{'r':>7}"
+             f"{'noise':>8}{'target rho':>12}{'r':>7}{'noise':>8}   (experts, score: proxies' worth of compute)"]
     for r in doc["rows"]:
         m, t = r["mean"], r["target"]
         lines.append(f"  {r['preset']:<11}{r['seed_fraction']:>5.2f}{r.get('scale', 1.0):>6.2f}"
-                     f"{r['experts_proxies_worth']:>9.1f}"
+                     f"{'yes' if r.get('debias') else 'no':>7}{r['experts_proxies_worth']:>9.1f}"
                      f"{r['score_proxies_worth']:>8.3f}{_f(m['spearman']):>10}{_f(m['pearson']):>7}{_f(m['noise']):>8}"
                      f"{_f(t['spearman']):>12}{_f(t['pearson']):>7}{_f(t['noise']):>8}")
     for preset, reg in doc["regmix"].items():
@@ -279,7 +280,8 @@ def format_check(doc: dict[str, Any]) -> str:
                      f"(mean {_f(_sqrt(c['mean']['spearman']))}, target {_f(_sqrt(c['target']['spearman']))})")
         for r in doc["rows"]:
             if r["preset"] == preset and "spearman_both" in r["mean"]:
-                lines.append(f"  merged (s={r['seed_fraction']:.2f}, scale {r.get('scale', 1.0):.2f}) vs the mean of both "
+                lines.append(f"  merged (s={r['seed_fraction']:.2f}, scale {r.get('scale', 1.0):.2f}"
+                             f"{', debiased' if r.get('debias') else ''}) vs the mean of both "
                              f"trainings: mean rho {_f(r['mean']['spearman_both'])}, target rho "
                              f"{_f(r['target']['spearman_both'])}")
     return "\n".join(lines)

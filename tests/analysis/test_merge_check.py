@@ -36,8 +36,12 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     # the check is a study of its own: again without --resume is refused; with it, nothing is trained again
     assert main(args) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert main([*args, "--resume"]) == 0
-    assert "training the seed" not in capsys.readouterr().err
+    assert main([*args, "--resume", "--debias", "--json"]) == 0  # --debias: a second row per scale, same experts
+    out = capsys.readouterr()
+    assert "training the seed" not in out.err
+    rows = json.loads(out.out)["rows"]
+    assert [(r["scale"], r["debias"]) for r in rows] == [(1.0, False), (1.5, False), (1.0, True), (1.5, True)]
+    assert rows[0]["mean"] == doc["rows"][0]["mean"] and rows[2]["mean"]["pearson"] != rows[0]["mean"]["pearson"]
     # --ceiling added on resume: the 6 mixtures trained again with the next proxy seed, the rest reused
     assert main([*args, "--resume", "--ceiling", "--json"]) == 0
     out = capsys.readouterr()

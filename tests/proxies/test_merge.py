@@ -102,6 +102,31 @@ def test_scale_extrapolates_each_expert_from_the_seed(trained, corpus_dir):
         merged_losses(req | {"dir": str(no_seed), "scale": 1.5})
 
 
+def test_debias_merges_the_continuation_that_makes_the_whole_training_w(trained, corpus_dir):
+    """debias: v = (w - s * base) / (1 - s) (here s = 0.5, base 0.4/0.4/0.2), then seed + scale * sum v_i (e_i - seed);
+    v may be negative; at scale 1 the seed file is not needed (v sums to 1)."""
+    es, out, _ = trained
+    W = [[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]
+    req = {"experts": es.to_dict(), "dir": str(out), "mixtures": W, "corpus_dir": str(corpus_dir),
+           "eval_domains": list(DOMAINS), "debias": True}
+    corpus, stacked = Corpus.open(corpus_dir), stack_experts(es, out, seed=True)
+    seed = load_member(out / SEED_FILE, es)
+    batches = {d: eval_batches(corpus, d, 2, 8, 16) for d in DOMAINS}
+    base = np.array([0.4, 0.4, 0.2])
+    for lam in (1.0, 1.25):
+        L = np.array(merged_losses(req | {"scale": lam})["losses"])
+        assert np.abs(L - np.array(merged_losses(req | {"scale": lam, "debias": False})["losses"])).max() > 1e-3
+        for w, row in zip(W, L):
+            v = (np.array(w) - 0.5 * base) / 0.5
+            model = solo_from_merged(stacked, v, es, scale=lam)
+            name = "blocks.0.attn.c_attn.weight"
+            want = seed[name] + lam * sum(vi * (stacked[name][i] - seed[name]) for i, vi in enumerate(v))
+            assert torch.allclose(dict(model.named_parameters())[name], want, atol=1e-5)
+            solo = evaluate(model, batches, torch.device("cpu"))
+            assert row == pytest.approx([solo[d] for d in DOMAINS], abs=2e-4)
+    assert (np.array(W[1]) - 0.5 * base)[:2].min() < 0  # the second mixture steps away from two experts
+
+
 def test_resampled_batches_give_the_spread_of_a_score(trained, corpus_dir):
     es, out, _ = trained
     req = {"experts": es.to_dict(), "dir": str(out), "mixtures": [[0.4, 0.4, 0.2]], "corpus_dir": str(corpus_dir),
