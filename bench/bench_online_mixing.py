@@ -89,7 +89,7 @@ def arm_runs(args, cfg, store, size: str, regmix_mix: Mixture) -> tuple[dict, di
 
 def report(size: str, res: dict, regmix_trials: int, seeds: int) -> str:
     lines = [f"\n{size}: mean over domains / held-out target (lower is better), {seeds} paired seeds",
-             f"  {'arm':<14}{'mean':>18}{'target':>18}{'vs stratified (mean)':>28}{'every seed':>11}"
+             f"  {'arm':<14}{'mean':>18}{'target':>18}{'vs stratified (mean)':>34}{'every seed':>11}"
              f"{'target diff':>20}{'evals':>7}{'LP steps':>9}{'overhead':>9}{'trainings before':>17}"]
     strat_m = {s: v[0] for s, v in res["stratified"].items()}
     strat_t = {s: v[1] for s, v in res["stratified"].items()}
@@ -111,11 +111,11 @@ def report(size: str, res: dict, regmix_trials: int, seeds: int) -> str:
             every = ""
         else:
             pm, pt = paired(m, strat_m), paired(t, strat_t)
-            dm = f"{pm['diff']:+.4f} ± {pm['sem']:.4f} ({-pm['diff'] / pm['sem']:+.1f} se)" if pm["sem"] > 0 \
-                else f"{pm['diff']:+.4f}"
+            dm = (f"{pm['diff']:+.4f} ± {pm['sem']:.4f} ({abs(pm['diff']) / pm['sem']:.1f} se "
+                  f"{'better' if pm['diff'] < 0 else 'worse'})") if pm["sem"] > 0 else f"{pm['diff']:+.4f}"
             dt = f"{pt['diff']:+.4f} ± {pt['sem']:.4f}"
             every = "yes" if all(m[s] <= strat_m[s] for s in m if s in strat_m) else "no"
-        lines.append(f"  {arm:<14}{ms(m):>18}{ms(t):>18}{dm:>28}{every:>11}{dt:>20}{evals:>7.0f}{lp:>9.0f}"
+        lines.append(f"  {arm:<14}{ms(m):>18}{ms(t):>18}{dm:>34}{every:>11}{dt:>20}{evals:>7.0f}{lp:>9.0f}"
                      f"{over:>9.1%}{before:>17}")
     return "\n".join(lines)
 
