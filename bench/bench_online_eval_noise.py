@@ -48,7 +48,7 @@ def main() -> None:
     doms, n_max = list(corpus.domains), max(SIZES)
     big = {d: eval_batches(corpus, d, n_max // 16, 16, 128).reshape(n_max, 129) for d in doms}
     rec: list[np.ndarray] = []  # per evaluation: (D, 64) per-sequence losses
-    real = pack_train.PackTrainer.evaluate
+    real = pack_train.PackTrainer.evaluate_sequences
 
     def evaluate(self, batches):
         with torch.no_grad():
@@ -62,7 +62,7 @@ def main() -> None:
         rec.append(np.stack(rows))
         return real(self, batches)
 
-    pack_train.PackTrainer.evaluate = evaluate
+    pack_train.PackTrainer.evaluate_sequences = evaluate  # the online evaluations
     start = {d: 1 / len(doms) for d in doms}
     spec = replace(cfg.proxy, online="aioli", online_options={"eval_sequences": 16}, seed=args.seed)
     req = {"trial_id": 0, "mixture": start, "spec": spec.to_dict(), "corpus_dir": str(corpus.path),
