@@ -4,9 +4,9 @@ Each such member gets its own mixer (:func:`mixopt.online.make_mixer`, started f
 mixture, its study ``"trial-<id>"``) and follows it step by step inside ``run_pack``:
 
 1. before the batch is drawn, the member's plan for this step: when it asks for an evaluation, every
-   member that asks is evaluated at once (one pack forward per validation batch of the mixer's
-   domains: the first ``online_options.eval_sequences`` (default 8) of the trials' own fixed sequences) and
-   told; then its sampler draws by the plan's mixture;
+   member that asks is evaluated at once (one pack forward per domain of the mixers, on the first of the
+   trials' own fixed validation sequences; each member gets the mean over its own
+   ``online_options.eval_sequences``, default 8) and told; then its sampler draws by the plan's mixture;
 2. the step trains with the plan's per-domain loss weights (DoReMi's reweighted objective) as
    per-token weights, and every token's loss is kept when a plan asks for the batch's losses;
 3. after the step, each mixer gets the batch's per-domain mean losses (or ``{}``) and completes the step.
@@ -47,7 +47,7 @@ class OnlineMembers:
         self.live, self.samplers, self.B, self.T = list(live), samplers, B, T
         self.mixers: dict[int, Any] = {}  # slot -> mixer
         self.trajectory: dict[int, list[dict[str, Any]]] = {}
-        self.seconds: dict[int, float] = {}  # slot -> its share of the time in mixers and their evaluations
+        self.seconds: dict[int, float] = {}  # slot -> the pack's wall time in its mixer's bookkeeping
         self.eval_seconds: dict[int, float] = {}
         self.failed: dict[int, tuple[str, str]] = {}  # slot -> (kind, reason), not yet handed to run_pack
         n_seq, n_eval = 1, specs[self.live[0]].eval_batches if self.live else 1

@@ -96,8 +96,8 @@ RESERVED_ONLINE_KEYS = frozenset({"name", "domains", "start", "study"})
 ENGINE_ONLINE_KEYS = ("eval_sequences", "eval_batches")
 
 #: the engine's default ``eval_sequences`` (at most the trials' ``eval_batches * batch_size``): at Aioli's
-#: published defaults on 6 domains its evaluations take 18 % of a run's wall time with 16 sequences and 10 %
-#: with 8, while the mixture each round ends on moves by at most 0.003 (L1) between 8 and 64 sequences
+#: published defaults on 6 domains its evaluations took 18 % of a run's wall time with 16 sequences and 11 %
+#: with 8, while the mixture each round ends on moved by at most 0.0035 (L1) between 8 and 64 sequences
 #: (docs/online.md, "What an evaluation costs")
 ONLINE_EVAL_SEQUENCES = 8
 
