@@ -1,7 +1,8 @@
 """Gaussian-process building blocks for the BO searchers; the only module that builds GPs.
 
 Mixtures are compositional (points of the simplex), so the GP does not see raw weights: an
-input warp maps each mixture to features first, then ``Normalize`` scales them to [0, 1]^k.
+input warp maps each mixture to features first, then ``Normalize`` scales them to [0, 1]^k by
+the range the warped weights can take on the simplex (:func:`simplex_bounds`), not the trials' range.
 Warps (``warp=``):
 
 * ``"none"``: raw weights.
@@ -19,12 +20,16 @@ subsets, ``mixopt.analysis.predict``'s subset rule; hyperparameters fitted on <=
     python -W ignore bench/bench_gp_warps.py --seeds 3
 
     warp    n   spearman 1m   spearman 60m   s/fit
-    none    64  0.9280        0.9243         3.2
-    none   512  0.9853        0.9837        13.5
-    sqrt    64  0.9682        0.9630         4.9
-    sqrt   512  0.9938        0.9903         2.4
-    clr     64  0.8680        0.8603         1.0
-    clr    512  0.9612        0.9543         4.4
+    none    64  0.9467        0.9447        0.6
+    none   512  0.9855        0.9841        1.9
+    sqrt    64  0.9683        0.9629        0.4
+    sqrt   512  0.9940        0.9904        1.7
+    clr     64  0.8967        0.8894        0.5
+    clr    512  0.9765        0.9696        1.7
+
+(With ``Normalize`` bounds learned from the trials instead of :func:`simplex_bounds`, as before
+2026-12: sqrt 0.9682 / 0.9630 at n = 64, the same; none 0.9280 / 0.9243, clr 0.8680 / 0.8603. The
+fixed bounds matter most on dense mixtures: see :func:`simplex_bounds`.)
 
 CLR (eps = 1e-3) exaggerates differences between tiny weights (log 0.001 vs log 0.01 is as
 far as 0.1 vs 1), which RegMix's sparse Dirichlet mixtures are full of; the Hellinger warp
@@ -41,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -91,8 +97,26 @@ class SimplexWarp(InputTransform):
         return out
 
 
+def simplex_bounds(warp: str, k: int, eps: float = EPS) -> Tensor:
+    """(2, k): the range each warped weight can take anywhere on the simplex (not the trials' range).
+
+    ``Normalize`` scales by these fixed bounds: learned bounds would stretch whatever range the trials
+    happen to span to [0, 1], so on a table of dense mixtures (every weight between 0.01 and 0.2, as
+    in ADMIRE's) small differences look far apart to the kernel and the GP chases noise.
+    """
+    if warp == "none":
+        lo, hi = 0.0, 1.0
+    elif warp == "sqrt":
+        lo, hi = math.sqrt(eps), math.sqrt(1.0 + eps)
+    else:   # clr: highest at p_j = 1; lowest at p_j = 0 with the rest spread evenly
+        hi = (k - 1) / k * math.log((1.0 + eps) / eps)
+        lo = (k - 1) / k * (math.log(eps) - math.log(1.0 / max(k - 1, 1) + eps))
+    return torch.tensor([[lo] * k, [hi] * k], dtype=DTYPE)
+
+
 def _input_transform(d: int, k: int, warp: str) -> ChainedInputTransform:
-    return ChainedInputTransform(warp=SimplexWarp(warp, range(k)), normalize=Normalize(d))
+    return ChainedInputTransform(warp=SimplexWarp(warp, range(k)),
+                                 normalize=Normalize(d, indices=list(range(k)), bounds=simplex_bounds(warp, k)))
 
 
 def _tensors(X: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -156,8 +180,8 @@ class _Spec:
 def _hyperparameters(model) -> dict:
     """The model's state minus anything tied to the training rows (transform statistics).
 
-    Normalize bounds and Standardize mean/std are recomputed from all rows by the full
-    model's constructor, so only kernel and likelihood parameters are carried over.
+    Standardize mean/std are recomputed from all rows by the full model's constructor (the
+    Normalize bounds are fixed), so only kernel and likelihood parameters are carried over.
     """
     return {k: v.detach().clone() for k, v in model.state_dict().items()
             if k.startswith(("covar_module", "likelihood", "mean_module"))}
@@ -310,7 +334,7 @@ def fit_mf_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, warp: str = DEFAULT_W
 
     def build(Zs: Tensor, Ys: Tensor) -> SingleTaskMultiFidelityGP:
         tf = ChainedInputTransform(warp=SimplexWarp(warp, range(k)),
-                                   normalize=Normalize(k + 1, indices=list(range(k))))
+                                   normalize=Normalize(k + 1, indices=list(range(k)), bounds=simplex_bounds(warp, k)))
         return SingleTaskMultiFidelityGP(Zs, Ys, data_fidelities=[k], input_transform=tf,
                                          outcome_transform=Standardize(1))
 

@@ -144,3 +144,27 @@ def test_gp_surrogate_ranks_smooth_function():
     assert p.shape == (100,) and spearmanr(p, f(Xt)).statistic > 0.9
     with pytest.raises(ConfigError, match="unknown option"):
         make_surrogate("gp", bogus=1)
+
+
+@pytest.mark.parametrize("warp", ["none", "sqrt", "clr"])
+def test_gp_scales_by_the_simplex_not_the_trials(warp):
+    """The GP's input scaling is the range a warped weight can take on the simplex: trials of dense
+    mixtures (every weight near 1/k) are not stretched to [0, 1] (that made the GP chase noise on
+    ADMIRE's dense tables); every point of the simplex, vertices included, lands in [0, 1]."""
+    import torch
+
+    from mixopt.search.gp import SimplexWarp, fit_gp, simplex_bounds
+
+    k = 5
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.full(k, 50.0), 24)                     # weights within about 0.1-0.3
+    y = X @ np.arange(k) + 0.01 * rng.standard_normal(24)
+    gp = fit_gp(X, y, warp=warp)
+    norm = gp.input_transform.normalize
+    assert torch.allclose(norm.bounds, simplex_bounds(warp, k)) and not norm.learn_coefficients
+    corners = np.vstack([np.eye(k), np.full((1, k), 1.0 / k), [[0.0] + [1.0 / (k - 1)] * (k - 1)], X])
+    Z = gp.input_transform(torch.as_tensor(corners, dtype=torch.float64))
+    assert float(Z.min()) >= -1e-9 and float(Z.max()) <= 1 + 1e-9
+    dense = gp.input_transform(torch.as_tensor(X, dtype=torch.float64))
+    assert float(dense.max() - dense.min()) < 0.9                 # not stretched to the unit cube
+    assert SimplexWarp(warp, range(k))(torch.eye(k, dtype=torch.float64)).shape == (k, k)
