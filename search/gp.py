@@ -174,7 +174,8 @@ class _Spec:
     tag: tuple
     build: Callable[[Tensor, Tensor], object]
     max_fit_rows: int | None
-    rescale: bool        # lengthscales follow the Normalize range between row sets (SingleTaskGP)
+    rescale: bool        # SingleTaskGP: lengthscales scaled by the Normalize coefficients' ratio on load (1 since
+                         # the bounds are the simplex's) and kept >= 0.026
 
 
 def _hyperparameters(model) -> dict:
@@ -195,8 +196,9 @@ def _coefficient(model) -> Tensor | None:
 
 def _load(model, h: dict, rescale: bool) -> None:
     """Load hyperparameters ``h`` (from :func:`_fit_at`) into ``model``; with ``rescale`` the ARD
-    lengthscales are scaled so the kernel is the same function of the warped weights although the
-    model's Normalize range differs from the one they were fitted under."""
+    lengthscales are scaled so the kernel is the same function of the warped weights should the
+    model's Normalize range differ from the one they were fitted under (with the simplex's fixed
+    bounds it does not: the ratio is 1 and what remains is the floor of 0.026)."""
     model.load_state_dict(h["state"], strict=False)
     coef = _coefficient(model)
     if rescale and h.get("coef") is not None and coef is not None and coef.shape == h["coef"].shape:
@@ -333,9 +335,7 @@ def fit_mf_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, warp: str = DEFAULT_W
     Z = torch.cat([Xt, st], dim=-1)                                     # (n, k + 1)
 
     def build(Zs: Tensor, Ys: Tensor) -> SingleTaskMultiFidelityGP:
-        tf = ChainedInputTransform(warp=SimplexWarp(warp, range(k)),
-                                   normalize=Normalize(k + 1, indices=list(range(k)), bounds=simplex_bounds(warp, k)))
-        return SingleTaskMultiFidelityGP(Zs, Ys, data_fidelities=[k], input_transform=tf,
+        return SingleTaskMultiFidelityGP(Zs, Ys, data_fidelities=[k], input_transform=_input_transform(k + 1, k, warp),
                                          outcome_transform=Standardize(1))
 
     return _fit(_Spec(("mf_gp", k, warp, max_fit_rows), build, max_fit_rows, False), Z, Yt, seed, timeout_s, refit)

@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,7 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
     trained = _trained(study, spec, "check", len(X), domains)
     both = (trained + _trained(study, _next_seed(spec), "again", len(X), domains)) / 2 if ceiling else None
     rows = []
-    for lam, deb in ((lam, deb) for deb in debias for lam in scales):
+    for deb, lam in product(debias, scales):
         scores = []
         for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
             res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r, "scale": lam,
