@@ -11,8 +11,10 @@ costs (experts: ``s + k (1 - s)`` proxies' worth of tokens; one merged score: it
 tokens, in proxies' worth) and its noise (the spread of the merged objective over resampled validation
 batches). For comparison, RegMix's regression (``regmix``'s default surrogate, ``mixopt.search.surrogates``
 ``auto``) trained on as many random trained proxies as the merge cost (experts + M scores) predicts the
-same M mixtures. With ``--ceiling`` the M mixtures are trained once more with the next proxy seed
-(another init and batch order): the correlation r of the two trained rankings says how much of the
+same M mixtures. With several ``--scale`` the report names, per preset and s, the best scale for each
+objective and the one whose smaller Spearman of the two is largest (:func:`best_scales`). With
+``--ceiling`` the M mixtures are trained once more with the next proxy seed (another init and batch
+order): the correlation r of the two trained rankings says how much of the
 trained ranking is the seed's noise. A score without any noise could correlate with one training at
 about sqrt(r), no more; and each merged row is also correlated with the mean of the two trainings (less
 of the trained side's noise).
@@ -143,7 +145,8 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
         if regmix else {}
     ceil = {sp.preset: _ceiling(study, sp, len(X), tgt, list(corpus.domains)) for sp in specs} if ceiling else {}
-    doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg, "ceiling": ceil}
+    doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg, "ceiling": ceil,
+           "best_scale": best_scales(rows)}
     out = Path(cfg.output_dir) / cname
     out.mkdir(parents=True, exist_ok=True)
     (out / "merge_check.json").write_text(json.dumps(doc, indent=2))
@@ -250,12 +253,40 @@ def _regmix(study, spec, X, tgt, domains, n) -> dict[str, Any]:
     return out
 
 
+def best_scales(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (preset, seed fraction) with more than one scale checked (plain merges, not ``--debias``): the
+    scale with the highest Spearman on each objective, and the one whose smaller Spearman of the two is
+    largest (``both``: the choice for ``merge.scale`` when neither objective may rank badly); each entry
+    ``{"scale", "spearman"}`` (a nan correlation never wins)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        if not r.get("debias"):
+            groups.setdefault((r["preset"], r["seed_fraction"]), []).append(r)
+    out = []
+    for (preset, s), rs in groups.items():
+        if len({r["scale"] for r in rs}) < 2:
+            continue
+        entry: dict[str, Any] = {"preset": preset, "seed_fraction": s}
+        for key, rho in (("mean", lambda r: r["mean"]["spearman"]), ("target", lambda r: r["target"]["spearman"]),
+                         ("both", lambda r: min(r["mean"]["spearman"], r["target"]["spearman"]))):
+            ok = [r for r in rs if math.isfinite(rho(r))]
+            best = max(ok, key=rho) if ok else None
+            entry[key] = {"scale": best["scale"], "spearman": rho(best)} if best else {"scale": None,
+                                                                                     "spearman": math.nan}
+        out.append(entry)
+    return out
+
+
 def _sqrt(x: float) -> float:
     return math.sqrt(x) if x is not None and math.isfinite(x) and x > 0 else math.nan
 
 
 def _f(x: float) -> str:
     return "  n/a" if x is None or not math.isfinite(x) else f"{x:5.3f}"
+
+
+def _scale(b: dict[str, Any]) -> str:
+    return "n/a" if b["scale"] is None else f"{b['scale']:g} (rho {_f(b['spearman']).strip()})"
 
 
 def format_check(doc: dict[str, Any]) -> str:
@@ -270,6 +301,9 @@ def format_check(doc: dict[str, Any]) -> str:
                      f"{'yes' if r.get('debias') else 'no':>7}{r['experts_proxies_worth']:>9.1f}"
                      f"{r['score_proxies_worth']:>8.3f}{_f(m['spearman']):>10}{_f(m['pearson']):>7}{_f(m['noise']):>8}"
                      f"{_f(t['spearman']):>12}{_f(t['pearson']):>7}{_f(t['noise']):>8}")
+    for b in doc.get("best_scale", []):
+        lines.append(f"  best scale ({b['preset']}, s={b['seed_fraction']:.2f}): mean {_scale(b['mean'])}, target "
+                     f"{_scale(b['target'])}, the smaller of the two {_scale(b['both'])}")
     for preset, reg in doc["regmix"].items():
         lines.append(f"  RegMix regression ({preset}) on {reg['n_train']} trained proxies, the merge's compute: "
                      f"mean rho {_f(reg['mean']['spearman'])} r {_f(reg['mean']['pearson'])}, target rho "
@@ -288,4 +322,4 @@ def format_check(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_check", "objectives", "run_merge_check"]
+__all__ = ["best_scales", "format_check", "objectives", "run_merge_check"]

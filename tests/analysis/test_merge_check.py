@@ -30,6 +30,9 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     assert reg["n_train"] == max(4, round(2.0 + 6 * doc["rows"][0]["score_proxies_worth"]))
     assert not math.isnan(reg["mean"]["spearman"])
     assert "Merged vs trained on 6 random mixtures" in out.err and "RegMix regression (dense-0.1m)" in out.err
+    (best,) = doc["best_scale"]
+    assert best["preset"] == "dense-0.1m" and {best[k]["scale"] for k in ("mean", "target", "both")} <= {1.0, 1.5}
+    assert "best scale (dense-0.1m, s=0.50): mean " in out.err
     report = json.loads((tmp_path / "out" / "tiny-merge-check" / "merge_check.json").read_text())
     assert report["rows"] == doc["rows"]
 
@@ -58,3 +61,22 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
         assert main(["merge-check", str(cfg), "--name", "other", *bad]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, err
+
+
+def test_best_scales_per_objective_and_worst_case():
+    from mixopt.analysis.merge_check import best_scales, format_check
+
+    def row(scale, mean, target, preset="p", s=0.5, debias=False):
+        return {"preset": preset, "seed_fraction": s, "scale": scale, "debias": debias,
+                "mean": {"spearman": mean}, "target": {"spearman": target}}
+
+    rows = [row(1.0, 0.56, 0.78), row(1.25, 0.72, 0.81), row(2.0, 0.84, 0.52), row(3.0, float("nan"), 0.9),
+            row(1.0, 0.99, 0.99, debias=True),       # debiased rows are not plain scales: left out
+            row(1.0, 0.5, 0.5, s=0.25)]              # one scale only at s = 0.25: nothing to choose
+    (b,) = best_scales(rows)
+    assert (b["preset"], b["seed_fraction"]) == ("p", 0.5)
+    assert b["mean"] == {"scale": 2.0, "spearman": 0.84} and b["target"] == {"scale": 3.0, "spearman": 0.9}
+    assert b["both"] == {"scale": 1.25, "spearman": 0.72}   # max over scales of min(mean, target); nan never wins
+    text = format_check({"mixtures": 4, "target": "t", "rows": [], "regmix": {}, "best_scale": [b]})
+    assert ("best scale (p, s=0.50): mean 2 (rho 0.840), target 3 (rho 0.900), "
+            "the smaller of the two 1.25 (rho 0.720)") in text
