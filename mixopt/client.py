@@ -147,7 +147,7 @@ class Client:
 
     def create_study(self, name: str = "mixopt-study", *, space: MixtureSpace | None = None,
                      domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
-                     searcher: str = "random", searcher_options: Mapping[str, Any] | None = None,
+                     searcher: str = "bo", searcher_options: Mapping[str, Any] | None = None,
                      n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
                      rungs: Sequence[ProxySpec] = (), load_if_exists: bool = False,
                      extra: Mapping[str, Any] | None = None, fidelities: Sequence[ProxySpec] | None = None

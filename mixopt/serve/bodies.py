@@ -63,7 +63,7 @@ class CreateStudyBody(_Body):
     objective: dict[str, Any] | None = Field(None, description="config form: {domain: X} | {weights: {...}} | "
                                                                "{target: X}; default: mean loss")
     objective_def: ObjectiveBody | None = Field(None, description="an Objective exactly (instead of objective)")
-    searcher: str = "random"
+    searcher: str = "bo"
     searcher_options: dict[str, Any] | None = None
     n_init: int = 0
     seed: int = 0

@@ -408,7 +408,7 @@ def pd_numeric(col) -> bool:
 
 def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = None,
                  domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
-                 searcher: str | Searcher = "random", searcher_options: Mapping[str, Any] | None = None,
+                 searcher: str | Searcher = "bo", searcher_options: Mapping[str, Any] | None = None,
                  n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
                  rungs: Sequence[ProxySpec] = (), storage: Storage | str | None = None, load_if_exists: bool = False,
                  extra: Mapping[str, Any] | None = None, fidelities: Sequence[ProxySpec] | None = None) -> Study:
@@ -417,9 +417,10 @@ def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = Non
     Give either a ``space`` or plain ``domains`` (full simplex over the training domains: the
     domains less the objective's held-out targets). ``objective`` is an :class:`Objective` or its
     config mapping (``{domain: X}``, ``{weights: ...}``, ``{target: X}``); default: the average loss
-    over the training domains. ``searcher`` is a registered name (``searcher_options`` its options),
-    or a searcher already built from them with ``mixopt.search.get_searcher(name, searcher_options)``:
-    the store keeps the name and options, and :func:`load_study` rebuilds it from them.
+    over the training domains. ``searcher`` is a registered name (``searcher_options`` its options;
+    default ``bo``, the searcher ``mixopt run`` defaults to), or a searcher already built from them
+    with ``mixopt.search.get_searcher(name, searcher_options)``: the store keeps the name and options,
+    and :func:`load_study` rebuilds it from them.
     ``storage``: None (in memory), an MLflow tracking URI (``sqlite:///mlflow.db``,
     ``http://127.0.0.1:5000``) or a Storage. ``rungs`` is the scale ladder (cheapest first, the last
     is the target) for multi-rung searchers; ``spec`` defaults to its last rung (``fidelities`` is

@@ -87,6 +87,18 @@ def test_add_completed_warm_start(tmp_path):
         study.add_completed(pd.DataFrame([{"w.code": 0.5, "w.books": 0.5, "loss.web": 1.0}]))
 
 
+def test_default_searcher_is_the_products_default():
+    """create_study without a searcher searches as ``mixopt run`` does (bo), not at random."""
+    from mixopt.run.config import SearchConfig
+
+    study = mixopt.create_study("default", domains=DOMAINS)
+    assert study.meta.searcher == SearchConfig().searcher == "bo"
+    for _ in range(6):  # bo's own random start, then the GP
+        [t] = study.ask()
+        study.tell(t.trial_id, {d: 1.0 + t.mixture[d] for d in DOMAINS})
+    assert study.ask()[0].mixture is not None
+
+
 def test_objective_kinds():
     s1 = mixopt.create_study("a", domains=DOMAINS, objective={"weights": {"code": 3, "web": 1}})
     [t] = s1.ask()
