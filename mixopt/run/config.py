@@ -83,7 +83,13 @@ class ExecutorConfig:
     (``mixopt.proxies.pack_train``; each trial keeps its own mixture, seed, data, optimizer and
     losses): 1 trains one proxy per task; 0 (default) picks by device and size
     (:func:`mixopt.run.loop.auto_pack_size`). It decides how trials are scheduled, not what is
-    trained, so it is not part of the proxy spec and may change on ``--resume``."""
+    trained, so it is not part of the proxy spec and may change on ``--resume``.
+
+    ``synchronous``: ask the searcher for every worker's trials at once, and again only when all of
+    them have reported, so that the same config and seed give the same trials and recommendation on
+    every run (asynchronous, the default, asks whenever a worker is free: which trial finishes first
+    decides what the searcher has seen, so repeated runs differ after the initial design). The cost:
+    workers idle while a round's slowest trial finishes."""
 
     kind: str = "ray"
     workers: int = 2
@@ -93,6 +99,7 @@ class ExecutorConfig:
     max_retries: int = 2
     address: str | None = None
     pack_size: int = 0
+    synchronous: bool = False
 
     @property
     def device(self) -> str:

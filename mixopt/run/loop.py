@@ -165,9 +165,10 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
         return started() < budget.trials
 
     K = cfg.executor.pack_size or auto_pack_size(cfg)
+    sync = cfg.executor.synchronous  # a new round of asks only when the last one has reported
     while True:
         free = executor.capacity - executor.running()
-        while free > 0 and not stop.requested and (todo or can_start()):
+        while free > 0 and not stop.requested and (todo or (can_start() and not (sync and executor.running()))):
             if todo:
                 trials, todo = todo[:K * free], todo[K * free:]
             else:  # K proposals per free worker at once; pending trials count for the searcher
