@@ -7,8 +7,12 @@ initialisation and sampler seed in every arm, so differences are paired):
 * ``regmix``: the recommendation of a RegMix study of the same corpus (``--regmix-trials`` proxies at
   the same size), fixed;
 * ``aioli``: Aioli online from uniform (its published defaults, except as printed);
-* ``doremi``: DoReMi online from uniform, its reference the per-domain validation losses of the
-  ``stratified`` seed-0 run (DoReMi trains a reference model, then the proxy);
+* ``doremi``: DoReMi as published: a reference model (the ``stratified`` seed-0 run, its per-domain
+  validation losses), a DoReMi proxy of the same size trained online from uniform (Group DRO on the
+  excess loss, reweighting each example's loss), then the model is trained on the proxy's averaged
+  domain weights, a fixed mixture (seed s's model on seed s's proxy's weights);
+* ``doremi-proxy``: that DoReMi proxy itself (trained on the reweighted loss; not what DoReMi ships,
+  shown because the online run is what ``proxy: {online: doremi}`` trains);
 * ``aioli-regmix``: Aioli online from the RegMix recommendation (a "restricted" start).
 
 Reported per size: mean +- s.e. of the mean validation loss over every domain and of the held-out
@@ -18,6 +22,7 @@ their evaluations and bookkeeping took, and the proxy trainings each arm needed 
 
     python bench/bench_online_mixing.py                      # pip recipe, pydocs held out, 2 sizes, 3 seeds
     python bench/bench_online_mixing.py --sizes dense-0.1m:2000000 --seeds 2 --regmix-trials 16   # quicker
+    python bench/bench_online_mixing.py --arms doremi          # stratified and DoReMi only (no RegMix study)
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from mixopt.run.loop import execute, run  # noqa: E402
 from mixopt.run.plan import StudyPlan  # noqa: E402
 from mixopt.study import InMemoryStorage  # noqa: E402
 
-ONLINE = {"aioli", "doremi", "aioli-regmix"}
+ARMS = ("stratified", "natural", "regmix", "aioli", "doremi", "doremi-proxy", "aioli-regmix")
+BEFORE = {"regmix": None, "aioli-regmix": None, "doremi": 2, "doremi-proxy": 1}  # None: --regmix-trials
 
 
 def base_config(args, work: Path, preset: str, tokens: int):
@@ -55,14 +61,15 @@ def base_config(args, work: Path, preset: str, tokens: int):
     return load_config(None, over)
 
 
-def arm_runs(args, cfg, store, size: str, regmix_mix: Mixture) -> tuple[dict, dict]:
-    """Train every arm x seed; -> {arm: {seed: (mean, target, metrics)}}, {arm: extra info}."""
+def arm_runs(args, cfg, store, size: str, regmix_mix: Mixture | None) -> tuple[dict, dict]:
+    """Train every arm x seed (``args.arms``); -> {arm: {seed: (mean, target, metrics)}}, {arm: extra info}."""
     plan = StudyPlan.build(replace(cfg, study=f"online-{size}", search=SearchConfig("random", {}, 0)), storage=store)
     corpus = plan.open_corpus(lambda m: None)
     space = plan.build_space(corpus.token_counts("train"))
     base = plan.baselines(space)
     mixes = {"stratified": base["uniform"], "natural": base["natural"], "regmix": regmix_mix, "aioli": base["uniform"],
-             "doremi": base["uniform"], "aioli-regmix": regmix_mix}
+             "doremi-proxy": base["uniform"], "aioli-regmix": regmix_mix}
+    first = [a for a in mixes if a in args.arms or (a == "doremi-proxy" and "doremi" in args.arms)]
     ex = make_executor(cfg.executor)
     study = plan.open_study(space, queue=[("stratified", base["uniform"], replace(cfg.proxy, seed=0))])
     execute(replace(plan.cfg, budget=BudgetConfig(trials=1)), study, corpus, ex, lambda m: None, shutdown=False)
@@ -70,15 +77,22 @@ def arm_runs(args, cfg, store, size: str, regmix_mix: Mixture) -> tuple[dict, di
     aioli = dict(args.aioli_options)
     specs = {"aioli": replace(cfg.proxy, online="aioli", online_options=aioli),
              "aioli-regmix": replace(cfg.proxy, online="aioli", online_options=aioli),
-             "doremi": replace(cfg.proxy, online="doremi", online_options={"reference": ref})}
-    for arm, m in mixes.items():
+             "doremi-proxy": replace(cfg.proxy, online="doremi", online_options={"reference": ref})}
+    for arm in first:
         for s in range(args.seeds):
             if arm == "stratified" and s == 0:
                 continue
-            study.enqueue(m, replace(specs.get(arm, cfg.proxy), seed=s), arm)
-    n = len(study.trials)
-    execute(replace(plan.cfg, budget=BudgetConfig(trials=n)), study, corpus, ex, print)
-    out: dict[str, dict[int, tuple[float, float, dict]]] = {a: {} for a in mixes}
+            study.enqueue(mixes[arm], replace(specs.get(arm, cfg.proxy), seed=s), arm)
+    execute(replace(plan.cfg, budget=BudgetConfig(trials=len(study.trials))), study, corpus, ex, print, shutdown=False)
+    if "doremi" in args.arms:  # DoReMi's output: each proxy's averaged weights, trained as a fixed mixture
+        for t in [t for t in study.trials if t.label == "doremi-proxy" and t.ok]:
+            avg = Mixture({d: t.metrics[f"online_average.{d}"] for d in space.domains})
+            print(f"{size}: doremi seed {t.spec.seed} averaged weights "
+                  + ", ".join(f"{d} {w:.3f}" for d, w in sorted(avg.items(), key=lambda kv: -kv[1])), flush=True)
+            study.enqueue(avg, replace(cfg.proxy, seed=t.spec.seed), "doremi")
+    execute(replace(plan.cfg, budget=BudgetConfig(trials=len(study.trials))), study, corpus, ex, print)
+    order = [a for a in ARMS if a in first or a in args.arms]
+    out: dict[str, dict[int, tuple[float, float, dict]]] = {a: {} for a in order}
     domains = list(corpus.domains)
     for t in study.trials:
         if t.ok:
@@ -105,7 +119,8 @@ def report(size: str, res: dict, regmix_trials: int, seeds: int) -> str:
         evals = np.mean([x.get("online_evals", 0) for x in met])
         lp = np.mean([x.get("online_learn_steps", 0) for x in met])
         over = np.mean([x.get("online_seconds", 0.0) / x["seconds"] for x in met])
-        before = {"regmix": regmix_trials, "aioli-regmix": regmix_trials, "doremi": 1}.get(arm, 0)
+        before = BEFORE.get(arm, 0)
+        before = regmix_trials if before is None else before
         if arm == "stratified":
             dm = dt = "-"
             every = ""
@@ -130,11 +145,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.004)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--regmix-trials", type=int, default=24)
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"ARM,... of {', '.join(ARMS)} (stratified always)")
     ap.add_argument("--aioli-options", default="", help="KEY=VALUE,... (default: Aioli's published defaults)")
     ap.add_argument("--work", help="folder for the stores and outputs (default: a new temp folder)")
     args = ap.parse_args()
     args.aioli_options = {k: float(v) if "." in v else int(v) for k, v in
                           (kv.split("=") for kv in args.aioli_options.split(",") if kv)}
+    args.arms = {"stratified", *args.arms.split(",")}
+    if args.arms - set(ARMS):
+        ap.error(f"--arms: unknown {', '.join(sorted(args.arms - set(ARMS)))}; allowed: {', '.join(ARMS)}")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-online-"))
     print(f"work folder: {work}; aioli options: {args.aioli_options or 'published defaults'}")
     tables = []
@@ -145,10 +164,12 @@ def main() -> None:
         store = InMemoryStorage()
         rcfg = replace(cfg, study=f"regmix-{preset}", search=SearchConfig("regmix", {}, max(8, args.regmix_trials // 2)),
                        budget=BudgetConfig(trials=args.regmix_trials))
-        rec = run(rcfg, storage=store, progress=lambda m: None).recommendation
-        print(f"{preset}: regmix recommendation {dict(sorted(rec.mixture.items(), key=lambda kv: -kv[1])[:3])} "
-              f"({time.time() - t0:.0f} s)", flush=True)
-        res, _ = arm_runs(args, cfg, store, preset, rec.mixture)
+        rec = None
+        if args.arms & {"regmix", "aioli-regmix"}:
+            rec = run(rcfg, storage=store, progress=lambda m: None).recommendation.mixture
+            print(f"{preset}: regmix recommendation {dict(sorted(rec.items(), key=lambda kv: -kv[1])[:3])} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+        res, _ = arm_runs(args, cfg, store, preset, rec)
         tables.append(report(preset, res, args.regmix_trials, args.seeds))
         print(tables[-1], flush=True)
         print(f"{preset}: {time.time() - t0:.0f} s", flush=True)
