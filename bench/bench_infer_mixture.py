@@ -10,7 +10,9 @@ mixtures, the largest absolute error of any weight, the uniform guess's mean MSE
 ours, and seconds per inference (mean and max): pre-tokenizing the samples (once per sample size:
 every tokenizer here is byte-level BPE with the same pre-tokenizer) + replaying the merges (once
 per tokenizer, to the largest T) + the LP at that T. ``--end-to-end`` also times one complete
-``mixopt.infer_mixture`` call.
+``mixopt.infer_mixture`` call. ``--bootstrap B`` also asks for B document resamples of the samples
+and prints how often the ``--level`` intervals hold the true weight (coverage over every weight of
+every mixture) and their mean width.
 
 Data: every document of each domain, split by sha1 of its id: half trains the tokenizers, the
 other half is sampled for inference (disjoint). ``--split chunk`` cuts every document into
@@ -26,6 +28,7 @@ Tokenizers and extracted documents are cached under ``--cache`` (default
     nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --end-to-end         # the issue's setting
     nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --split chunk --sample-mb all
     nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --mixtures 4 --merges 1000 --sample-mb 1
+    nice -n 10 .venv/bin/python bench/bench_infer_mixture.py --mixtures 10 --merges 1000 --sample-mb 1 --bootstrap 10
 """
 
 from __future__ import annotations
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--end-to-end", action="store_true", help="also time one full mixopt.infer_mixture call")
+    ap.add_argument("--bootstrap", type=int, default=0, help="document resamples for the intervals (0: none)")
+    ap.add_argument("--level", type=float, default=0.9, help="the intervals' level")
     args = ap.parse_args(argv)
     cache = args.cache or default_cache_dir() / "bench-infer"
     cache.mkdir(parents=True, exist_ok=True)
@@ -165,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
           f"trained on {args.train_mb:g} MB each (vocabulary {257 + max(Ts)}); inference on the other half of each domain "
           f"(halves by {how})")
     print(f"{'T':>6} {'MB/domain':>9} {'mean MSE':>10} {'max |err|':>10} {'uniform MSE':>12} {'ratio':>7} "
-          f"{'s/inference':>12} {'max s':>7}  (pre-tokenize + replay + LP)")
+          f"{'s/inference':>12} {'max s':>7}  (pre-tokenize + replay + LP)"
+          + (f"{'coverage':>10} {'width':>7}  ({args.level:.0%} intervals, {args.bootstrap} resamples)" if args.bootstrap
+             else ""))
     for size in sizes:
         sample = inference_sample(halves, size, args.seed)
         t0 = time.perf_counter()  # every tokenizer here pre-tokenizes alike (byte-level), so once per sample
@@ -175,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"# sample {size:g} MB/domain ({', '.join(f'{d} {v:.2f}' for d, v in got.items())}): "
              f"{len(table.words):,} distinct words, pre-tokenized in {t_words:.1f} s")
         errs: dict[int, list] = {T: [] for T in Ts}
+        inside: dict[int, list] = {T: [] for T in Ts}
+        width: dict[int, list] = {T: [] for T in Ts}
         secs: dict[int, list] = {T: [] for T in Ts}
         uni = []
         for j, (path, nbytes) in enumerate(toks):
@@ -185,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             rp = replay(bpe, table.words, max(Ts))
             t_replay = time.perf_counter() - t0
             for T in Ts:
-                res = infer_from_words(bpe, table, merges=T, replayed=rp)
+                res = infer_from_words(bpe, table, merges=T, replayed=rp, bootstrap=args.bootstrap, level=args.level,
+                                       seed=args.seed + j)
                 est = res.mixture.as_array(domains)
+                if args.bootstrap:
+                    lo, hi = (np.array([res.intervals[d][i] for d in domains]) for i in (0, 1))
+                    inside[T] += list((lo <= truth) & (truth <= hi))
+                    width[T] += list(hi - lo)
                 errs[T].append(est - truth)
                 secs[T].append(t_words + t_replay + res.seconds["replay"] + res.seconds["solve"])
                 _say(f"#   {size:g} MB T={T} mixture {j}: mse {np.mean((est - truth) ** 2):.2e} max "
@@ -197,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             mse, umse = float(np.mean(e ** 2)), float(np.mean(uni))
             label = "all" if math.isinf(size) else f"{size:g}"
             print(f"{T:>6} {label:>9} {mse:>10.2e} {np.abs(e).max():>10.4f} {umse:>12.2e} {umse / mse:>6.0f}x "
-                  f"{np.mean(secs[T]):>12.1f} {np.max(secs[T]):>7.1f}", flush=True)
+                  f"{np.mean(secs[T]):>12.1f} {np.max(secs[T]):>7.1f}"
+                  + (f"{np.mean(inside[T]):>10.0%} {np.mean(width[T]):>7.3f}" if args.bootstrap else ""), flush=True)
     if args.end_to_end:
         t0 = time.perf_counter()
         res = infer_mixture(toks[0][0], inference_sample(halves, sizes[-1], args.seed), merges=max(Ts))
