@@ -50,7 +50,6 @@ from mixopt.run.plan import StudyPlan  # noqa: E402
 from mixopt.study import InMemoryStorage  # noqa: E402
 
 ARMS = ("stratified", "natural", "regmix", "aioli", "doremi", "doremi-proxy", "aioli-regmix")
-BEFORE = {"regmix": None, "aioli-regmix": None, "doremi": 2, "doremi-proxy": 1}  # None: --regmix-trials
 
 
 def base_config(args, work: Path, preset: str, tokens: int):
@@ -119,8 +118,7 @@ def report(size: str, res: dict, regmix_trials: int, seeds: int) -> str:
         evals = np.mean([x.get("online_evals", 0) for x in met])
         lp = np.mean([x.get("online_learn_steps", 0) for x in met])
         over = np.mean([x.get("online_seconds", 0.0) / x["seconds"] for x in met])
-        before = BEFORE.get(arm, 0)
-        before = regmix_trials if before is None else before
+        before = {"regmix": regmix_trials, "aioli-regmix": regmix_trials, "doremi": 2, "doremi-proxy": 1}.get(arm, 0)
         if arm == "stratified":
             dm = dt = "-"
             every = ""

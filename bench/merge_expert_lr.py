@@ -21,34 +21,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file  # noqa: E402
 from mixopt.data.corpus import Corpus  # noqa: E402
 from mixopt.proxies import merge  # noqa: E402
-from mixopt.proxies.pack import PackGPT  # noqa: E402
-from mixopt.proxies.pack_train import evaluate_pack  # noqa: E402
-from mixopt.proxies.train import eval_batches  # noqa: E402
 from mixopt.study import get_storage  # noqa: E402
-
-
-@torch.no_grad()
-def merged_losses(es: ExpertsSpec, folder: Path, corpus: Corpus, W: np.ndarray, scale: float) -> np.ndarray:
-    """(m, D) per-domain losses of the merged models of mixtures W (m, k) over ``corpus.domains``."""
-    stacked = merge.stack_experts(es, folder, seed=True)  # (k + 1, ...): the experts, then the seed
-    C = torch.as_tensor(np.hstack([scale * W, 1 - scale * W.sum(1, keepdims=True)]), dtype=torch.float32)
-    sp = es.spec
-    batches = {d: eval_batches(corpus, d, sp.eval_batches, sp.batch_size, sp.seq_len) for d in corpus.domains}
-    out = []
-    for i in range(0, len(C), 32):
-        c = C[i:i + 32]
-        pack = PackGPT(PackGPT.config_of(sp, es.vocab_size), c.shape[0])
-        for name, p in pack.named_parameters():
-            p.copy_(torch.tensordot(c, stacked[name], dims=1))
-        out.append(evaluate_pack(pack, batches, torch.device("cpu")))
-    return np.concatenate(out)
 
 
 def main() -> int:
@@ -86,7 +65,8 @@ def main() -> int:
     j = list(corpus.domains).index(args.target)
     print(f"{len(trials)} trained mixtures of {args.study}; experts: {args.mode} lr after the hand-off")
     for scale in (float(s) for s in args.scales.split(",")):
-        M = merged_losses(es, folder, corpus, W, scale)
+        M = np.array(merge.merged_losses({"experts": es.to_dict(), "dir": str(folder), "mixtures": W.tolist(),
+                                          "corpus_dir": str(corpus.path), "scale": scale, "num_threads": 2})["losses"])
         print(f"  scale {scale:g}: Spearman mean over domains {stats.spearmanr(M.mean(1), L.mean(1)).statistic:.3f}, "
               f"{args.target} {stats.spearmanr(M[:, j], L[:, j]).statistic:.3f}", flush=True)
     return 0

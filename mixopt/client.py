@@ -36,6 +36,7 @@ from mixopt.core.runs_table import RunsTable, read_runs_table
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial
 from mixopt.core.worker import TrialResult
+from mixopt.search import DEFAULT_SEARCHER
 from mixopt.search.base import Recommendation
 from mixopt.serve import wire
 from mixopt.study.study import StudySettings
@@ -147,7 +148,7 @@ class Client:
 
     def create_study(self, name: str = "mixopt-study", *, space: MixtureSpace | None = None,
                      domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
-                     searcher: str = "bo", searcher_options: Mapping[str, Any] | None = None,
+                     searcher: str = DEFAULT_SEARCHER, searcher_options: Mapping[str, Any] | None = None,
                      n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
                      rungs: Sequence[ProxySpec] = (), load_if_exists: bool = False,
                      extra: Mapping[str, Any] | None = None, fidelities: Sequence[ProxySpec] | None = None

@@ -15,6 +15,10 @@ import importlib
 from mixopt.core.errors import ConfigError
 from mixopt.search.base import Fidelity, Observation, Proposal, Recommendation, Rung, SearchContext, Searcher
 
+# the searcher `mixopt run`, create_study and the service use when none is named: chosen by replay across
+# every released table (README, "Which searcher?")
+DEFAULT_SEARCHER = "bo"
+
 # name -> (module, class); modules are imported lazily so LightGBM loads only when needed.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "random": ("mixopt.search.dirichlet", "DirichletSearcher"),
@@ -29,8 +33,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "merge_screen": ("mixopt.search.screen", "MergeScreen"),
 }
 
-__all__ = ["Fidelity", "Rung", "Observation", "Proposal", "Recommendation", "SearchContext", "Searcher", "available",
-           "get_searcher", "register"]
+__all__ = ["DEFAULT_SEARCHER", "Fidelity", "Rung", "Observation", "Proposal", "Recommendation", "SearchContext",
+           "Searcher", "available", "get_searcher", "register"]
 
 
 def available() -> list[str]:

@@ -20,6 +20,7 @@ from mixopt.core.experts import check_scale
 from mixopt.core.loader import from_dict, merge, parse_overrides, set_dotted
 from mixopt.core.spec import ProxySpec, merge_overrides
 from mixopt.run.target import HparamsConfig, TargetConfig, take_auto, validate_hparams, validate_target
+from mixopt.search import DEFAULT_SEARCHER
 from mixopt.study.storage import default_tracking_uri
 
 
@@ -60,7 +61,7 @@ class SpaceConfig:
 class SearchConfig:
     """Searcher by name, its options, and the random initial design before it."""
 
-    searcher: str = "bo"       # chosen by replay across every released table (README, "Which searcher?")
+    searcher: str = DEFAULT_SEARCHER
     options: dict[str, Any] = field(default_factory=dict)
     n_init: int = 8
 

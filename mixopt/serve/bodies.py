@@ -18,6 +18,7 @@ from mixopt.core.errors import ConfigError, RunsTableError
 from mixopt.core.mixture import MixtureSpace
 from mixopt.core.objective import Objective
 from mixopt.core.spec import ProxySpec
+from mixopt.search import DEFAULT_SEARCHER
 from mixopt.serve import wire
 
 # Fields the Study validates itself are passed through as they came (typed ``Any`` with a schema
@@ -63,7 +64,7 @@ class CreateStudyBody(_Body):
     objective: dict[str, Any] | None = Field(None, description="config form: {domain: X} | {weights: {...}} | "
                                                                "{target: X}; default: mean loss")
     objective_def: ObjectiveBody | None = Field(None, description="an Objective exactly (instead of objective)")
-    searcher: str = "bo"
+    searcher: str = DEFAULT_SEARCHER
     searcher_options: dict[str, Any] | None = None
     n_init: int = 0
     seed: int = 0

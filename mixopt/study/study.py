@@ -408,7 +408,8 @@ def pd_numeric(col) -> bool:
 
 def create_study(name: str = "mixopt-study", *, space: MixtureSpace | None = None,
                  domains: Sequence[str] | None = None, objective: Objective | Mapping[str, Any] | None = None,
-                 searcher: str | Searcher = "bo", searcher_options: Mapping[str, Any] | None = None,
+                 searcher: str | Searcher = search.DEFAULT_SEARCHER,
+                 searcher_options: Mapping[str, Any] | None = None,
                  n_init: int = 0, seed: int = 0, spec: ProxySpec | None = None,
                  rungs: Sequence[ProxySpec] = (), storage: Storage | str | None = None, load_if_exists: bool = False,
                  extra: Mapping[str, Any] | None = None, fidelities: Sequence[ProxySpec] | None = None) -> Study:
