@@ -11,7 +11,8 @@ costs (experts: ``s + k (1 - s)`` proxies' worth of tokens; one merged score: it
 tokens, in proxies' worth) and its noise (the spread of the merged objective over resampled validation
 batches). For comparison, RegMix's regression (``regmix``'s default surrogate, ``mixopt.search.surrogates``
 ``auto``) trained on as many random trained proxies as the merge cost (experts + M scores) predicts the
-same M mixtures. With several ``--scale`` the report names, per preset and s, the best scale for each
+same M mixtures, and so does the mixtures' entropy alone (no compute: random mixtures differ most in how
+concentrated they are). With several ``--scale`` the report names, per preset and s, the best scale for each
 objective and the one whose smaller Spearman of the two is largest (:func:`best_scales`). With
 ``--ceiling`` the M mixtures are trained once more with the next proxy seed (another init and batch
 order): the correlation r of the two trained rankings says how much of the
@@ -145,8 +146,9 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
         if regmix else {}
     ceil = {sp.preset: _ceiling(study, sp, len(X), tgt, list(corpus.domains)) for sp in specs} if ceiling else {}
+    ent = {sp.preset: _entropy(study, sp, X, tgt, list(corpus.domains)) for sp in specs}
     doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg, "ceiling": ceil,
-           "best_scale": best_scales(rows)}
+           "entropy": ent, "best_scale": best_scales(rows)}
     out = Path(cfg.output_dir) / cname
     out.mkdir(parents=True, exist_ok=True)
     (out / "merge_check.json").write_text(json.dumps(doc, indent=2))
@@ -253,6 +255,17 @@ def _regmix(study, spec, X, tgt, domains, n) -> dict[str, Any]:
     return out
 
 
+def _entropy(study, spec, X, tgt, domains) -> dict[str, Any]:
+    """The zero-compute reference: the mixtures ranked by their entropy alone (more spread, lower loss).
+    Random mixtures differ most in how concentrated they are, and a proxy trained on few domains is
+    worse on the rest; a merged score that ranks no better than this adds nothing beyond it."""
+    P = np.clip(np.asarray(X, dtype=float), 0.0, None)
+    H = -(P * np.log(np.where(P > 0, P, 1.0))).sum(1)
+    test = _trained(study, spec, "check", len(X), domains)
+    return {key: dict(zip(("spearman", "pearson"), _corr(-H, test @ _vector(obj, domains))))
+            for key, obj in objectives(domains, tgt).items()}
+
+
 def best_scales(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (preset, seed fraction) with more than one scale checked (plain merges, not ``--debias``): the
     scale with the highest Spearman on each objective, and the one whose smaller Spearman of the two is
@@ -308,6 +321,10 @@ def format_check(doc: dict[str, Any]) -> str:
         lines.append(f"  RegMix regression ({preset}) on {reg['n_train']} trained proxies, the merge's compute: "
                      f"mean rho {_f(reg['mean']['spearman'])} r {_f(reg['mean']['pearson'])}, target rho "
                      f"{_f(reg['target']['spearman'])} r {_f(reg['target']['pearson'])}")
+    for preset, e in doc.get("entropy", {}).items():
+        lines.append(f"  The mixtures' entropy alone ({preset}, no compute): mean rho {_f(e['mean']['spearman'])} "
+                     f"r {_f(e['mean']['pearson'])}, target rho {_f(e['target']['spearman'])} "
+                     f"r {_f(e['target']['pearson'])}")
     for preset, c in doc.get("ceiling", {}).items():
         lines.append(f"  Trained ({preset}, proxy seed {c['seed']}) vs trained again (seed {c['other_seed']}): mean rho "
                      f"{_f(c['mean']['spearman'])} r {_f(c['mean']['pearson'])}, target rho {_f(c['target']['spearman'])} "

@@ -4,6 +4,9 @@ merge scale, with RegMix on the same compute; resumable; bad arguments refused w
 import json
 import math
 
+import pytest
+from scipy.stats import spearmanr
+
 import mixopt
 from mixopt.cli import main
 from tests.conftest import study_yaml, write_domains
@@ -33,6 +36,13 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     (best,) = doc["best_scale"]
     assert best["preset"] == "dense-0.1m" and {best[k]["scale"] for k in ("mean", "target", "both")} <= {1.0, 1.5}
     assert "best scale (dense-0.1m, s=0.50): mean " in out.err
+    # the zero-compute reference: the trained objective ranked by the mixtures' entropy alone
+    checks = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("check")]
+    ent = [-sum(w * math.log(w) for w in t.mixture.to_dict().values() if w > 0) for t in checks]
+    tgt_loss = [t.losses["math"] for t in checks]
+    assert doc["entropy"]["dense-0.1m"]["target"]["spearman"] == pytest.approx(spearmanr([-h for h in ent],
+                                                                                          tgt_loss).statistic)
+    assert "The mixtures' entropy alone (dense-0.1m, no compute)" in out.err
     report = json.loads((tmp_path / "out" / "tiny-merge-check" / "merge_check.json").read_text())
     assert report["rows"] == doc["rows"]
 
