@@ -107,6 +107,10 @@ def report(size: str, res: dict, regmix_trials: int, seeds: int) -> str:
     strat_m = {s: v[0] for s, v in res["stratified"].items()}
     strat_t = {s: v[1] for s, v in res["stratified"].items()}
     for arm, runs in res.items():
+        if len(runs) < seeds:  # failed trials: the log above says why
+            lines.append(f"  {arm:<14}failed in {seeds - len(runs)} of {seeds} seeds (see the trial lines above)")
+            if not runs:
+                continue
         m = {s: v[0] for s, v in runs.items()}
         t = {s: v[1] for s, v in runs.items()}
 
