@@ -10,14 +10,18 @@ Parametrization (``ProxySpec.parametrization``): "standard" is GPT-2's (every we
 residual projections 0.02/sqrt(2 n_layer), attention 1/sqrt(hs), one learning rate). "mup" is the
 Maximal Update Parametrization for Adam (Yang et al. 2022, "Tensor Programs V", Table 3 with the
 output multiplier of its Table 8 for the tied read-out), anchored at ``MUP_BASE_WIDTH`` = 64, with
-width_mult m = d_model / 64 (a d_model-64 model inits and steps exactly as the standard one):
+width_mult m = d_model / 64 (a d_model-64 model has the standard one's init and learning rates; its logits
+are multiplied by alpha):
 
 * hidden matrices (attention qkv and projection, MLP in and out; MoE experts; :func:`mup_multipliers`):
   init std / sqrt(m) (variance ~ 1/fan_in), Adam lr / m;
 * the MoE router, an output layer of finite fan-out E (arXiv 2508.09752, "muP for MoE"): init std / m,
   Adam lr / m;
 * embeddings (token, position; the token embedding is also the tied read-out) and LayerNorm gains:
-  unscaled; the logits are multiplied by 1/m instead;
+  unscaled; the logits are multiplied by alpha/m instead, alpha = ``spec.mup_output_mult`` (muP's read-out
+  multiplier at the base width, default 4: tuned at d_model 64 alone, as muP prescribes; with alpha = 1, the
+  standard model's read-out at the base width, MoE proxies of width 256 reached 5.37-5.74 against the
+  standard parametrization's 4.67, and their best lr moved up with width, ``bench/bench_mup.py``);
 * attention scores scaled by 1/sqrt(hs * m): 1/sqrt(hs) at the base width, ~1/hs (muP's 1/d) as the
   heads widen.
 
@@ -49,6 +53,7 @@ class GPTConfig:
     n_head: int = 2
     d_model: int = 64
     width_mult: float = 1.0  # muP's d_model / base width; 1.0 = the standard parametrization
+    output_mult: float = 1.0  # the logits' multiplier: muP's mup_output_mult / width_mult; 1.0 = standard
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head != 0:
@@ -62,7 +67,8 @@ class GPTConfig:
     @classmethod
     def from_spec(cls, spec: ProxySpec, vocab_size: int) -> GPTConfig:
         return cls(vocab_size=vocab_size, seq_len=spec.seq_len, n_layer=spec.n_layer,
-                   n_head=spec.n_head, d_model=spec.d_model, width_mult=spec.width_mult)
+                   n_head=spec.n_head, d_model=spec.d_model, width_mult=spec.width_mult,
+                   output_mult=spec.output_mult)
 
 
 _HIDDEN = ("attn.c_attn.weight", "attn.c_proj.weight", "c_fc.weight", "c_proj.weight", "moe.w_fc", "moe.w_proj")
@@ -170,8 +176,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        if self.cfg.width_mult != 1.0:
-            logits = logits * (1.0 / self.cfg.width_mult)  # muP's output multiplier (tied read-out)
+        if self.cfg.output_mult != 1.0:
+            logits = logits * self.cfg.output_mult  # muP's output multiplier (tied read-out)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))

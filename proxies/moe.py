@@ -78,7 +78,7 @@ class MoEConfig(GPTConfig):
                    n_head=spec.n_head, d_model=spec.d_model, n_experts=spec.n_experts,
                    top_k=spec.top_k, granularity=spec.granularity, shared_expert=spec.shared_expert,
                    aux_loss_coef=spec.aux_loss_coef, z_loss_coef=spec.z_loss_coef,
-                   capacity_factor=spec.capacity_factor, width_mult=spec.width_mult)
+                   capacity_factor=spec.capacity_factor, width_mult=spec.width_mult, output_mult=spec.output_mult)
 
 
 class MoELayer(nn.Module):

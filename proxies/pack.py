@@ -363,7 +363,7 @@ class PackGPT(nn.Module):
 
     # forward
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (K, B, T) int64 -> final hidden states (K, B*T, C) after ln_f (and muP's 1/width_mult)."""
+        """idx (K, B, T) int64 -> final hidden states (K, B*T, C) after ln_f (and muP's output multiplier)."""
         K, B, T = idx.shape
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence length {T} exceeds the model's seq_len {self.cfg.seq_len}")
@@ -378,8 +378,8 @@ class PackGPT(nn.Module):
             z = torch.stack([b.moe.z_loss for b in self.blocks]).mean(0)
             self.aux_loss = self.aux_coef[:, 0] * lb + self.aux_coef[:, 1] * z
         x = self.ln_f(x)
-        # muP's output multiplier 1/width_mult on the logits h @ wte^T, applied to h (the same product)
-        return x if self.cfg.width_mult == 1.0 else x * (1.0 / self.cfg.width_mult)
+        # muP's output multiplier (mup_output_mult / width_mult) on the logits h @ wte^T, applied to h (the same product)
+        return x if self.cfg.output_mult == 1.0 else x * self.cfg.output_mult
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
                 token_loss: torch.Tensor | None = None) -> torch.Tensor:

@@ -126,6 +126,8 @@ class ExpertsSpec:
         evals) and online mixing (not used by experts)."""
         spec = {k: v for k, v in self.spec.to_dict().items()
                 if k not in _NOT_IN_KEY and (k not in _SPEC_DEFAULTS or v != _SPEC_DEFAULTS[k])}
+        if self.spec.parametrization == "mup":  # muP experts trained before the key existed used alpha 1
+            spec["mup_output_mult"] = float(self.spec.mup_output_mult)
         text = json.dumps([FORMAT, {**self.to_dict(), "spec": spec}], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,9 +60,22 @@ MOE_DEFAULT_AUX_LOSS_COEF = 0.01  # Switch Transformer load-balancing coefficien
 MOE_DEFAULT_Z_LOSS_COEF = 0.001  # ST-MoE router z-loss coefficient
 ARCHS = ("dense", "moe")
 PARAMETRIZATIONS = ("standard", "mup")
-#: muP's base width: width_mult = d_model / MUP_BASE_WIDTH, so a d_model-64 proxy trains the same in both
-#: parametrizations but for attention's 1/d scaling (``mixopt.proxies.gpt``)
+#: muP's base width: width_mult = d_model / MUP_BASE_WIDTH, so a d_model-64 proxy has the same init and lr
+#: multipliers in both parametrizations; only its logits are multiplied by MUP_OUTPUT_MULT (``mixopt.proxies.gpt``)
 MUP_BASE_WIDTH = 64
+#: muP's read-out multiplier at the base width (its "alpha_output", a base-width hyperparameter): the logits
+#: are multiplied by mup_output_mult / width_mult. Tuned at d_model 64 alone, as muP prescribes (MoE proxies
+#: of ``bench/bench_mup.py`` on the pip corpus: 1, 2, 4, 8, 16 -> best 4), then checked for transfer to 128, 256
+MUP_OUTPUT_MULT = 4.0
+
+
+def upgrade_stored_spec(d: dict[str, Any]) -> dict[str, Any]:
+    """A spec mapping read back from a store (MLflow params, a study's saved config): one written before
+    ``mup_output_mult`` existed trained muP with the read-out multiplier 1, not today's default; say so,
+    so that it is not taken for a spec of today's default. Other mappings are returned as they are."""
+    if d.get("parametrization") == "mup" and "mup_output_mult" not in d:
+        return {**d, "mup_output_mult": 1.0}
+    return d
 _MOE_FIELDS = ("n_experts", "top_k", "granularity", "shared_expert", "aux_loss_coef", "z_loss_coef",
                "capacity_factor")
 _DERIVED_FROM_PRESET = ("arch",) + _MOE_FIELDS
@@ -139,8 +153,10 @@ class ProxySpec:
         online_options: the mixer's options (a mapping; kept as canonical JSON text).
         parametrization: "standard" (GPT-2 init, one lr) or "mup" (Maximal Update Parametrization for
             Adam, Tensor Programs V, and its MoE form, arXiv 2508.09752: hidden weights' init variance
-            and Adam lr / ``width_mult``, output logits / ``width_mult``, attention 1/d; ``width_mult``
-            = d_model / ``MUP_BASE_WIDTH``); see ``mixopt.proxies.gpt``.
+            and Adam lr / ``width_mult``, output logits x ``mup_output_mult / width_mult``, attention
+            1/d; ``width_mult`` = d_model / ``MUP_BASE_WIDTH``); see ``mixopt.proxies.gpt``.
+        mup_output_mult: muP only: the logits' multiplier at the base width (muP's base-width
+            hyperparameter; default ``MUP_OUTPUT_MULT`` = 4, tuned at d_model 64).
 
     Dense specs hold the neutral values 0 / False / 0.0 in the MoE fields after construction.
 
@@ -175,6 +191,7 @@ class ProxySpec:
     online: str | None = ""  # None (a param read back as YAML) means ""
     online_options: Any = ""
     parametrization: str = "standard"
+    mup_output_mult: float = MUP_OUTPUT_MULT
 
     def __post_init__(self) -> None:
         self._resolve()
@@ -282,6 +299,12 @@ class ProxySpec:
                 raise ConfigError(f"{where}.{key}: {val!r} must be a number in [{lo}, {hi}]")
         if self.parametrization not in PARAMETRIZATIONS:
             raise ConfigError(f"{where}.parametrization: {self.parametrization!r}; allowed: standard, mup")
+        m = self.mup_output_mult
+        if not isinstance(m, (int, float)) or isinstance(m, bool) or not (math.isfinite(m) and m > 0):
+            raise ConfigError(f"{where}.mup_output_mult: {m!r} must be a positive finite number")
+        if self.parametrization != "mup" and m != MUP_OUTPUT_MULT:
+            raise ConfigError(f"{where}.mup_output_mult: {m!r} is muP's read-out multiplier; set it only with "
+                              "parametrization: mup")
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr: must be > 0")
 
@@ -330,6 +353,11 @@ class ProxySpec:
     def width_mult(self) -> float:
         """muP's width multiplier d_model / MUP_BASE_WIDTH (1.0 under the standard parametrization)."""
         return self.d_model / MUP_BASE_WIDTH if self.parametrization == "mup" else 1.0
+
+    @property
+    def output_mult(self) -> float:
+        """The logits' multiplier: ``mup_output_mult / width_mult`` under muP, 1.0 under the standard one."""
+        return self.mup_output_mult / self.width_mult if self.parametrization == "mup" else 1.0
 
     @property
     def activation_ratio(self) -> float:

@@ -35,7 +35,7 @@ from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.names import DOMAIN_NAME
 from mixopt.core.objective import Objective
-from mixopt.core.spec import ENGINE_ONLINE_KEYS, ProxySpec
+from mixopt.core.spec import ENGINE_ONLINE_KEYS, ProxySpec, upgrade_stored_spec
 from mixopt.data import Corpus, prepare_corpus, resolve_recipe
 from mixopt.online import make_mixer
 from mixopt.run.config import StudyConfig
@@ -180,6 +180,8 @@ class StudyPlan:
         stored = meta.extra.get("config") if meta is not None else None
         if not stored:
             return
+        if isinstance(stored.get("proxy"), dict):  # muP before its read-out multiplier was a key: alpha 1
+            stored = {**stored, "proxy": upgrade_stored_spec(stored["proxy"])}
         try:  # read back as a config: keys added since the study was created take their defaults
             stored = from_dict(StudyConfig, stored).to_dict()
         except UserError:

@@ -33,7 +33,7 @@ from mixopt.core.errors import AlreadyExistsError, NotFoundError, UserError
 from mixopt.core.loader import from_dict
 from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture
-from mixopt.core.spec import ProxySpec
+from mixopt.core.spec import ProxySpec, upgrade_stored_spec
 from mixopt.core.trial import Trial, TrialState
 from mixopt.study.storage import Storage, default_tracking_uri
 
@@ -496,7 +496,7 @@ def _spec_from_params(params: dict[str, str]) -> ProxySpec | None:
             return yaml.safe_load(v)
 
     raw = {k[6:]: value(v) for k, v in params.items() if k.startswith("proxy.") and k[6:] in _SPEC_FIELDS}
-    return from_dict(ProxySpec, raw, "proxy") if raw else None
+    return from_dict(ProxySpec, upgrade_stored_spec(raw), "proxy") if raw else None
 
 
 def _trial_from_run(run, domains: list[str]) -> Trial:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,8 @@ def test_experts_spec_checks_itself():
     es = experts_spec()
     assert ExpertsSpec.from_dict(es.to_dict()) == es and es.key() == ExpertsSpec.from_dict(es.to_dict()).key()
     assert experts_spec(seed_fraction=0.25).key() != es.key()
+    # muP experts name their read-out multiplier: a set trained before it was a key (alpha 1) is not reused
+    # for today's default; a standard spec's key is the one it always had
+    mup = replace(es.spec, parametrization="mup")
+    keys = {a: experts_spec(spec=replace(mup, mup_output_mult=a)).key() for a in (1.0, 4.0)}
+    assert keys[1.0] != keys[4.0] != es.key()

@@ -1,12 +1,14 @@
 """muP in the one-model reference (the engine's equality with it is in test_pack.py)."""
 
 import math
+import re
+from dataclasses import replace
 
 import pytest
 import torch
 
 from mixopt.core.errors import ConfigError
-from mixopt.core.spec import MUP_BASE_WIDTH, ProxySpec
+from mixopt.core.spec import MUP_BASE_WIDTH, MUP_OUTPUT_MULT, ProxySpec
 from mixopt.proxies.gpt import mup_multipliers
 from mixopt.proxies.model import build_model, make_optimizer
 from mixopt.proxies.train import train_step
@@ -28,11 +30,38 @@ def test_spec_parametrization_and_width_mult():
     assert ProxySpec(preset="moe-w64").pack_key() != ProxySpec(preset="moe-w64", parametrization="mup").pack_key()
 
 
-def test_mup_at_the_base_width_is_the_standard_model():
-    (_, std), (_, mup) = _built("moe-w64", "standard"), _built("moe-w64", "mup")
+def test_mup_at_the_base_width_is_the_standard_model_but_its_read_out_multiplier():
+    (_, std), (spec, mup) = _built("moe-w64", "standard"), _built("moe-w64", "mup")
     assert all(torch.equal(a, b) for a, b in zip(std.state_dict().values(), mup.state_dict().values()))
     idx = torch.randint(0, V, (2, 16))
-    assert torch.equal(std(idx, idx)[1], mup(idx, idx)[1])
+    assert spec.output_mult == MUP_OUTPUT_MULT == 4.0
+    torch.testing.assert_close(mup(idx, idx)[0], std(idx, idx)[0] * MUP_OUTPUT_MULT)
+    # alpha = 1: the standard model exactly; the multiplier is alpha / width_mult at any width
+    one = replace(spec, mup_output_mult=1.0)
+    torch.manual_seed(0)
+    assert torch.equal(std(idx, idx)[1], build_model(one, V)(idx, idx)[1])
+    assert ProxySpec(preset="moe-w256", parametrization="mup", mup_output_mult=2.0).output_mult == 0.5
+    assert ProxySpec(preset="moe-w256").output_mult == 1.0
+
+
+def test_specs_stored_before_the_read_out_multiplier_read_back_as_alpha_1():
+    from mixopt.study.mlflow_storage import _spec_from_params
+
+    old = {"proxy.preset": "moe-w128", "proxy.parametrization": "mup"}  # params of a muP trial before the key
+    assert _spec_from_params(old).mup_output_mult == 1.0
+    assert _spec_from_params({**old, "proxy.mup_output_mult": "4.0"}).mup_output_mult == 4.0
+    assert _spec_from_params({"proxy.preset": "moe-w128"}) == ProxySpec(preset="moe-w128")
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"parametrization": "mup", "mup_output_mult": 0}, "proxy.mup_output_mult: 0 must be a positive finite number"),
+    ({"parametrization": "mup", "mup_output_mult": float("nan")}, "proxy.mup_output_mult: nan must be"),
+    ({"mup_output_mult": 2.0}, "proxy.mup_output_mult: 2.0 is muP's read-out multiplier; set it only with "
+                               "parametrization: mup"),
+])
+def test_mup_output_mult_refused_with_one_line(kw, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        ProxySpec(preset="moe-w64", **kw)
 
 
 @pytest.mark.parametrize("preset", ["moe-w128", "dense-3k"])
@@ -60,14 +89,14 @@ def test_mup_scales_hidden_init_router_and_lr_from_the_same_draws(preset):
     assert got[(True, 1 / m)] == pytest.approx(0.01 / m)
 
 
-def test_mup_logits_are_the_read_out_over_width_mult():
+def test_mup_logits_are_the_read_out_times_alpha_over_width_mult():
     spec, mup = _built("dense-3k", "mup")
     x = torch.randint(0, V, (2, 16))
     with torch.no_grad():
         h = mup.wte(x) + mup.wpe(mup.pos[:16])
         for b in mup.blocks:
             h = b(h)
-        want = mup.lm_head(mup.ln_f(h)) / (spec.d_model / 64)
+        want = mup.lm_head(mup.ln_f(h)) * MUP_OUTPUT_MULT / (spec.d_model / 64)
         torch.testing.assert_close(mup(x)[0], want)
 
 
@@ -98,8 +127,8 @@ def _coordinate_change(preset: str, param: str, steps: int = 5, lr: float = 0.01
 def test_mup_coordinate_check_updates_do_not_grow_with_width(arch):
     """The check muP is built to pass: after a few Adam steps at one lr, the change of the hidden states and
     logits stays the same size from width 64 to 256 under muP, and grows with width under the standard
-    parametrization (measured, last block: dense 0.27 -> 15.7 under standard, 0.19-0.27 under muP; MoE
-    0.14 -> 9.8 and 0.12-0.14)."""
+    parametrization (measured, last block: dense 0.27 -> 15.7 under standard, 0.16-0.25 under muP; MoE
+    0.14 -> 9.8 and 0.12-0.15; logits under muP 1.1-1.8 dense, 1.2-2.0 MoE)."""
     widths = (64, 128, 256)
     for param, ok in (("mup", lambda r: r < 2.5), ("standard", lambda r: r > 5)):
         changes = [_coordinate_change(f"{arch}-w{w}", param) for w in widths]
