@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt.analysis.hparams_sweep import run_sweep  # noqa: E402
+from mixopt.core.spec import MUP_OUTPUT_MULT  # noqa: E402
 from mixopt.run.config import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def main() -> int:
 
     def sweep(param: str, alpha: float, on: list[str], name: str) -> dict:
         name += tag
-        proxy = replace(cfg.proxy, parametrization=param, **({"mup_output_mult": alpha} if param == "mup" else {}))
+        proxy = replace(cfg.proxy, parametrization=param, mup_output_mult=alpha if param == "mup" else MUP_OUTPUT_MULT)
         doc = run_sweep(replace(cfg, proxy=proxy), presets=on, lrs=args.lrs.split(","), batches=[args.batch],
                         tokens=args.tokens, name=name, resume=True, fit=False,
                         progress=lambda m: print(m, file=sys.stderr, flush=True))

@@ -63,11 +63,16 @@ class ProxyLaw:
 
     source: str
     fit: HparamFit | None = None
+    parametrization: str | None = None  # a fit's runs': "standard" or "mup, alpha 4" (see _param)
 
     def at(self, spec: ProxySpec, key: str) -> tuple[float, float]:
         """(lr, batch tokens) for ``spec`` (N = its non-embedding params, D = its tokens); ``key`` names errors."""
         N, D = float(spec.non_embedding_params()), float(spec.tokens)
         if self.fit is not None:
+            if self.parametrization is not None and _param(spec) != self.parametrization:
+                raise ConfigError(f"{key}: auto from {self.source.split(' (')[0]}, whose runs are parametrization "
+                                  f"{self.parametrization}, but this proxy is {_param(spec)}; the best lr does not "
+                                  "carry over between them: sweep in this parametrization, or set it by hand")
             h = self.fit.predict(N, D, seq_len=spec.seq_len)
             return h.lr, h.batch_tokens
         if spec.parametrization != "standard":
@@ -94,15 +99,24 @@ def _store(cfg: StudyConfig, storage: Storage | None) -> Storage | None:
     return get_storage(uri, create=False)
 
 
+def _param(spec: ProxySpec) -> str:
+    """A spec's parametrization as far as the best lr depends on it: muP's read-out multiplier alpha too."""
+    return f"mup, alpha {spec.mup_output_mult:g}" if spec.parametrization == "mup" else spec.parametrization
+
+
 def _fitted(store: Storage, name: str, tolerance: float, what: str) -> ProxyLaw:
     study = load_study(name, store)
+    params = sorted({_param(t.spec) for t in study.trials if t.spec is not None})
+    if len(params) > 1:
+        raise ConfigError(f"{what}: study {name!r} holds runs of parametrizations {' and '.join(params)}; a law fitted "
+                          "across them does not apply to either (sweep each in a study of its own)")
     try:
         fit = fit_hparams(table_from_trials(study.trials), tolerance, bootstrap=0, source=f"{what} {name!r}")
     except UserError as e:
         raise ConfigError(f"{what}: {e}") from None
     return ProxyLaw(f"Step-Law forms fitted to study {name!r} ({fit.n_kept} of {fit.n_runs} runs, {fit.sizes} sizes): "
                     f"lr = {math.exp(fit.lr.c):.4g} N^{fit.lr.n_exp:.3f} D^{fit.lr.d_exp:.3f}, batch = "
-                    f"{math.exp(fit.batch.c):.4g} D^{fit.batch.d_exp:.3f} tokens", fit)
+                    f"{math.exp(fit.batch.c):.4g} D^{fit.batch.d_exp:.3f} tokens", fit, params[0] if params else None)
 
 
 def proxy_law(cfg: StudyConfig, storage: Storage | None = None) -> ProxyLaw:

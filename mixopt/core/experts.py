@@ -29,7 +29,7 @@ from typing import Any
 
 from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import Mixture
-from mixopt.core.spec import ProxySpec
+from mixopt.core.spec import ProxySpec, upgrade_stored_spec
 
 _NOT_IN_KEY = frozenset({"eval_batches", "evals", "online", "online_options"})
 _SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ProxySpec) if f.default is not dataclasses.MISSING}
@@ -126,8 +126,10 @@ class ExpertsSpec:
         evals) and online mixing (not used by experts)."""
         spec = {k: v for k, v in self.spec.to_dict().items()
                 if k not in _NOT_IN_KEY and (k not in _SPEC_DEFAULTS or v != _SPEC_DEFAULTS[k])}
-        if self.spec.parametrization == "mup":  # muP experts trained before the key existed used alpha 1
-            spec["mup_output_mult"] = float(self.spec.mup_output_mult)
+        if self.spec.parametrization == "mup":  # muP experts keyed before alpha existed trained with alpha 1:
+            spec.pop("mup_output_mult", None)  # alpha 1 keeps their key, any other alpha is named
+            if float(self.spec.mup_output_mult) != 1.0:
+                spec["mup_output_mult"] = float(self.spec.mup_output_mult)
         text = json.dumps([FORMAT, {**self.to_dict(), "spec": spec}], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -137,7 +139,8 @@ class ExpertsSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExpertsSpec:
-        return cls(ProxySpec.from_dict(dict(d["spec"])), tuple(d["domains"]), Mixture(dict(d["base"]), list(d["domains"])),
+        spec = ProxySpec.from_dict(upgrade_stored_spec(dict(d["spec"])))  # muP stored before alpha: alpha 1
+        return cls(spec, tuple(d["domains"]), Mixture(dict(d["base"]), list(d["domains"])),
                    float(d["seed_fraction"]), str(d["corpus"]), int(d["vocab_size"]))
 
 

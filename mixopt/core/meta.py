@@ -31,7 +31,7 @@ from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import MixtureSpace
 from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
-from mixopt.core.spec import ProxySpec, rung_index
+from mixopt.core.spec import ProxySpec, rung_index, upgrade_stored_spec
 
 _KEYS = ("name", "domains", "lower", "upper", "prior", "objective", "searcher", "searcher_options", "n_init",
          "seed", "spec", "rungs", "fidelities")
@@ -105,6 +105,6 @@ class StudyMeta:
         rungs = d.get("rungs") if d.get("rungs") is not None else d.get("fidelities")
         return cls(d["name"], MixtureSpace.from_dict(d), Objective.from_dict(d["objective"]),
                    str(d.get("searcher", "random")), dict(d.get("searcher_options") or {}), int(d.get("n_init", 0)),
-                   int(d.get("seed", 0)), ProxySpec.from_dict(d["spec"]) if d.get("spec") else None,
-                   tuple(ProxySpec.from_dict(r) for r in rungs or ()),
+                   int(d.get("seed", 0)), ProxySpec.from_dict(upgrade_stored_spec(d["spec"])) if d.get("spec") else None,
+                   tuple(ProxySpec.from_dict(upgrade_stored_spec(r)) for r in rungs or ()),
                    {k: v for k, v in d.items() if k not in _KEYS})

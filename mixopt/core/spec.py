@@ -91,13 +91,16 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
     When ``overrides`` changes the preset, the fields that the old preset decided (``arch`` and
     the MoE fields) are reset to "from the new preset" unless ``overrides`` sets them, so a
-    ladder rung ``{preset: moe-1m}`` over a dense base proxy (or the reverse) just works.
+    ladder rung ``{preset: moe-1m}`` over a dense base proxy (or the reverse) just works. Likewise a
+    rung that turns a muP base standard drops the base's read-out multiplier (a muP key) unless it sets it.
     """
     merged = {**base, **overrides}
     if "preset" in overrides and overrides["preset"] != base.get("preset"):
         for k in _DERIVED_FROM_PRESET:
             if k not in overrides:
                 merged[k] = None
+    if overrides.get("parametrization") == "standard" and "mup_output_mult" not in overrides:
+        merged["mup_output_mult"] = MUP_OUTPUT_MULT
     return merged
 
 

@@ -180,8 +180,13 @@ class StudyPlan:
         stored = meta.extra.get("config") if meta is not None else None
         if not stored:
             return
-        if isinstance(stored.get("proxy"), dict):  # muP before its read-out multiplier was a key: alpha 1
-            stored = {**stored, "proxy": upgrade_stored_spec(stored["proxy"])}
+        proxy = stored.get("proxy")
+        if isinstance(proxy, dict) and "mup_output_mult" not in proxy:  # stored before muP's read-out multiplier
+            stored = {**stored, "proxy": upgrade_stored_spec(proxy)}  # was a key: muP trained with alpha 1
+            if proxy.get("parametrization") != "mup" and isinstance(stored.get("ladder"), list):
+                stored["ladder"] = [{**r, "mup_output_mult": 1.0}  # a muP rung over a standard proxy too
+                                    if isinstance(r, dict) and r.get("parametrization") == "mup"
+                                    and "mup_output_mult" not in r else r for r in stored["ladder"]]
         try:  # read back as a config: keys added since the study was created take their defaults
             stored = from_dict(StudyConfig, stored).to_dict()
         except UserError:

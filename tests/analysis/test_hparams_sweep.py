@@ -12,7 +12,7 @@ from mixopt.analysis.autohp import resolve_config
 from mixopt.analysis.hparams import fit_hparams
 from mixopt.analysis.hparams_sweep import sweep_specs
 from mixopt.cli import main
-from mixopt.core.errors import UserError
+from mixopt.core.errors import ConfigError, UserError
 from mixopt.core.spec import ProxySpec
 from mixopt.run.config import load_config
 from mixopt.study import get_storage, load_study
@@ -70,6 +70,15 @@ def test_auto_takes_the_swept_law(swept):
     assert r.proxy.lr == float(f"{want.lr:.4g}") and r.proxy.batch_size == max(1, round(want.batch_tokens / 32))
     assert r.hparams.resolved == {"proxy.lr": r.proxy.lr, "proxy.batch_size": r.proxy.batch_size}
     assert "fitted to study 'tiny-hparams'" in r.hparams.source
+
+
+def test_a_law_swept_in_another_parametrization_is_refused(swept):
+    tmp, cfg, _ = swept  # the sweep is standard: its best lr says nothing of a muP proxy's (or another alpha's)
+    c = load_config(cfg, ["--study=user", "--proxy.lr=auto", "--proxy.preset=dense-14k", "--proxy.tokens=4096",
+                          "--hparams.study=tiny-hparams", "--proxy.parametrization=mup"])
+    with pytest.raises(ConfigError, match=r"proxy.lr: auto from Step-Law forms fitted to study 'tiny-hparams', whose "
+                                          r"runs are parametrization standard, but this proxy is mup, alpha 4;"):
+        resolve_config(c)
 
 
 def test_the_studys_own_fit_run_is_its_law(swept):

@@ -64,3 +64,17 @@ def test_objective_maximize_is_gone_and_a_searcher_is_built_once(monkeypatch):
     mixopt.create_study("once", domains=["a", "b"], searcher="regmix", searcher_options={"surrogate": "linear"})
     assert built.count("regmix") == 1
 
+
+
+def test_mup_studies_stored_before_the_read_out_multiplier_read_back_as_alpha_1():
+    """Their proxies trained with alpha 1: the spec and every rung say so (not today's default), so a resumed
+    study trains its new trials as its old ones and finds their rungs."""
+    rungs = tuple(ProxySpec(preset=p, tokens=4096, parametrization="mup", mup_output_mult=1.0)
+                  for p in ("dense-w64", "dense-w128"))
+    d = StudyMeta("s", SPACE, Objective({"a": 1.0}), rungs=rungs).to_dict()
+    for spec in [d["spec"], *d["rungs"]]:
+        spec.pop("mup_output_mult")
+    m = StudyMeta.from_dict(json.loads(json.dumps(d)))
+    assert m.rungs == rungs and m.spec == rungs[-1] and m.rung_of(rungs[0]) == 0
+    today = ProxySpec(preset="dense-w64", tokens=4096, parametrization="mup")
+    assert today.mup_output_mult == 4.0 and m.rung_of(today) is None

@@ -94,3 +94,12 @@ def test_changing_preset_rederives_arch_and_moe_fields():
     assert ProxySpec(**merged).n_experts == MOE_PRESETS["moe-3m"][3]
     same = merge_overrides(moe.to_dict(), {"tokens": 2048})  # preset unchanged: keep every field
     assert ProxySpec(**same) == ProxySpec(preset="moe-1m-fg", seq_len=64, tokens=2048)
+
+
+def test_a_rung_that_turns_a_mup_base_standard_drops_its_read_out_multiplier():
+    base = ProxySpec(preset="dense-w64", parametrization="mup", mup_output_mult=8.0).to_dict()
+    std = ProxySpec(**merge_overrides(base, {"preset": "dense-w128", "parametrization": "standard"}))
+    assert std.parametrization == "standard" and std.output_mult == 1.0
+    assert ProxySpec(**merge_overrides(base, {"preset": "dense-w128"})).mup_output_mult == 8.0  # still muP: kept
+    with pytest.raises(ConfigError, match="set it only with parametrization: mup"):  # set by the rung itself
+        ProxySpec(**merge_overrides(base, {"parametrization": "standard", "mup_output_mult": 2.0}))

@@ -168,8 +168,12 @@ def test_experts_spec_checks_itself():
     es = experts_spec()
     assert ExpertsSpec.from_dict(es.to_dict()) == es and es.key() == ExpertsSpec.from_dict(es.to_dict()).key()
     assert experts_spec(seed_fraction=0.25).key() != es.key()
-    # muP experts name their read-out multiplier: a set trained before it was a key (alpha 1) is not reused
+    # muP experts name their read-out multiplier unless it is 1: a set trained before it was a key (alpha 1)
+    # keeps its key (the literals: keys computed at 94e6a2b, before the multiplier existed) and is not reused
     # for today's default; a standard spec's key is the one it always had
     mup = replace(es.spec, parametrization="mup")
     keys = {a: experts_spec(spec=replace(mup, mup_output_mult=a)).key() for a in (1.0, 4.0)}
-    assert keys[1.0] != keys[4.0] != es.key()
+    assert (es.key(), keys[1.0]) == ("ee44c9d05733886e", "f98a79c94d035c30") and keys[4.0] not in (keys[1.0], es.key())
+    old = {**experts_spec(spec=mup).to_dict()}
+    old["spec"] = {k: v for k, v in old["spec"].items() if k != "mup_output_mult"}  # stored before the key
+    assert ExpertsSpec.from_dict(old).spec.mup_output_mult == 1.0 and ExpertsSpec.from_dict(old).key() == keys[1.0]

@@ -24,3 +24,27 @@ def test_plan_builds_searcher_domains_and_sweep_files_once(tmp_path, tiny_domain
                                  tmp_path / "out", sweep={"custom": [str(tmp_path / "missing.yaml")]}))
     with pytest.raises(MixtureError, match=r"sweep.custom\[0\].*file not found"):
         StudyPlan.build(bad, storage=InMemoryStorage())
+
+
+@pytest.mark.parametrize("where", ["proxy", "ladder"])
+def test_resuming_a_mup_study_stored_before_the_read_out_multiplier_asks_for_alpha_1(tmp_path, tiny_domains, where):
+    """Its muP proxies (the base, or a rung over a standard base) trained with alpha 1: resuming with today's
+    default would mix alphas in one study, so only a config that says alpha 1 resumes it."""
+    from mixopt.core.errors import UserError
+    from mixopt.core.meta import StudyMeta
+
+    def config(alpha):
+        mup = {"parametrization": "mup", **({"mup_output_mult": alpha} if alpha else {})}
+        kw = {"proxy": mup} if where == "proxy" else {"ladder": [{"preset": "dense-w64", **mup}]}
+        return load_config(study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", "sqlite:///unused.db",
+                                      tmp_path / "out", **kw))
+
+    stored = config(1.0).to_dict()  # as a study created before the key stored it: no mup_output_mult anywhere
+    stored["proxy"].pop("mup_output_mult")
+    for r in stored.get("ladder", []):
+        r.pop("mup_output_mult")
+    meta = StudyMeta.from_dict({**StudyPlan.build(config(1.0), storage=InMemoryStorage()).bounds.to_dict(),
+                                "name": "tiny", "objective": {"weights": {"code": 1.0}}, "config": stored})
+    StudyPlan.build(config(1.0), storage=InMemoryStorage())._check_resume(meta)  # alpha 1 said: resumes
+    with pytest.raises(UserError, match=f"was created with other {where} settings"):
+        StudyPlan.build(config(None), storage=InMemoryStorage())._check_resume(meta)  # today's default: refused
