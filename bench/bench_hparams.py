@@ -3,7 +3,7 @@
 1. ``mixopt hparams-sweep`` (:func:`mixopt.analysis.hparams_sweep.run_sweep`) trains the lr x batch
    grid at every preset (default dense-3k, -6k, -14k, -37k at 100 tokens per non-embedding
    parameter, lr 0.005-0.08 on a x2 grid, batch 8/16/32 sequences of 128) on the natural mixture of
-   ``bench/configs/hparams.yaml`` (pip text, BPE 1024), one seed.
+   ``bench/configs/hparams.yaml`` (pip text, BPE 1024), ``--seeds`` seeds per point (default 1, losses averaged).
 2. For each size h in turn: the Step-Law forms are fitted to the OTHER sizes' runs
    (:func:`mixopt.analysis.hparams.fit_hparams`, the release's 0.25 % kept set), and predict h's
    lr and batch; one proxy is trained at that (lr, batch) (a one-run sweep study of its own) and its
@@ -15,6 +15,7 @@
    the dense-37k runs had finished), with the per-size ratios and what ``lr: auto`` gives.
 
     nice -n 10 .venv/bin/python bench/bench_hparams.py --work /tmp/hp   # ~1.5 h on 2 busy cores; resumable
+    nice -n 5 .venv/bin/python bench/bench_hparams.py --work /tmp/hp3 --seeds 3   # every point 3 seeds, averaged
 
 Prints the grid, the held-out table and the factors; everything is in ``$WORK/mlflow.db`` and
 ``$WORK/mixopt-out``. Re-running with the same ``--work`` reuses every trained run.
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sweep(cfg, args, **kw):
-    return run_sweep(cfg, tokens_per_param=args.tokens_per_param, resume=True, bootstrap=20,
+    return run_sweep(cfg, tokens_per_param=args.tokens_per_param, resume=True, bootstrap=20, seeds=args.seeds,
                      progress=lambda m: print(m, file=sys.stderr, flush=True), **kw)
 
 
@@ -52,6 +53,7 @@ def main() -> int:
     ap.add_argument("--lrs", default="0.005,0.01,0.02,0.04,0.08")
     ap.add_argument("--batches", default="8,16,32")
     ap.add_argument("--tokens-per-param", type=float, default=100.0)
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per grid point and per held-out point (losses averaged)")
     ap.add_argument("--no-heldout", action="store_true", help="skip training at the predicted points")
     args = ap.parse_args()
     work = Path(args.work)
@@ -74,6 +76,7 @@ def main() -> int:
         row = {"preset": h, "N": g["N"], "D": g["D"], "best": g["best"], "lr": lr, "B": B, "loss": math.nan}
         if not args.no_heldout:
             name = f"{cfg.study}-heldout-{h}-lr{lr:g}-b{B}"  # a study per predicted point: a new fit, a new run
+            name += f"-x{args.seeds}" if args.seeds > 1 else ""
             one = _sweep(cfg, args, presets=[h], lrs=[lr], batches=[B], name=name, fit=False, tokens=int(g["D"]))
             row["loss"] = one["grid"][0]["best"]["loss"]
             row["D_run"] = one["grid"][0]["D"]
@@ -87,7 +90,7 @@ def main() -> int:
         gap = (r["loss"] - b["loss"]) / b["loss"]
         print(f"  {r['preset']:<10}{r['N']:>8,.0f}{r['D']:>11,.0f}{r['lr']:>9.4g}{r['B']:>7}{r['loss']:>9.4f}   "
               f"{'(' + format(b['lr'], 'g') + ', ' + str(b['batch_size']) + ')':<20}{b['loss']:>8.4f}{gap:>+8.2%}")
-    k = kept_runs(df[["N", "D", "lr", "batch_tokens", "loss"]])
+    k = kept_runs(df.groupby(["N", "D", "lr", "batch_tokens"], as_index=False)["loss"].mean())  # seeds averaged
     pub = [published_hparams(n, d, seq_len=T) for n, d in zip(k["N"], k["D"])]
     r_lr = np.log(k["lr"].to_numpy()) - np.log([h.lr for h in pub])
     r_b = np.log(k["batch_tokens"].to_numpy()) - np.log([h.batch_tokens for h in pub])

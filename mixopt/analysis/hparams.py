@@ -285,15 +285,17 @@ def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, boots
                 source: str = "<runs>") -> HparamFit:
     """Fit the Step-Law forms to a runs table (columns ``N, D, lr, batch_tokens, loss``).
 
-    Args: table: one row per run; tolerance: relative loss gap to the (N, D) group's best
-    that still counts as optimal; bootstrap: replicates (resampling kept runs with
-    replacement; replicates that lose a size are dropped); seed: bootstrap RNG seed.
+    Args: table: one row per run (runs of one configuration, e.g. seeds of a grid point, are averaged
+    first: the kept set is then not the luckiest seed's); tolerance: relative loss gap to the (N, D)
+    group's best that still counts as optimal; bootstrap: replicates (resampling kept configurations
+    with replacement; replicates that lose a size are dropped); seed: bootstrap RNG seed.
     """
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
         raise UserError(f"fit hparams --tolerance: {tolerance!r}; allowed: a number in [0, 1)")
     if not isinstance(bootstrap, int) or bootstrap < 0:
         raise UserError(f"fit hparams --bootstrap: {bootstrap!r}; allowed: an integer >= 0")
-    df = validate_table(table, source)
+    runs = validate_table(table, source)
+    df = runs.groupby(["N", "D", "lr", "batch_tokens"], as_index=False)["loss"].mean()
     swept = df.groupby(["N", "D"]).nunique()
     if (swept["lr"] < 2).all():
         raise UserError(f"{source}: no (N, D) group has runs at 2 or more learning rates; the law is fitted to each "
@@ -320,7 +322,8 @@ def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, boots
         if got is not None:
             boots_lr.append((got[0].c, got[0].n_exp, got[0].d_exp))
             boots_bt.append((got[1].c, got[1].d_exp))
-    return HparamFit(laws[0], laws[1], len(df), len(k), int(df.groupby(["N", "D"]).ngroups), int(k["N"].nunique()),
+    kept_n = len(runs.merge(k[["N", "D", "lr", "batch_tokens"]], on=["N", "D", "lr", "batch_tokens"]))  # runs, seeds too
+    return HparamFit(laws[0], laws[1], len(runs), kept_n, int(df.groupby(["N", "D"]).ngroups), int(k["N"].nunique()),
                      float(tolerance), fixed, notes, (float(k["N"].min()), float(k["N"].max())),
                      (float(k["D"].min()), float(k["D"].max())), np.array(boots_lr).reshape(-1, 3),
                      np.array(boots_bt).reshape(-1, 2))

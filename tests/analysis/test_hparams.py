@@ -109,6 +109,16 @@ def test_fit_predicts_a_held_out_size():
     assert not p.in_range and "N=3e+07" in p.message
 
 
+def test_seeds_of_a_grid_point_are_averaged_before_the_best_runs_are_kept():
+    # per size: lr 0.01 has one lucky seed (4.0) but the worse mean (4.5); lr 0.02 the better mean (4.3)
+    rows = [{"N": N, "D": 100 * N, "lr": lr * f, "batch_tokens": 2048.0, "loss": loss}
+            for N, f in ((1e6, 1.0), (4e6, 0.5)) for lr, losses in ((0.01, (4.0, 5.0)), (0.02, (4.3, 4.3)))
+            for loss in losses]
+    fit = fit_hparams(pd.DataFrame(rows), tolerance=0.0, bootstrap=0)
+    assert (fit.n_runs, fit.n_kept) == (8, 4)  # the kept configurations' runs, both seeds of each
+    assert fit.lr(1e6, 1e8) == pytest.approx(0.02) and fit.lr(4e6, 4e8) == pytest.approx(0.01)
+
+
 def test_tokens_proportional_to_params_hold_the_d_exponent_at_the_published_value():
     # D = 20 N: log N and log D are collinear, so lr's D exponent is held at the Step Law's
     fit = fit_hparams(sweep(Ns=(1e6, 3e6, 1e7, 3e7), d_of_n=lambda n: 20 * n, b=STEP_LAW_LR[2]), bootstrap=50)
