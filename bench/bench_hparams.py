@@ -95,8 +95,8 @@ def main() -> int:
     r_lr = np.log(k["lr"].to_numpy()) - np.log([h.lr for h in pub])
     r_b = np.log(k["batch_tokens"].to_numpy()) - np.log([h.batch_tokens for h in pub])
     small = (k["N"] < k["N"].max()).to_numpy()
-    print(f"\nPublished Step Law at these sizes, corrected by constant factors fitted on the {len(k)} kept runs "
-          f"(within 0.25 % of their size's best) of {len(df)}:")
+    print(f"\nPublished Step Law at these sizes, corrected by constant factors fitted on the {len(k)} kept grid points "
+          f"(seeds averaged; within 0.25 % of their size's best) of {len(df)} runs:")
     print(f"  all sizes: c_lr = {math.exp(r_lr.mean()):.4g} (lr_best / StepLaw lr), c_B = {math.exp(r_b.mean()):.4g} "
           "(batch_tokens_best / StepLaw batch)")
     print(f"  all but the largest (mixopt.analysis.autohp's PROXY_LR_FACTOR {autohp.PROXY_LR_FACTOR:g}, PROXY_BATCH_"

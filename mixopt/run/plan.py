@@ -180,13 +180,16 @@ class StudyPlan:
         stored = meta.extra.get("config") if meta is not None else None
         if not stored:
             return
-        proxy = stored.get("proxy")
+        proxy, hint = stored.get("proxy"), ""
         if isinstance(proxy, dict) and "mup_output_mult" not in proxy:  # stored before muP's read-out multiplier
             stored = {**stored, "proxy": upgrade_stored_spec(proxy)}  # was a key: muP trained with alpha 1
             if proxy.get("parametrization") != "mup" and isinstance(stored.get("ladder"), list):
                 stored["ladder"] = [{**r, "mup_output_mult": 1.0}  # a muP rung over a standard proxy too
                                     if isinstance(r, dict) and r.get("parametrization") == "mup"
                                     and "mup_output_mult" not in r else r for r in stored["ladder"]]
+            if stored != meta.extra.get("config"):
+                hint = ("; its muP proxies were created before proxy.mup_output_mult existed and trained with "
+                        "alpha 1: set mup_output_mult: 1 where parametrization: mup is")
         try:  # read back as a config: keys added since the study was created take their defaults
             stored = from_dict(StudyConfig, stored).to_dict()
         except UserError:
@@ -198,7 +201,8 @@ class StudyPlan:
         diff = sorted(k for k in set(now) | set(stored) if k not in RESUMABLE and now.get(k) != stored.get(k))
         if diff:
             raise UserError(f"--resume: study {self.cfg.study!r} was created with other {', '.join(diff)} settings; "
-                            f"on resume only {', '.join(RESUMABLE)} may change (start a new study for the rest)")
+                            f"on resume only {', '.join(RESUMABLE)} may change (start a new study for the rest)"
+                            f"{hint if {'proxy', 'ladder'} & set(diff) else ''}")
 
     def storage(self, create: bool = True) -> Storage:
         """The study's store, opened once."""

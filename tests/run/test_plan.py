@@ -46,5 +46,6 @@ def test_resuming_a_mup_study_stored_before_the_read_out_multiplier_asks_for_alp
     meta = StudyMeta.from_dict({**StudyPlan.build(config(1.0), storage=InMemoryStorage()).bounds.to_dict(),
                                 "name": "tiny", "objective": {"weights": {"code": 1.0}}, "config": stored})
     StudyPlan.build(config(1.0), storage=InMemoryStorage())._check_resume(meta)  # alpha 1 said: resumes
-    with pytest.raises(UserError, match=f"was created with other {where} settings"):
+    with pytest.raises(UserError, match=f"was created with other {where} settings.*trained with alpha 1: set "
+                                        "mup_output_mult: 1 where parametrization: mup is"):
         StudyPlan.build(config(None), storage=InMemoryStorage())._check_resume(meta)  # today's default: refused
