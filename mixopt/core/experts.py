@@ -126,10 +126,11 @@ class ExpertsSpec:
         evals) and online mixing (not used by experts)."""
         spec = {k: v for k, v in self.spec.to_dict().items()
                 if k not in _NOT_IN_KEY and (k not in _SPEC_DEFAULTS or v != _SPEC_DEFAULTS[k])}
-        if self.spec.parametrization == "mup":  # muP experts keyed before alpha existed trained with alpha 1:
-            spec.pop("mup_output_mult", None)  # alpha 1 keeps their key, any other alpha is named
-            if float(self.spec.mup_output_mult) != 1.0:
-                spec["mup_output_mult"] = float(self.spec.mup_output_mult)
+        alpha = float(self.spec.mup_output_mult)
+        if self.spec.parametrization == "mup" and alpha == 1.0:  # muP experts keyed before alpha existed trained
+            spec.pop("mup_output_mult", None)  # with alpha 1: that keeps their key
+        elif self.spec.parametrization == "mup":  # any other alpha is named, the default 4 too
+            spec["mup_output_mult"] = alpha
         text = json.dumps([FORMAT, {**self.to_dict(), "spec": spec}], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

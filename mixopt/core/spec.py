@@ -76,6 +76,8 @@ def upgrade_stored_spec(d: dict[str, Any]) -> dict[str, Any]:
     if d.get("parametrization") == "mup" and "mup_output_mult" not in d:
         return {**d, "mup_output_mult": 1.0}
     return d
+
+
 _MOE_FIELDS = ("n_experts", "top_k", "granularity", "shared_expert", "aux_loss_coef", "z_loss_coef",
                "capacity_factor")
 _DERIVED_FROM_PRESET = ("arch",) + _MOE_FIELDS
