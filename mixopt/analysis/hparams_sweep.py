@@ -146,30 +146,60 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
             "tokens": {p: s.tokens for p in presets for _, s in specs if s.preset == p}, "seeds": seeds,
             "mixture": mixture}
     store = get_storage(cfg.resolved_tracking_uri())
-    exists = store.load_meta(sname) is not None
-    scfg = replace(cfg, study=sname, proxy=specs[0][1], ladder=[], sweep=SweepConfig(), merge=MergeConfig(),
+    meta = store.load_meta(sname)
+    resumed = resume and meta is not None
+    first = specs[0][1]
+    if resumed:  # the stored grid may grow: more sizes, lrs, batch sizes or seeds, never other budgets
+        first = _check_grown(sname, meta.extra, grid, specs)
+    scfg = replace(cfg, study=sname, proxy=first, ladder=[], sweep=SweepConfig(), merge=MergeConfig(),
                    hparams=HparamsConfig(),  # the grid sets every lr and batch size: no `auto` left
                    search=SearchConfig("random", {}, 0), budget=BudgetConfig(trials=len(specs)))
     try:  # --resume continues the sweep study if there is one, else starts it
-        plan = StudyPlan.build(scfg, resume=resume and exists, storage=store)
+        plan = StudyPlan.build(scfg, resume=resumed, storage=store)
     except AlreadyExistsError:
         raise AlreadyExistsError(f"hparams-sweep study {sname!r} exists in {store.uri}; pass --resume to continue "
-                                 "it, or --name NEW") from None
-    if resume and exists:
-        stored = store.load_meta(sname).extra.get("hparams_sweep")
-        if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(grid)):
-            raise UserError(f"hparams-sweep --resume: study {sname!r} was started with another grid ({stored}); "
-                            "continue it with the same flags, or start a new one with --name")
+                                 "it (a grid that contains the stored one), or --name NEW") from None
     corpus = plan.open_corpus(progress)
     space = plan.build_space(corpus.token_counts("train"), proxy_tokens=max(s.tokens for _, s in specs))
     mix = _mixture(mixture, plan, space)
     study = plan.open_study(space, queue=[(label, mix, s) for label, s in specs],
                             extra={"hparams_sweep_of": cfg.study, "hparams_sweep": grid})
+    if resumed:  # queue the grid points the study has no trial of yet (a grown grid)
+        have = [t.spec for t in study.trials if t.state is not TrialState.FAILED]
+        new = [(label, s) for label, s in specs if s not in have]
+        for label, s in new:
+            study.enqueue(mix, s, label)
+        if new:
+            progress(f"hparams-sweep {sname!r}: the grid grew by {len(new)} point(s) since the study was created")
+        budget = len(specs) + sum(1 for t in study.trials if t.state is TrialState.FAILED)
+        scfg = replace(scfg, budget=BudgetConfig(trials=max(budget, len(study.trials))))
     progress(f"hparams-sweep {sname!r}: {len(specs)} proxies ({len(presets)} sizes x {len(lrs)} lr x {len(batches)} "
              f"batch sizes x {seeds} seed(s)) on the {mixture} mixture; tokens per size: "
              + ", ".join(f"{p} {t:,}" for p, t in grid["tokens"].items()))
     execute(scfg, study, corpus, executor, progress)
     return sweep_report(study, Path(cfg.output_dir) / sname, fit=fit, bootstrap=bootstrap, progress=progress)
+
+
+def _check_grown(sname: str, extra: dict[str, Any], grid: dict[str, Any], specs) -> ProxySpec:
+    """The spec the sweep study was created with, after checking that ``grid`` contains its stored grid
+    (every size, lr and batch size, as many seeds or more, the same budgets and mixture). UserError else."""
+    stored = json.loads(json.dumps(extra.get("hparams_sweep") or {}))
+    now = json.loads(json.dumps(grid))
+    if not stored:
+        return specs[0][1]
+    why = [k for k in ("presets", "lrs", "batches") if not set(stored.get(k, [])) <= set(now[k])]
+    why += ["seeds"] * (int(stored.get("seeds", 1)) > now["seeds"])
+    why += ["mixture"] * (stored.get("mixture") != now["mixture"])
+    why += [f"tokens of {p}" for p, t in stored.get("tokens", {}).items() if now["tokens"].get(p, t) != t]
+    if why:
+        raise UserError(f"hparams-sweep --resume: study {sname!r} was started with another grid ({stored}): "
+                        f"{', '.join(why)} differ; a resumed sweep may add sizes, lrs, batch sizes (keeping "
+                        "every size's token budget: the lcm of --batches) and seeds, or start a new one with --name")
+    created = (extra.get("config") or {}).get("proxy")
+    for _, s in specs:
+        if json.loads(json.dumps(s.to_dict(), default=str)) == json.loads(json.dumps(created, default=str)):
+            return s
+    return specs[0][1]
 
 
 def _mixture(which: str, plan: StudyPlan, space) -> Mixture:

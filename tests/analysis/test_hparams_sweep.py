@@ -121,3 +121,28 @@ def test_unresolved_auto_is_refused_before_anything_is_written(tmp_path, tiny_do
         run(cfg)
     assert not (tmp_path / "m.db").exists()
     assert yaml.safe_load(_yaml(tmp_path, tiny_domains).read_text())["proxy"].get("lr") is None
+
+
+def test_resume_grows_the_grid_and_trains_only_the_new_points(tmp_path, tiny_domains, capsys):
+    cfg = _yaml(tmp_path, tiny_domains)
+    small = ["--presets", "dense-3k", "--lrs", "0.01", "--batches", "4", "--tokens", "1024", "--no-fit"]
+    assert main(["hparams-sweep", str(cfg), *small]) == 0
+    study = load_study("tiny-hparams", get_storage(f"sqlite:///{tmp_path}/m.db"))
+    [first] = study.trials
+    grown = ["--presets", "dense-3k", "--lrs", "0.01,0.02", "--batches", "2,4", "--tokens", "1024", "--no-fit"]
+    assert main(["hparams-sweep", str(cfg), *grown, "--resume"]) == 0
+    assert "the grid grew by 3 point(s)" in capsys.readouterr().err
+    study = load_study("tiny-hparams", get_storage(f"sqlite:///{tmp_path}/m.db"))
+    assert len(study.trials) == 4 and all(t.ok for t in study.trials)
+    assert study.trials[0].run_id == first.run_id  # kept, not retrained
+    assert {(t.spec.lr, t.spec.batch_size) for t in study.trials} == {(0.01, 2), (0.01, 4), (0.02, 2), (0.02, 4)}
+    assert main(["hparams-sweep", str(cfg), *grown, "--resume"]) == 0  # complete: nothing more to train
+    assert len(load_study("tiny-hparams", get_storage(f"sqlite:///{tmp_path}/m.db")).trials) == 4
+    assert "the grid grew" not in capsys.readouterr().err
+    # a grid that drops a point of the stored one, or changes a budget, is refused in one line, exit 2
+    for flags, needle in [(["--lrs", "0.02"], "lrs differ"), (["--tokens", "2048"], "tokens of dense-3k differ")]:
+        f = dict(zip(grown[:-1:2], grown[1:-1:2])) | dict(zip(flags[::2], flags[1::2]))
+        assert main(["hparams-sweep", str(cfg), *[x for kv in f.items() for x in kv], "--no-fit", "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert len(load_study("tiny-hparams", get_storage(f"sqlite:///{tmp_path}/m.db")).trials) == 4
