@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt.analysis import autohp  # noqa: E402
 from mixopt.analysis.hparams import fit_hparams, kept_runs, published_hparams  # noqa: E402
-from mixopt.analysis.hparams_sweep import run_sweep  # noqa: E402
+from mixopt.analysis.hparams_sweep import grid_doc, run_sweep  # noqa: E402
 from mixopt.run.config import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+FRESH_SEED = 1000  # --fresh-seeds train at seeds 1000, 1001, ...: none of the sweep's
 
 
 def _sweep(cfg, args, **kw):
@@ -54,7 +56,15 @@ def main() -> int:
     ap.add_argument("--batches", default="8,16,32")
     ap.add_argument("--tokens-per-param", type=float, default=100.0)
     ap.add_argument("--seeds", type=int, default=1, help="seeds per grid point and per held-out point (losses averaged)")
+    ap.add_argument("--extra", action="append", default=[], metavar="PRESETS:BATCHES",
+                    help="more batch sizes at some sizes only, e.g. dense-3k,dense-6k:2 (a sweep study each, at the "
+                         "main grid's token budget; repeatable)")
     ap.add_argument("--no-heldout", action="store_true", help="skip training at the predicted points")
+    ap.add_argument("--optimum", default="kept", help="comma-separated fit_hparams optimum methods to compare: "
+                    "kept (the release's) and/or surface (one loss surface over all runs)")
+    ap.add_argument("--fresh-seeds", type=int, default=0,
+                    help="also train each predicted point and each size's best grid point at this many NEW seeds "
+                         f"({FRESH_SEED} on), paired: the gap free of the grid best's winner's curse")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -66,30 +76,68 @@ def main() -> int:
     import pandas as pd
 
     df = pd.read_csv(doc["files"]["runs"])
+    for ext in args.extra:  # more batch sizes at some sizes: a sweep study per size at the main grid's budget
+        which, _, bs = ext.partition(":")
+        for h in which.split(","):
+            [g] = [g for g in doc["grid"] if g["preset"] == h]
+            more = _sweep(cfg, args, presets=[h], lrs=args.lrs.split(","), batches=bs.split(","), fit=False,
+                          tokens=int(g["D"]), name=f"{cfg.study}-hparams-{h}-b{bs.replace(',', '-')}")
+            df = pd.concat([df, pd.read_csv(more["files"]["runs"])], ignore_index=True)
+    doc["grid"] = grid_doc(df)
     T = cfg.proxy.seq_len
+    fresh_cfg = replace(cfg, proxy=replace(cfg.proxy, seed=FRESH_SEED))
+
+    def train(h, lr, B, seeds, tokens, fresh):
+        """Mean loss and per-seed losses of one point (a one-point sweep study of its own)."""
+        name = f"{cfg.study}-heldout-{h}-lr{lr:g}-b{B}" + (f"-x{seeds}" if seeds > 1 else "")
+        name += f"-fresh{FRESH_SEED}" if fresh else ""
+        a = replace(args, seeds=seeds)
+        one = _sweep(fresh_cfg if fresh else cfg, a, presets=[h], lrs=[lr], batches=[B], name=name, fit=False,
+                     tokens=tokens)
+        from mixopt.study import get_storage, load_study
+
+        st = load_study(name, get_storage(cfg.resolved_tracking_uri()))
+        per = {t.spec.seed: t.value for t in st.trials if t.ok}
+        return one["grid"][0]["best"]["loss"], per
+
+    methods = args.optimum.split(",")
     rows = []
     for g in doc["grid"]:
-        h = g["preset"]
-        fit = fit_hparams(df[df["preset"] != h], bootstrap=0, source=f"sweep without {h}")
-        p = fit.predict(g["N"], g["D"], seq_len=T)
-        lr, B = float(f"{p.lr:.4g}"), max(1, round(p.batch_tokens / T))
-        row = {"preset": h, "N": g["N"], "D": g["D"], "best": g["best"], "lr": lr, "B": B, "loss": math.nan}
-        if not args.no_heldout:
-            name = f"{cfg.study}-heldout-{h}-lr{lr:g}-b{B}"  # a study per predicted point: a new fit, a new run
-            name += f"-x{args.seeds}" if args.seeds > 1 else ""
-            one = _sweep(cfg, args, presets=[h], lrs=[lr], batches=[B], name=name, fit=False, tokens=int(g["D"]))
-            row["loss"] = one["grid"][0]["best"]["loss"]
-            row["D_run"] = one["grid"][0]["D"]
-        rows.append(row)
-    print(f"\nHeld-out sizes: the law fitted on the other {len(presets) - 1} sizes predicts (lr, batch); one proxy "
-          "trained there vs the best grid point (target: gap <= 0.5 %)")
-    print(f"  {'preset':<10}{'N':>8}{'D':>11}{'pred lr':>9}{'pred B':>7}{'loss':>9}   {'grid best (lr, B)':<20}"
-          f"{'loss':>8}{'gap':>8}")
+        h, b = g["preset"], g["best"]
+        grid_fresh = None
+        if args.fresh_seeds and not args.no_heldout:
+            grid_fresh = train(h, b["lr"], b["batch_size"], args.fresh_seeds, int(g["D"]), True)[1]
+        for m in methods:
+            fit = fit_hparams(df[df["preset"] != h], bootstrap=0, source=f"sweep without {h}", optimum=m)
+            p = fit.predict(g["N"], g["D"], seq_len=T)
+            lr, B = float(f"{p.lr:.4g}"), max(1, round(p.batch_tokens / T))
+            row = {"preset": h, "method": m, "N": g["N"], "D": g["D"], "best": b, "lr": lr, "B": B,
+                   "loss": math.nan, "fresh": None}
+            if not args.no_heldout:
+                row["loss"] = train(h, lr, B, args.seeds, int(g["D"]), False)[0]
+                if grid_fresh is not None:
+                    per = train(h, lr, B, args.fresh_seeds, int(g["D"]), True)[1]
+                    d = np.array([(per[k] - grid_fresh[k]) / grid_fresh[k] for k in sorted(per) if k in grid_fresh])
+                    row["fresh"] = (float(np.mean(list(per.values()))), float(np.mean(list(grid_fresh.values()))),
+                                    float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan)
+            rows.append(row)
+    print(f"\nHeld-out sizes: the law fitted on the other {len(presets) - 1} sizes predicts (lr, batch); a proxy "
+          f"trained there ({args.seeds} seed(s), averaged) vs the best grid point (target: gap <= 0.5 %)")
+    print(f"  {'preset':<10}{'optimum':<9}{'N':>8}{'D':>11}{'pred lr':>9}{'pred B':>7}{'loss':>9}   "
+          f"{'grid best (lr, B)':<20}{'loss':>8}{'gap':>8}")
     for r in rows:
         b = r["best"]
         gap = (r["loss"] - b["loss"]) / b["loss"]
-        print(f"  {r['preset']:<10}{r['N']:>8,.0f}{r['D']:>11,.0f}{r['lr']:>9.4g}{r['B']:>7}{r['loss']:>9.4f}   "
-              f"{'(' + format(b['lr'], 'g') + ', ' + str(b['batch_size']) + ')':<20}{b['loss']:>8.4f}{gap:>+8.2%}")
+        print(f"  {r['preset']:<10}{r['method']:<9}{r['N']:>8,.0f}{r['D']:>11,.0f}{r['lr']:>9.4g}{r['B']:>7}"
+              f"{r['loss']:>9.4f}   {'(' + format(b['lr'], 'g') + ', ' + str(b['batch_size']) + ')':<20}"
+              f"{b['loss']:>8.4f}{gap:>+8.2%}")
+    if any(r["fresh"] for r in rows):
+        print(f"\nThe same on {args.fresh_seeds} fresh seeds ({FRESH_SEED} on; neither point was chosen on them), "
+              "paired per seed: mean loss at the predicted point, at the grid best, gap ± s.e.")
+        for r in rows:
+            if r["fresh"]:
+                lp, lb, d, se = r["fresh"]
+                print(f"  {r['preset']:<10}{r['method']:<9}{lp:>9.4f}{lb:>9.4f}{d:>+9.2%} ± {se:.2%}")
     k = kept_runs(df.groupby(["N", "D", "lr", "batch_tokens"], as_index=False)["loss"].mean())  # seeds averaged
     pub = [published_hparams(n, d, seq_len=T) for n, d in zip(k["N"], k["D"])]
     r_lr = np.log(k["lr"].to_numpy()) - np.log([h.lr for h in pub])

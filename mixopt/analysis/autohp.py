@@ -6,9 +6,10 @@ those keys numbers, before the plan is built (the command line calls it for ``mi
 (``hparams:`` in the config), first that applies:
 
 1. ``hparams.study``: the Step-Law forms (:func:`mixopt.analysis.hparams.fit_hparams`, point estimates)
-   fitted to that study's runs (a ``mixopt hparams-sweep`` study in the same store);
+   fitted to that study's runs (a ``mixopt hparams-sweep`` study in the same store), the way its last
+   fit run did (its tolerance and optimum; the defaults when it has none);
 2. the config's own study, when it exists and has a ``mixopt fit --kind hparams`` run: the same fit of
-   its runs at that run's tolerance (``mixopt transfer`` of a study that swept lr reads its own law);
+   its runs at that run's tolerance and optimum (``mixopt transfer`` of a study that swept lr reads its own law);
 3. ``hparams.law: auto | published``: the published Step Law (:func:`~mixopt.analysis.hparams.published_hparams`)
    at N = non-embedding params (an MoE's total), D = the spec's tokens, scaled for proxies below its
    range (N < 2.1e8) by ``PROXY_LR_FACTOR`` and ``PROXY_BATCH_FACTOR``.
@@ -104,14 +105,25 @@ def _param(spec: ProxySpec) -> str:
     return f"mup, alpha {spec.mup_output_mult:g}" if spec.parametrization == "mup" else spec.parametrization
 
 
-def _fitted(store: Storage, name: str, tolerance: float, what: str) -> ProxyLaw:
+def _fit_runs(store: Storage, name: str) -> list[dict[str, Any]]:
+    return [r for r in store.runs(name, "fit") if r["tags"].get("mixopt.fit") == "hparams"]
+
+
+def _fitted(store: Storage, name: str, what: str) -> ProxyLaw:
+    """The law fitted to study ``name``'s runs the way its last ``fit --kind hparams`` run did (tolerance,
+    optimum; the defaults when it has none)."""
+    fits = _fit_runs(store, name)
+    params = fits[-1]["params"] if fits else {}
+    tolerance = float(params.get("tolerance", DEFAULT_TOLERANCE))
+    optimum = str(params.get("optimum", "kept"))  # fits logged before the option existed read the kept set
     study = load_study(name, store)
     params = sorted({_param(t.spec) for t in study.trials if t.spec is not None})
     if len(params) > 1:
         raise ConfigError(f"{what}: study {name!r} holds runs of parametrizations {' and '.join(params)}; a law fitted "
                           "across them does not apply to either (sweep each in a study of its own)")
     try:
-        fit = fit_hparams(table_from_trials(study.trials), tolerance, bootstrap=0, source=f"{what} {name!r}")
+        fit = fit_hparams(table_from_trials(study.trials), tolerance, bootstrap=0, source=f"{what} {name!r}",
+                          optimum=optimum)
     except UserError as e:
         raise ConfigError(f"{what}: {e}") from None
     return ProxyLaw(f"Step-Law forms fitted to study {name!r} ({fit.n_kept} of {fit.n_runs} runs, {fit.sizes} sizes): "
@@ -127,12 +139,10 @@ def proxy_law(cfg: StudyConfig, storage: Storage | None = None) -> ProxyLaw:
         if store is None or store.load_meta(h.study) is None:
             raise ConfigError(f"hparams.study: no study {h.study!r} in {cfg.resolved_tracking_uri()} (run "
                               "`mixopt hparams-sweep` first, or leave hparams.study out)")
-        return _fitted(store, h.study, DEFAULT_TOLERANCE, "hparams.study")
+        return _fitted(store, h.study, "hparams.study")
     if h.law != "published" and store is not None and store.load_meta(cfg.study) is not None:
-        fits = [r for r in store.runs(cfg.study, "fit") if r["tags"].get("mixopt.fit") == "hparams"]
-        if fits:
-            tol = float(fits[-1]["params"].get("tolerance", DEFAULT_TOLERANCE))
-            return _fitted(store, cfg.study, tol, f"study {cfg.study!r}'s hparams fit")
+        if _fit_runs(store, cfg.study):
+            return _fitted(store, cfg.study, f"study {cfg.study!r}'s hparams fit")
     if h.law == "fitted":
         raise ConfigError(f"hparams.law: fitted, but no law is fitted: name a sweep study (hparams.study), or run "
                           f"`mixopt fit --kind hparams` on study {cfg.study!r}")

@@ -175,7 +175,8 @@ def _cmd_fit(args, extra) -> int:
     if args.predict:
         target = parse_point(args.predict)
     res = run_fit(study, study.storage, kinds, target, args.bootstrap, cfg.output_dir,
-                  progress=lambda m: print(m, file=sys.stderr), tolerance=args.tolerance, seq_len=args.seq_len)
+                  progress=lambda m: print(m, file=sys.stderr), tolerance=args.tolerance, seq_len=args.seq_len,
+                  optimum=args.optimum)
     if args.json:
         print(json.dumps(res))
         return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mixopt.analysis.hparams import DEFAULT_TOLERANCE, STEP_LAW_SEQ_LEN, fit_hparams, table_from_trials
+from mixopt.analysis.hparams import DEFAULT_OPTIMUM, DEFAULT_TOLERANCE, STEP_LAW_SEQ_LEN, fit_hparams, table_from_trials
 from mixopt.analysis.scaling_laws import (
     PUBLISHED_EL,
     bootstrap_predictions,
@@ -250,16 +250,17 @@ def _plot_loss_scale(fit, g, N, D, L, target, out: Path) -> str:
 
 
 def fit_hparams_of_study(study: Study, target: tuple[float, float], reps: int, out: Path, storage=None,
-                         tolerance: float = DEFAULT_TOLERANCE, seq_len: int = STEP_LAW_SEQ_LEN) -> dict[str, Any]:
+                         tolerance: float = DEFAULT_TOLERANCE, seq_len: int = STEP_LAW_SEQ_LEN,
+                         optimum: str = DEFAULT_OPTIMUM) -> dict[str, Any]:
     """The Step-Law forms fitted to the study's trials (:func:`mixopt.analysis.hparams.fit_hparams`),
     predicted at ``target``; written to ``fit_hparams.json`` and logged as a run of role ``fit``."""
-    fit = fit_hparams(table_from_trials(study.trials), tolerance, reps, source=f"study {study.name!r}")
+    fit = fit_hparams(table_from_trials(study.trials), tolerance, reps, source=f"study {study.name!r}", optimum=optimum)
     result = {"kind": "hparams", **fit.to_dict(), "predicted": fit.predict(*target, seq_len=seq_len).to_dict()}
     files = [_write_json(out / "fit_hparams.json", result)]
     if storage is not None:
         storage.log_run(study.name, "fit-hparams", "fit",
                         {"form": "lr = c N^a D^b; batch_tokens = c D^g (Step Law)", "tolerance": tolerance,
-                         "bootstrap_reps": reps, "fixed": ",".join(fit.fixed) or "none"},
+                         "optimum": optimum, "bootstrap_reps": reps, "fixed": ",".join(fit.fixed) or "none"},
                         {"lr.n_exp": fit.lr.n_exp, "lr.d_exp": fit.lr.d_exp, "batch.d_exp": fit.batch.d_exp,
                          "pred_lr": result["predicted"]["lr"], "pred_batch_tokens": result["predicted"]["batch_tokens"]},
                         {"mixopt.fit": "hparams"}, files)
@@ -268,6 +269,7 @@ def fit_hparams_of_study(study: Study, target: tuple[float, float], reps: int, o
 
 def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float] | None, reps: int,
             out_dir: str, progress: Callable[[str], None] = print, tolerance: float = DEFAULT_TOLERANCE,
+            optimum: str = DEFAULT_OPTIMUM,
             seq_len: int = STEP_LAW_SEQ_LEN) -> dict[str, Any]:
     """Run the requested fits; ``target`` defaults to 4x the largest N and D on the ladder."""
     for kind in kinds:
@@ -280,7 +282,8 @@ def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float]
     fits = {"loss_scale": lambda: fit_loss_vs_scale(study, target, reps, out, storage),
             "mixing_law": lambda: fit_mixing_law_across_scale(study, target, out, storage),
             "moe_el": lambda: fit_moe_leverage(study, out, storage),
-            "hparams": lambda: fit_hparams_of_study(study, target, reps, out, storage, tolerance, seq_len)}
+            "hparams": lambda: fit_hparams_of_study(study, target, reps, out, storage, tolerance, seq_len,
+                                                    optimum)}
     results: dict[str, Any] = {}
     errors: list[str] = []
     for kind in kinds:

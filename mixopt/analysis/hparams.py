@@ -21,6 +21,15 @@ runs for intervals. An exponent the runs cannot identify (one token budget, or D
 to N so log N and log D are collinear, within :data:`COLLINEAR_TOL`) is held at the published
 value and named in ``fixed``.
 
+**Small, noisy grids** (``optimum="surface"``): where one run's loss varies between seeds by more
+than neighbouring grid points differ (our CPU proxies: 0.5-2.4 %), the best grid point, and the
+runs within 0.25 % of it, are mostly noise. The surface fit reads every run instead: the loss of
+run r of (N, D) group j is modelled as ``o_j + s_j Q(log lr_r - log lr*(N_j, D_j), log B_r -
+log B*(D_j))`` with Q a positive-definite quadratic shared by all groups (the Step Law paper finds
+the landscape convex in log lr and log batch), a loss offset o_j and curvature scale s_j per
+group, and lr*, B* the power laws above; all fitted at once by least squares (seeds averaged per
+grid point, weighted by their count), bootstrapped by resampling each group's runs.
+
 Example:
     >>> h = published_hparams(1e9, 1e11, seq_len=2048)
     >>> round(h.lr, 6), round(h.batch_tokens), h.batch_sequences
@@ -184,6 +193,55 @@ def kept_runs(df: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> pd.Data
     return df[df["loss"] <= best * (1.0 + tolerance)]
 
 
+OPTIMA = ("kept", "surface")
+DEFAULT_OPTIMUM = "kept"
+
+
+def _unpack(theta: np.ndarray, G: int, free_lr_d: bool, free_bt_d: bool, b0: float, g0: float):
+    """Parameters of the pooled surface -> (offsets, scales, q_z, q_xz, lr law (c, a, b), batch law (c, g))."""
+    o, s = theta[:G], np.exp(theta[G:2 * G])
+    qz = math.exp(theta[2 * G])
+    qxz = 2.0 * math.sqrt(qz) * math.tanh(theta[2 * G + 1])     # |q_xz| < 2 sqrt(q_z): positive definite
+    i = 2 * G + 2
+    lr = (theta[i], theta[i + 1], theta[i + 2] if free_lr_d else b0)
+    i += 3 if free_lr_d else 2
+    bt = (theta[i], theta[i + 1] if free_bt_d else g0)
+    return o, s, qz, qxz, lr, bt
+
+
+def _surface_fit(g_idx, lN, lD, x, z, y, w, G, free_lr_d, free_bt_d, start=None):
+    """Least squares of the pooled surface (see :func:`fit_hparams`, ``optimum="surface"``); theta or None."""
+    from scipy.optimize import least_squares
+
+    b0, g0 = STEP_LAW_LR[2], STEP_LAW_BATCH[1]
+    gN = np.array([lN[g_idx == j][0] for j in range(G)])
+    gD = np.array([lD[g_idx == j][0] for j in range(G)])
+    sw = np.sqrt(w)
+
+    def resid(theta):
+        o, s, qz, qxz, (cl, a, b), (cb, g) = _unpack(theta, G, free_lr_d, free_bt_d, b0, g0)
+        dx = x - (cl + a * gN[g_idx] + b * gD[g_idx])
+        dz = z - (cb + g * gD[g_idx])
+        return sw * (o[g_idx] + s[g_idx] * (dx * dx + qz * dz * dz + qxz * dx * dz) - y)
+
+    starts = [start] if start is not None else []
+    if start is None:  # from each group's best point, with a few curvatures
+        best = np.array([np.argmin(np.where(g_idx == j, y, np.inf)) for j in range(G)])
+        A = np.column_stack([np.ones(G), gN] + ([gD] if free_lr_d else []))
+        tx = x[best] - (0 if free_lr_d else b0 * gD)
+        lr0 = np.linalg.lstsq(A, tx, rcond=None)[0] if np.linalg.matrix_rank(A) == A.shape[1] else None
+        B = np.column_stack([np.ones(G)] + ([gD] if free_bt_d else []))
+        bt0 = np.linalg.lstsq(B, z[best] - (0 if free_bt_d else g0 * gD), rcond=None)[0]
+        if lr0 is None:
+            return None
+        spread = np.array([np.ptp(y[g_idx == j]) + 1e-6 for j in range(G)])
+        for scale in (0.02, 0.1, 0.5):
+            starts.append(np.concatenate([y[best], np.log(spread * scale), [0.0, 0.0], lr0, bt0]))
+    fits = [least_squares(resid, t0, method="trf", max_nfev=2000) for t0 in starts]
+    fits = [f for f in fits if np.all(np.isfinite(f.x))]
+    return min(fits, key=lambda f: f.cost).x if fits else None
+
+
 @dataclass(frozen=True)
 class PowerLaw:
     """``y = exp(c) * N**n_exp * D**d_exp``."""
@@ -252,6 +310,7 @@ class HparamFit:
     d_range: tuple[float, float]
     boot_lr: np.ndarray = field(repr=False, compare=False)  # (B, 3): c, n_exp, d_exp
     boot_batch: np.ndarray = field(repr=False, compare=False)  # (B, 2): c, d_exp
+    optimum: str = "kept"
 
     def predict(self, N: float, D: float, seq_len: int = STEP_LAW_SEQ_LEN) -> Hparams:
         """Fitted lr and batch_tokens at (N, D) with 90 % bootstrap intervals."""
@@ -276,20 +335,25 @@ class HparamFit:
                 "batch_tokens": {"coef": math.exp(self.batch.c), "d_exp": self.batch.d_exp},
                 "intervals_90": {k: list(v) for k, v in self.exponent_intervals().items()},
                 "n_runs": self.n_runs, "n_kept": self.n_kept, "n_groups": self.n_groups, "sizes": self.sizes,
-                "tolerance": self.tolerance, "fixed": list(self.fixed), "notes": list(self.notes),
+                "tolerance": self.tolerance, "optimum": self.optimum, "fixed": list(self.fixed), "notes": list(self.notes),
                 "bootstrap": len(self.boot_lr),
                 "n_range": list(self.n_range), "d_range": list(self.d_range)}
 
 
 def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, bootstrap: int = 200, seed: int = 0,
-                source: str = "<runs>") -> HparamFit:
+                source: str = "<runs>", optimum: str = DEFAULT_OPTIMUM) -> HparamFit:
     """Fit the Step-Law forms to a runs table (columns ``N, D, lr, batch_tokens, loss``).
 
     Args: table: one row per run (runs of one configuration, e.g. seeds of a grid point, are averaged
     first: the kept set is then not the luckiest seed's); tolerance: relative loss gap to the (N, D)
     group's best that still counts as optimal; bootstrap: replicates (resampling kept configurations
-    with replacement; replicates that lose a size are dropped); seed: bootstrap RNG seed.
+    with replacement, or with ``surface`` each group's runs; replicates that lose a size are dropped);
+    seed: bootstrap RNG seed; optimum: ``kept`` (the release's: every run within ``tolerance`` of its
+    group's best) or ``surface`` (one point per group, the minimum of a quadratic in log lr and log batch
+    fitted to all its runs: :func:`surface_optima`; ``tolerance`` is then unused).
     """
+    if optimum not in OPTIMA:
+        raise UserError(f"fit hparams --optimum: {optimum!r}; allowed: {', '.join(OPTIMA)}")
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
         raise UserError(f"fit hparams --tolerance: {tolerance!r}; allowed: a number in [0, 1)")
     if not isinstance(bootstrap, int) or bootstrap < 0:
@@ -302,6 +366,8 @@ def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, boots
                         "group's best runs, so it needs an lr sweep (several lr per size and budget)")
     notes = () if (swept["batch_tokens"] >= 2).any() else (
         "batch_tokens was not swept within any (N, D) group: its law only restates the batch sizes used",)
+    if optimum == "surface":
+        return _fit_surface(runs, bootstrap, seed, source, notes)
     k = kept_runs(df, tolerance)
     lN, lD = np.log(k["N"].to_numpy(float)), np.log(k["D"].to_numpy(float))
     llr, lbt = np.log(k["lr"].to_numpy(float)), np.log(k["batch_tokens"].to_numpy(float))
@@ -327,6 +393,63 @@ def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, boots
                      float(tolerance), fixed, notes, (float(k["N"].min()), float(k["N"].max())),
                      (float(k["D"].min()), float(k["D"].max())), np.array(boots_lr).reshape(-1, 3),
                      np.array(boots_bt).reshape(-1, 2))
+
+
+def _fit_surface(runs: pd.DataFrame, bootstrap: int, seed: int, source: str, notes: tuple[str, ...]) -> HparamFit:
+    """fit_hparams with ``optimum="surface"``: one loss landscape over every run, whose optimum follows the laws."""
+    df = runs.groupby(["N", "D", "lr", "batch_tokens"], as_index=False)["loss"].agg(["mean", "count"])
+    keys = df[["N", "D"]].drop_duplicates().sort_values(["N", "D"]).reset_index(drop=True)
+    G = len(keys)
+    lNg, lDg = np.log(keys["N"].to_numpy(float)), np.log(keys["D"].to_numpy(float))
+    fixed: tuple[str, ...] = ()
+    if keys["D"].nunique() < 2 or _collinear(lNg, lDg):
+        fixed += ("lr.d_exp",)
+    if keys["D"].nunique() < 2:
+        fixed += ("batch.d_exp",)
+    free_lr_d, free_bt_d = "lr.d_exp" not in fixed, "batch.d_exp" not in fixed
+    swept = df.groupby(["N", "D"])[["lr", "batch_tokens"]].nunique()
+    if swept["lr"].max() < 3 or swept["batch_tokens"].max() < 3:
+        raise UserError(f"{source}: optimum surface needs 3 or more learning rates and 3 or more batch sizes within "
+                        f"some (N, D) group (here at most {swept['lr'].max()} and {swept['batch_tokens'].max()}) to "
+                        "read the surface's curvature; sweep more, or use optimum kept")
+    n_par = 2 * G + 2 + (3 if free_lr_d else 2) + (2 if free_bt_d else 1)
+    if keys["N"].nunique() < 2 or len(df) <= n_par:
+        raise UserError(f"{source}: {len(df)} grid points at {keys['N'].nunique()} size(s) cannot identify the "
+                        f"surface's {n_par} parameters; it needs 2 or more sizes and more grid points")
+    g_idx = df.merge(keys.reset_index(), on=["N", "D"])["index"].to_numpy()
+
+    def arrays(d):
+        return (np.log(d["N"].to_numpy(float)), np.log(d["D"].to_numpy(float)), np.log(d["lr"].to_numpy(float)),
+                np.log(d["batch_tokens"].to_numpy(float)), d["mean"].to_numpy(float), d["count"].to_numpy(float))
+
+    theta = _surface_fit(g_idx, *arrays(df), G, free_lr_d, free_bt_d)
+    if theta is None:
+        raise UserError(f"{source}: the loss surface could not be fitted (a size's runs identify no optimum)")
+
+    def laws(t):
+        _, _, _, _, (cl, a, b), (cb, g) = _unpack(t, G, free_lr_d, free_bt_d, STEP_LAW_LR[2], STEP_LAW_BATCH[1])
+        return PowerLaw(float(cl), float(a), float(b)), PowerLaw(float(cb), 0.0, float(g))
+
+    lr_law, bt_law = laws(theta)
+    rng = np.random.default_rng(seed)
+    groups = [g for _, g in runs.groupby(["N", "D"])]
+    boots_lr, boots_bt = [], []
+    for _ in range(bootstrap):  # resample each group's runs (seeds and grid points), refit from the fit
+        r = pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups])
+        d = r.groupby(["N", "D", "lr", "batch_tokens"], as_index=False)["loss"].agg(["mean", "count"])
+        if len(d) <= n_par:
+            continue
+        t = _surface_fit(d.merge(keys.reset_index(), on=["N", "D"])["index"].to_numpy(), *arrays(d), G,
+                         free_lr_d, free_bt_d, start=theta)
+        if t is not None:
+            lw, bw = laws(t)
+            boots_lr.append((lw.c, lw.n_exp, lw.d_exp))
+            boots_bt.append((bw.c, bw.d_exp))
+    return HparamFit(lr_law, bt_law, len(runs), len(runs), G, int(keys["N"].nunique()), 0.0, fixed,
+                     notes + ("optimum: one quadratic loss surface in log lr and log batch over every run, each (N, D) "
+                              "group with its own offset and curvature scale, its optimum on the power laws",),
+                     (float(keys["N"].min()), float(keys["N"].max())), (float(keys["D"].min()), float(keys["D"].max())),
+                     np.array(boots_lr).reshape(-1, 3), np.array(boots_bt).reshape(-1, 2), "surface")
 
 
 def table_from_trials(trials: Iterable[Trial]) -> pd.DataFrame:

@@ -21,7 +21,9 @@ import re
 from collections.abc import Callable
 
 from mixopt.analysis.hparams import (
+    DEFAULT_OPTIMUM,
     DEFAULT_TOLERANCE,
+    OPTIMA,
     STEP_LAW_SEQ_LEN,
     HparamFit,
     Hparams,
@@ -109,6 +111,10 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                      help="kind hparams: runs within this relative loss of their (N, D) group's best count as optimal "
                      "(default 0.0025, the Step Law release's)")
+    fit.add_argument("--optimum", choices=OPTIMA, default=DEFAULT_OPTIMUM,
+                     help="kind hparams: how each size's optimum is read: kept (the runs within --tolerance of the best, "
+                     "the Step Law release's) or surface (one quadratic loss surface in log lr and log batch over "
+                     f"every run; robust to noisy grids); default {DEFAULT_OPTIMUM}")
     fit.add_argument("--seq-len", type=int, default=STEP_LAW_SEQ_LEN, help="kind hparams: for batch in sequences")
 
 
@@ -172,8 +178,10 @@ def print_fit(r: dict) -> None:
     """The text summary of :func:`fit_result`'s dict."""
     iv = r["intervals_90"]
     fixed = f"; held at the Step Law's value: {', '.join(r['fixed'])}" if r["fixed"] else ""
-    print(f"hparams law on {r['n_kept']} of {r['n_runs']} runs (within {r['tolerance']:.2%} of the best of each of "
-          f"{r['n_groups']} (N, D) groups; {r['sizes']} sizes; {r['bootstrap']} bootstrap replicates){fixed}")
+    how = (f"within {r['tolerance']:.2%} of the best of each of {r['n_groups']} (N, D) groups"
+           if r.get("optimum", "kept") == "kept" else f"one loss surface over {r['n_groups']} (N, D) groups")
+    print(f"hparams law on {r['n_kept']} of {r['n_runs']} runs ({how}; {r['sizes']} sizes; {r['bootstrap']} bootstrap "
+          f"replicates){fixed}")
     print(f"  lr           = {r['lr']['coef']:.4g} * N^{r['lr']['n_exp']:.3f} * D^{r['lr']['d_exp']:.3f}   "
           f"(90%: N exp {iv['lr.n_exp'][0]:.3f} - {iv['lr.n_exp'][1]:.3f}, "
           f"D exp {iv['lr.d_exp'][0]:.3f} - {iv['lr.d_exp'][1]:.3f})")
@@ -200,7 +208,7 @@ def cmd_fit_runs(args, kinds: list[str], extra: list[str]) -> int:
     if args.bootstrap < 0:
         raise UserError("fit --bootstrap: must be >= 0")
     point = parse_point(args.predict) if args.predict else None
-    fit = fit_hparams(read_table(args.runs), args.tolerance, args.bootstrap, source=args.runs)
+    fit = fit_hparams(read_table(args.runs), args.tolerance, args.bootstrap, source=args.runs, optimum=args.optimum)
     res = fit_result(fit, point, args.seq_len)
     if args.json:
         print(json.dumps(res))

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from mixopt.analysis.fits import fit_hparams_of_study
-from mixopt.analysis.hparams import COLUMNS, DEFAULT_TOLERANCE, table_from_trials
+from mixopt.analysis.hparams import COLUMNS, DEFAULT_OPTIMUM, DEFAULT_TOLERANCE, OPTIMA, table_from_trials
 from mixopt.core.errors import AlreadyExistsError, ConfigError, UserError
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
@@ -135,7 +135,7 @@ def grid_doc(df: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> list[dic
 def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float], batches: Sequence[int],
               tokens_per_param: float | None = 100.0, tokens: int | None = None, mixture: str = "natural",
               seeds: int = 1, name: str | None = None, resume: bool = False, fit: bool = True, bootstrap: int = 100,
-              executor=None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+              optimum: str = DEFAULT_OPTIMUM, executor=None, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the grid as study ``name`` (default ``<study>-hparams``), print and write it, fit the law.
 
     Returns the report: ``grid`` (per size, see :func:`grid_doc`), ``fit`` (the Step-Law forms fitted
@@ -177,7 +177,8 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
              f"batch sizes x {seeds} seed(s)) on the {mixture} mixture; tokens per size: "
              + ", ".join(f"{p} {t:,}" for p, t in grid["tokens"].items()))
     execute(scfg, study, corpus, executor, progress)
-    return sweep_report(study, Path(cfg.output_dir) / sname, fit=fit, bootstrap=bootstrap, progress=progress)
+    return sweep_report(study, Path(cfg.output_dir) / sname, fit=fit, bootstrap=bootstrap, optimum=optimum,
+                        progress=progress)
 
 
 def _check_grown(sname: str, extra: dict[str, Any], grid: dict[str, Any], specs) -> ProxySpec:
@@ -210,7 +211,7 @@ def _mixture(which: str, plan: StudyPlan, space) -> Mixture:
     return space.validate(m, f"hparams-sweep --mixture {which}")
 
 
-def sweep_report(study: Study, out: Path, fit: bool = True, bootstrap: int = 100,
+def sweep_report(study: Study, out: Path, fit: bool = True, bootstrap: int = 100, optimum: str = DEFAULT_OPTIMUM,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
     """The grid of a finished sweep study (printed, ``hparams_sweep.json``, ``hparams_runs.csv``) and,
     with ``fit`` and >= 2 sizes, the Step-Law fit logged with the study."""
@@ -226,7 +227,7 @@ def sweep_report(study: Study, out: Path, fit: bool = True, bootstrap: int = 100
     if fit and df["N"].nunique() >= 2:
         N, D = df["N"].max(), df["D"].max()
         try:
-            doc["fit"] = fit_hparams_of_study(study, (4 * N, 4 * D), bootstrap, out, study.storage)
+            doc["fit"] = fit_hparams_of_study(study, (4 * N, 4 * D), bootstrap, out, study.storage, optimum=optimum)
         except UserError as e:
             doc["fit"] = {"skipped": str(e)}
     elif fit:
@@ -287,6 +288,8 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (default 1)")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates of the fit")
     p.add_argument("--no-fit", action="store_true", help="train and report the grid only")
+    p.add_argument("--optimum", choices=OPTIMA, default=DEFAULT_OPTIMUM,
+                   help=f"how the fit reads each size's optimum (see `mixopt fit --help`; default {DEFAULT_OPTIMUM})")
     p.add_argument("--name", help="the sweep's study name (default: <study>-hparams)")
     p.add_argument("--study")
     p.add_argument("--tracking-uri")
@@ -303,7 +306,7 @@ def cmd_sweep(args, extra) -> int:
     doc = run_sweep(cfg, presets=_csv(args.presets), lrs=lrs, batches=batches,
                     tokens_per_param=args.tokens_per_param, tokens=args.tokens, mixture=args.mixture,
                     seeds=args.seeds, name=args.name, resume=args.resume, fit=not args.no_fit,
-                    bootstrap=args.bootstrap, progress=lambda m: print(m, file=sys.stderr))
+                    bootstrap=args.bootstrap, optimum=args.optimum, progress=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(doc, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
     return 0

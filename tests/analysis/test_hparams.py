@@ -16,7 +16,7 @@ from mixopt.analysis.hparams import (
     table_from_trials,
 )
 from mixopt.cli import main
-from mixopt.core.errors import RunsTableError
+from mixopt.core.errors import RunsTableError, UserError
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import Trial, TrialState
@@ -119,6 +119,49 @@ def test_seeds_of_a_grid_point_are_averaged_before_the_best_runs_are_kept():
     assert fit.lr(1e6, 1e8) == pytest.approx(0.02) and fit.lr(4e6, 4e8) == pytest.approx(0.01)
 
 
+def coarse(noise, seed, Ns=(1e6, 3e6, 1e7, 3e7)):
+    """A x2 lr grid of 5 and a batch grid of 4 around each size's optimum (D = 20 N), 3 seeds a point: the
+    shape of bench/bench_hparams.py's sweep, with loss noise of ``noise`` (relative)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in Ns:
+        D = 20 * N
+        lr0 = math.exp(TRUE["c"]) * N ** TRUE["a"] * D ** STEP_LAW_LR[2]
+        bs0 = math.exp(TRUE["cB"]) * D ** TRUE["g"]
+        off = rng.uniform(-0.5, 0.5, 2)  # the grid is not centred on the optimum
+        for i in range(-2, 3):
+            for j in range(-2, 2):
+                lr, bs = lr0 * 2.0 ** (i + off[0]), bs0 * 2.0 ** (j + off[1])
+                clean = (2.0 + 50 * N ** -0.3) * (1 + 0.02 * math.log(lr / lr0) ** 2 + 0.02 * math.log(bs / bs0) ** 2)
+                rows += [(N, D, lr, bs, clean * (1 + rng.normal(0, noise))) for _ in range(3)]
+    return pd.DataFrame(rows, columns=["N", "D", "lr", "batch_tokens", "loss"])
+
+
+def test_surface_optimum_reads_the_law_through_noise_the_kept_set_cannot():
+    # relative noise 1 % against a bowl 2 % deep per e-fold: one grid point's best is mostly noise;
+    # held-out size 3e7, mean |log error| of the predicted lr and batch over 10 noisy sweeps
+    lr_true = math.exp(TRUE["c"]) * 3e7 ** TRUE["a"] * 6e8 ** STEP_LAW_LR[2]
+    bs_true = math.exp(TRUE["cB"]) * 6e8 ** TRUE["g"]
+    err = {"kept": [], "surface": []}
+    for seed in range(10):
+        df = coarse(0.01, seed)
+        for how in err:
+            p = fit_hparams(df[df["N"] < 3e7], bootstrap=0, optimum=how).predict(3e7, 6e8)
+            err[how].append((abs(math.log(p.lr / lr_true)), abs(math.log(p.batch_tokens / bs_true))))
+    kept, surface = np.mean(err["kept"], axis=0), np.mean(err["surface"], axis=0)
+    assert np.all(surface < 0.12) and np.all(kept > 0.2), err  # ~0.04 / 0.09 against ~0.28 / 0.30
+
+
+def test_surface_fit_recovers_the_law_without_noise_and_bootstraps_an_interval():
+    fit = fit_hparams(coarse(0.0, 0), bootstrap=30, optimum="surface")
+    assert fit.fixed == ("lr.d_exp",) and fit.n_groups == 4 and fit.tolerance == 0.0
+    assert fit.lr.n_exp == pytest.approx(TRUE["a"], abs=1e-3)
+    assert fit.batch.d_exp == pytest.approx(TRUE["g"], abs=1e-3)
+    assert "quadratic loss surface" in fit.notes[-1] and len(fit.boot_lr) == 30
+    with pytest.raises(UserError, match="--optimum: 'best'; allowed: kept, surface"):
+        fit_hparams(coarse(0.0, 0), optimum="best")
+
+
 def test_tokens_proportional_to_params_hold_the_d_exponent_at_the_published_value():
     # D = 20 N: log N and log D are collinear, so lr's D exponent is held at the Step Law's
     fit = fit_hparams(sweep(Ns=(1e6, 3e6, 1e7, 3e7), d_of_n=lambda n: 20 * n, b=STEP_LAW_LR[2]), bootstrap=50)
@@ -181,7 +224,13 @@ def test_cli_fit_runs_predicts_and_writes_nothing(tmp_path, monkeypatch, capsys)
     assert res["kind"] == "hparams" and res["predicted"]["lr"] == pytest.approx(truth, rel=0.05)
     assert main(["fit", "--runs", "runs.csv", "--bootstrap", "20"]) == 0  # --runs implies kind hparams
     assert "lr           =" in capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]
+    coarse(0.0, 0).to_csv("coarse.csv", index=False)
+    assert main(["fit", "--runs", "coarse.csv", "--optimum", "surface", "--bootstrap", "5", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["optimum"] == "surface" and res["lr"]["n_exp"] == pytest.approx(TRUE["a"], abs=1e-3)
+    assert main(["fit", "--runs", "coarse.csv", "--optimum", "surface", "--bootstrap", "5"]) == 0
+    assert "one loss surface over 4 (N, D) groups" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coarse.csv", "runs.csv"]
 
 
 @pytest.mark.parametrize("mutate,args,needle", [
@@ -195,6 +244,7 @@ def test_cli_fit_runs_predicts_and_writes_nothing(tmp_path, monkeypatch, capsys)
     (lambda df: df, ["--predict", "0:1e9"], "--predict N"),
     (lambda df: df, ["--kind", "loss_scale"], "--kind hparams only"),
     (lambda df: df, ["--tolerance", "-1"], "--tolerance"),
+    (lambda df: df, ["--optimum", "best"], "--optimum: invalid choice: 'best'"),
 ])
 def test_cli_fit_runs_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, mutate, args, needle):
     monkeypatch.chdir(tmp_path)

@@ -146,3 +146,16 @@ def test_resume_grows_the_grid_and_trains_only_the_new_points(tmp_path, tiny_dom
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
     assert len(load_study("tiny-hparams", get_storage(f"sqlite:///{tmp_path}/m.db")).trials) == 4
+
+
+def test_auto_fits_the_sweep_the_way_its_last_fit_run_did(swept):
+    # a `fit --kind hparams --optimum surface` run on the sweep study: `auto` reads the law that way too (this
+    # tiny grid has 2 lrs and 2 batch sizes, too few for a surface: the refusal shows the option was read)
+    tmp, cfg, _ = swept
+    store = get_storage(f"sqlite:///{tmp}/m.db")
+    assert main(["fit", str(cfg), "--study", "tiny-hparams", "--kind", "hparams", "--optimum", "surface"]) == 2
+    store.log_run("tiny-hparams", "fit-hparams", "fit", {"tolerance": 0.0025, "optimum": "surface"}, {},
+                  {"mixopt.fit": "hparams"}, [])
+    c = load_config(cfg, ["--study=user", "--proxy.lr=auto", "--hparams.study=tiny-hparams"])
+    with pytest.raises(ConfigError, match="hparams.study: .*optimum surface needs 3 or more learning rates"):
+        resolve_config(c)
