@@ -325,10 +325,12 @@ class HparamFit:
                      "range of the fitted runs", f"fit on {self.n_kept} of {self.n_runs} runs")
 
     def exponent_intervals(self) -> dict[str, tuple[float, float]]:
-        """90 % bootstrap intervals of the fitted exponents (fixed ones are a point)."""
-        pct = lambda v: (float(np.percentile(v, 5)), float(np.percentile(v, 95)))
-        return {"lr.n_exp": pct(self.boot_lr[:, 1]), "lr.d_exp": pct(self.boot_lr[:, 2]),
-                "batch.d_exp": pct(self.boot_batch[:, 1])}
+        """90 % bootstrap intervals of the fitted exponents (fixed ones, and all with no replicates, are a point)."""
+        def pct(v, point):
+            return (float(np.percentile(v, 5)), float(np.percentile(v, 95))) if len(v) else (point, point)
+
+        return {"lr.n_exp": pct(self.boot_lr[:, 1], self.lr.n_exp), "lr.d_exp": pct(self.boot_lr[:, 2], self.lr.d_exp),
+                "batch.d_exp": pct(self.boot_batch[:, 1], self.batch.d_exp)}
 
     def to_dict(self) -> dict:
         return {"lr": {"coef": math.exp(self.lr.c), "n_exp": self.lr.n_exp, "d_exp": self.lr.d_exp},

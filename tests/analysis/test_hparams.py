@@ -224,6 +224,9 @@ def test_cli_fit_runs_predicts_and_writes_nothing(tmp_path, monkeypatch, capsys)
     assert res["kind"] == "hparams" and res["predicted"]["lr"] == pytest.approx(truth, rel=0.05)
     assert main(["fit", "--runs", "runs.csv", "--bootstrap", "20"]) == 0  # --runs implies kind hparams
     assert "lr           =" in capsys.readouterr().out
+    assert main(["fit", "--runs", "runs.csv", "--bootstrap", "0", "--json"]) == 0  # no replicates: point intervals
+    res = json.loads(capsys.readouterr().out)
+    assert res["intervals_90"]["lr.n_exp"] == [res["lr"]["n_exp"]] * 2 and res["bootstrap"] == 0
     coarse(0.0, 0).to_csv("coarse.csv", index=False)
     assert main(["fit", "--runs", "coarse.csv", "--optimum", "surface", "--bootstrap", "5", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
