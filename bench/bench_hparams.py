@@ -16,6 +16,13 @@
 
     nice -n 10 .venv/bin/python bench/bench_hparams.py --work /tmp/hp   # ~1.5 h on 2 busy cores; resumable
     nice -n 5 .venv/bin/python bench/bench_hparams.py --work /tmp/hp3 --seeds 3   # every point 3 seeds, averaged
+    # the grid grown until every size's best batch is inside it (or at batch 1), both fits, fresh seeds:
+    nice -n 5 .venv/bin/python bench/bench_hparams.py --work /tmp/hp3 --seeds 3 --batches 4,8,16,32 \
+        --extra dense-3k,dense-6k:2 --extra dense-3k:1 --optimum kept,surface --fresh-seeds 3
+
+``--fresh-seeds K`` also trains each predicted point and each size's best grid point at K seeds none of
+the sweep used, and prints their paired gap: the best grid point was chosen as the lowest of 20-30
+noisy means, so on the sweep's own seeds it is flattered (the winner's curse), on fresh seeds not.
 
 Prints the grid, the held-out table and the factors; everything is in ``$WORK/mlflow.db`` and
 ``$WORK/mixopt-out``. Re-running with the same ``--work`` reuses every trained run.
@@ -91,7 +98,7 @@ def main() -> int:
         """Mean loss and per-seed losses of one point (a one-point sweep study of its own)."""
         name = f"{cfg.study}-heldout-{h}-lr{lr:g}-b{B}" + (f"-x{seeds}" if seeds > 1 else "")
         name += f"-fresh{FRESH_SEED}" if fresh else ""
-        a = replace(args, seeds=seeds)
+        a = argparse.Namespace(**{**vars(args), "seeds": seeds})
         one = _sweep(fresh_cfg if fresh else cfg, a, presets=[h], lrs=[lr], batches=[B], name=name, fit=False,
                      tokens=tokens)
         from mixopt.study import get_storage, load_study

@@ -14,14 +14,18 @@ those keys numbers, before the plan is built (the command line calls it for ``mi
    at N = non-embedding params (an MoE's total), D = the spec's tokens, scaled for proxies below its
    range (N < 2.1e8) by ``PROXY_LR_FACTOR`` and ``PROXY_BATCH_FACTOR``.
 
-The two factors are constants measured once, by ``bench/bench_hparams.py`` (the geometric mean of
-best / Step-Law over the runs within 0.25 % of their size's best): an lr x batch sweep at 100 tokens
-per parameter, lr 0.005-0.08 (x2), batch 8/16/32 sequences of 128, one seed, on the pip recipe's
-text with a 1024-token BPE (``bench/configs/hparams.yaml``), natural mixture, mean validation loss
-over its 6 domains; the factors come from its dense-3k, -6k and -14k sizes (the dense-37k runs
-finished later and check them). Nothing of the transfer benchmark's Debian corpus or objective was
-used. The best lr was 0.01 at all three sizes while the Step Law falls 1.8x over them, so one
-constant factor is a compromise: 0.74x the best at dense-3k, 1.37x at dense-14k.
+The two factors are constants measured by ``bench/bench_hparams.py`` (the geometric mean of best /
+Step-Law over the grid points within 0.25 % of their size's best, seeds averaged): an lr x batch sweep
+at 100 tokens per parameter, lr 0.005-0.08 (x2), batch 4/8/16/32 sequences of 128 (also 2 at dense-6k,
+1 and 2 at dense-3k, so that every size's best batch lies inside the grid or at one sequence), three
+seeds a point, on the pip recipe's text with a 1024-token BPE (``bench/configs/hparams.yaml``), natural
+mixture, mean validation loss over its 6 domains; the factors come from its dense-3k, -6k and -14k
+sizes, and dense-37k checks them. Nothing of the transfer benchmark's Debian corpus or objective was
+used. The best lr was 0.01 at all three sizes while the Step Law falls 1.8x over them, so one constant
+factor is a compromise: 1.7x the best at dense-3k, 0.92x at dense-14k; the best batch grows faster
+with D than the Step Law's D^0.571 (128, 512, 1,024 tokens), so the batch factor is 1.9x the best at
+dense-3k, 0.55x at dense-14k. (The first measurement, one seed on batch 8/16/32 only, had the best
+batch on the grid's lower edge at all three sizes and gave 0.0474 and 0.85.)
 
 ``hparams.law: fitted`` refuses the published law; ``auto`` under ``parametrization: mup`` has no
 published law (the Step Law was fitted under the standard parametrization): one line naming the key.
@@ -53,9 +57,10 @@ from mixopt.run.target import AUTO_KEYS, rung_auto, unresolved
 from mixopt.study import Storage, get_storage, load_study
 
 # best / published Step Law on the proxies of bench/bench_hparams.py (see the module docstring): the geometric
-# means over its dense-3k, -6k and -14k sizes (per size 0.035, 0.047, 0.065 for lr; 1.29, 0.87, 0.55 for batch)
-PROXY_LR_FACTOR = 0.0474
-PROXY_BATCH_FACTOR = 0.85
+# means over the 6 grid points of its dense-3k, -6k and -14k sizes within 0.25 % of their size's best (lr 0.035 and
+# 0.071, 0.047 and 0.093, 0.065 twice; batch 0.161 twice, 0.435 twice, 0.274 and 0.548)
+PROXY_LR_FACTOR = 0.0597
+PROXY_BATCH_FACTOR = 0.301
 
 
 @dataclass(frozen=True)
