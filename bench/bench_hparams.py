@@ -2,17 +2,19 @@
 
 1. ``mixopt hparams-sweep`` (:func:`mixopt.analysis.hparams_sweep.run_sweep`) trains the lr x batch
    grid at every preset (default dense-3k, -6k, -14k, -37k at 100 tokens per non-embedding
-   parameter, lr 0.005-0.08 on a x2 grid, batch 8/16/32 sequences of 128) on the natural mixture of
+   parameter, lr 0.005-0.08 on a x2 grid, batch 8/16/32 sequences of 128 by default: ``--batches``;
+   ``--extra PRESETS:BATCHES`` adds batch sizes at some sizes only) on the natural mixture of
    ``bench/configs/hparams.yaml`` (pip text, BPE 1024), ``--seeds`` seeds per point (default 1, losses averaged).
-2. For each size h in turn: the Step-Law forms are fitted to the OTHER sizes' runs
-   (:func:`mixopt.analysis.hparams.fit_hparams`, the release's 0.25 % kept set), and predict h's
-   lr and batch; one proxy is trained at that (lr, batch) (a one-run sweep study of its own) and its
-   loss compared with the best grid point of h. Target: within 0.5 % at every held-out size.
+2. For each size h in turn and each ``--optimum`` method: the Step-Law forms are fitted to the OTHER
+   sizes' runs (:func:`mixopt.analysis.hparams.fit_hparams`; ``kept``: the release's 0.25 % kept set),
+   and predict h's lr and batch; ``--seeds`` proxies are trained at that (lr, batch) (a sweep study of
+   its own) and their mean loss compared with the best grid point of h. Target: within 0.5 % at every
+   held-out size.
 3. The constant factors that bring the published Step Law to these proxies
    (``lr_best = c_lr * StepLaw_lr(N, D)``, ``B_best = c_B * StepLaw_B(D)``: geometric means over
    the runs kept within 0.25 % of their size's best), over every size and over all but the largest
-   (what ``mixopt.analysis.autohp.PROXY_LR_FACTOR`` / ``PROXY_BATCH_FACTOR`` hold: measured before
-   the dense-37k runs had finished), with the per-size ratios and what ``lr: auto`` gives.
+   (what ``mixopt.analysis.autohp.PROXY_LR_FACTOR`` / ``PROXY_BATCH_FACTOR`` hold; the largest size
+   checks them), with the per-size ratios and what ``lr: auto`` gives.
 
     nice -n 10 .venv/bin/python bench/bench_hparams.py --work /tmp/hp   # ~1.5 h on 2 busy cores; resumable
     nice -n 5 .venv/bin/python bench/bench_hparams.py --work /tmp/hp3 --seeds 3   # every point 3 seeds, averaged

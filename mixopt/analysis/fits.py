@@ -269,8 +269,7 @@ def fit_hparams_of_study(study: Study, target: tuple[float, float], reps: int, o
 
 def run_fit(study: Study, storage, kinds: list[str], target: tuple[float, float] | None, reps: int,
             out_dir: str, progress: Callable[[str], None] = print, tolerance: float = DEFAULT_TOLERANCE,
-            optimum: str = DEFAULT_OPTIMUM,
-            seq_len: int = STEP_LAW_SEQ_LEN) -> dict[str, Any]:
+            seq_len: int = STEP_LAW_SEQ_LEN, optimum: str = DEFAULT_OPTIMUM) -> dict[str, Any]:
     """Run the requested fits; ``target`` defaults to 4x the largest N and D on the ladder."""
     for kind in kinds:
         if kind not in ("loss_scale", "mixing_law", "moe_el", "hparams"):

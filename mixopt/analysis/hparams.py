@@ -337,7 +337,8 @@ class HparamFit:
                 "batch_tokens": {"coef": math.exp(self.batch.c), "d_exp": self.batch.d_exp},
                 "intervals_90": {k: list(v) for k, v in self.exponent_intervals().items()},
                 "n_runs": self.n_runs, "n_kept": self.n_kept, "n_groups": self.n_groups, "sizes": self.sizes,
-                "tolerance": self.tolerance, "optimum": self.optimum, "fixed": list(self.fixed), "notes": list(self.notes),
+                "tolerance": self.tolerance if self.optimum == "kept" else None, "optimum": self.optimum,
+                "fixed": list(self.fixed), "notes": list(self.notes),
                 "bootstrap": len(self.boot_lr),
                 "n_range": list(self.n_range), "d_range": list(self.d_range)}
 
@@ -351,8 +352,9 @@ def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, boots
     group's best that still counts as optimal; bootstrap: replicates (resampling kept configurations
     with replacement, or with ``surface`` each group's runs; replicates that lose a size are dropped);
     seed: bootstrap RNG seed; optimum: ``kept`` (the release's: every run within ``tolerance`` of its
-    group's best) or ``surface`` (one point per group, the minimum of a quadratic in log lr and log batch
-    fitted to all its runs: :func:`surface_optima`; ``tolerance`` is then unused).
+    group's best) or ``surface`` (one quadratic loss surface in log lr and log batch fitted to every run at
+    once, each group with its own offset and curvature scale, its optimum on the power laws: see the module
+    docstring; ``tolerance`` is then unused and reported as None).
     """
     if optimum not in OPTIMA:
         raise UserError(f"fit hparams --optimum: {optimum!r}; allowed: {', '.join(OPTIMA)}")

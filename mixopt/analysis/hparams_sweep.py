@@ -15,9 +15,15 @@ Step-Law fit reads (``hparams_runs.csv``: ``N, D, lr, batch_tokens, loss`` plus 
 study (``mixopt fit --kind hparams`` on it, :func:`mixopt.analysis.fits.fit_hparams_of_study`), which
 ``lr: auto`` / ``batch_size: auto`` of a study naming it (``hparams: {study: NAME}``) then use.
 
+``--resume`` continues the sweep study and may grow its grid: more sizes, learning rates, batch sizes
+or seeds, as long as every stored size keeps its token budget (the lcm of ``--batches`` x ``seq_len``
+must still divide it) and the mixture; only the new points are trained. Grow it until every size's
+best batch and lr lie inside the grid: a best point on the grid's edge says the optimum is beyond it.
+
 Example:
     mixopt hparams-sweep study.yaml --presets dense-3k,dense-6k,dense-14k,dense-37k \\
-        --lrs 0.005,0.01,0.02,0.04,0.08 --batches 8,16,32 --tokens-per-param 100
+        --lrs 0.005,0.01,0.02,0.04,0.08 --batches 4,8,16,32 --tokens-per-param 100
+    mixopt hparams-sweep study.yaml ... --batches 2,4,8,16,32 --resume      # grow it by batch 2
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
     resumed = resume and meta is not None
     first = specs[0][1]
     if resumed:  # the stored grid may grow: more sizes, lrs, batch sizes or seeds, never other budgets
-        first = _check_grown(sname, meta.extra, grid, specs)
+        first = _check_grown(sname, meta.extra, grid, specs, [t.spec for t in store.trials(sname)])
     scfg = replace(cfg, study=sname, proxy=first, ladder=[], sweep=SweepConfig(), merge=MergeConfig(),
                    hparams=HparamsConfig(),  # the grid sets every lr and batch size: no `auto` left
                    search=SearchConfig("random", {}, 0), budget=BudgetConfig(trials=len(specs)))
@@ -164,15 +170,15 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
     mix = _mixture(mixture, plan, space)
     study = plan.open_study(space, queue=[(label, mix, s) for label, s in specs],
                             extra={"hparams_sweep_of": cfg.study, "hparams_sweep": grid})
-    if resumed:  # queue the grid points the study has no trial of yet (a grown grid)
-        have = [t.spec for t in study.trials if t.state is not TrialState.FAILED]
+    if resumed:  # queue the grid points the study has no trial of yet (a grown grid); failed ones are not retried
+        mix = study.trials[0].mixture if study.trials else mix  # the stored points' mixture, not one recomputed
+        have = [t.spec for t in study.trials]
         new = [(label, s) for label, s in specs if s not in have]
         for label, s in new:
             study.enqueue(mix, s, label)
         if new:
             progress(f"hparams-sweep {sname!r}: the grid grew by {len(new)} point(s) since the study was created")
-        budget = len(specs) + sum(1 for t in study.trials if t.state is TrialState.FAILED)
-        scfg = replace(scfg, budget=BudgetConfig(trials=max(budget, len(study.trials))))
+        scfg = replace(scfg, budget=BudgetConfig(trials=len(study.trials)))
     progress(f"hparams-sweep {sname!r}: {len(specs)} proxies ({len(presets)} sizes x {len(lrs)} lr x {len(batches)} "
              f"batch sizes x {seeds} seed(s)) on the {mixture} mixture; tokens per size: "
              + ", ".join(f"{p} {t:,}" for p, t in grid["tokens"].items()))
@@ -181,26 +187,24 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
                         progress=progress)
 
 
-def _check_grown(sname: str, extra: dict[str, Any], grid: dict[str, Any], specs) -> ProxySpec:
-    """The spec the sweep study was created with, after checking that ``grid`` contains its stored grid
-    (every size, lr and batch size, as many seeds or more, the same budgets and mixture). UserError else."""
-    stored = json.loads(json.dumps(extra.get("hparams_sweep") or {}))
-    now = json.loads(json.dumps(grid))
-    if not stored:
-        return specs[0][1]
-    why = [k for k in ("presets", "lrs", "batches") if not set(stored.get(k, [])) <= set(now[k])]
-    why += ["seeds"] * (int(stored.get("seeds", 1)) > now["seeds"])
-    why += ["mixture"] * (stored.get("mixture") != now["mixture"])
-    why += [f"tokens of {p}" for p, t in stored.get("tokens", {}).items() if now["tokens"].get(p, t) != t]
-    if why:
-        raise UserError(f"hparams-sweep --resume: study {sname!r} was started with another grid ({stored}): "
-                        f"{', '.join(why)} differ; a resumed sweep may add sizes, lrs, batch sizes (keeping "
-                        "every size's token budget: the lcm of --batches) and seeds, or start a new one with --name")
-    created = (extra.get("config") or {}).get("proxy")
-    for _, s in specs:
-        if json.loads(json.dumps(s.to_dict(), default=str)) == json.loads(json.dumps(created, default=str)):
-            return s
-    return specs[0][1]
+def _check_grown(sname: str, extra: dict[str, Any], grid: dict[str, Any], specs, stored: list) -> ProxySpec:
+    """The spec the sweep study was created with (its first trial's), after checking that ``specs`` hold
+    every stored trial's spec (size, lr, batch size, seed, token budget and every other proxy setting) and
+    that the mixture is the same. UserError (one line, the first stored point the new grid lacks) else."""
+    was = (extra.get("hparams_sweep") or {}).get("mixture", grid["mixture"])
+    if was != grid["mixture"]:
+        raise UserError(f"hparams-sweep --resume: study {sname!r} was trained on the {was} mixture, not "
+                        f"{grid['mixture']}; resume it with --mixture {was}, or start a new one with --name")
+    now = [s for _, s in specs]
+    for s in stored:
+        if s is not None and s not in now:
+            at = [n for n in now if (n.preset, n.lr, n.batch_size, n.seed) == (s.preset, s.lr, s.batch_size, s.seed)]
+            why = (f"at {s.tokens:,} tokens, the new grid at {at[0].tokens:,} (the lcm of --batches x seq_len rounds "
+                   "every size's budget)" if at and at[0].tokens != s.tokens else "which the new grid lacks")
+            raise UserError(f"hparams-sweep --resume: study {sname!r} holds {s.preset} lr={s.lr:g} B={s.batch_size} "
+                            f"seed={s.seed} {why}; a resumed sweep may add sizes, lrs, batch sizes and seeds at the "
+                            "same budgets and proxy settings, or start a new one with --name")
+    return next((s for s in stored if s is not None), specs[0][1])
 
 
 def _mixture(which: str, plan: StudyPlan, space) -> Mixture:

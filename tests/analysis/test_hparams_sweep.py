@@ -140,7 +140,10 @@ def test_resume_grows_the_grid_and_trains_only_the_new_points(tmp_path, tiny_dom
     assert len(load_study("tiny-hparams", get_storage(f"sqlite:///{tmp_path}/m.db")).trials) == 4
     assert "the grid grew" not in capsys.readouterr().err
     # a grid that drops a point of the stored one, or changes a budget, is refused in one line, exit 2
-    for flags, needle in [(["--lrs", "0.02"], "lrs differ"), (["--tokens", "2048"], "tokens of dense-3k differ")]:
+    for flags, needle in [(["--lrs", "0.02"], "holds dense-3k lr=0.01 B=4 seed=0 which the new grid lacks"),
+                          (["--tokens", "2048"], "holds dense-3k lr=0.01 B=4 seed=0 at 1,024 tokens, the new grid at "
+                                                 "2,048"),
+                          (["--mixture", "uniform"], "was trained on the natural mixture, not uniform")]:
         f = dict(zip(grown[:-1:2], grown[1:-1:2])) | dict(zip(flags[::2], flags[1::2]))
         assert main(["hparams-sweep", str(cfg), *[x for kv in f.items() for x in kv], "--no-fit", "--resume"]) == 2
         err = capsys.readouterr().err.strip()
@@ -159,3 +162,20 @@ def test_auto_fits_the_sweep_the_way_its_last_fit_run_did(swept):
     c = load_config(cfg, ["--study=user", "--proxy.lr=auto", "--hparams.study=tiny-hparams"])
     with pytest.raises(ConfigError, match="hparams.study: .*optimum surface needs 3 or more learning rates"):
         resolve_config(c)
+
+
+def test_resume_does_not_retrain_a_failed_point(tmp_path, tiny_domains, capsys):
+    # a diverged grid point stays FAILED: resuming the same grid trains nothing and reports no growth
+    from mixopt.core.trial import TrialState
+
+    cfg = _yaml(tmp_path, tiny_domains)
+    small = ["--presets", "dense-3k", "--lrs", "0.01,0.02", "--batches", "4", "--tokens", "1024", "--no-fit"]
+    assert main(["hparams-sweep", str(cfg), *small]) == 0
+    store = get_storage(f"sqlite:///{tmp_path}/m.db")
+    t = load_study("tiny-hparams", store).trials[1]
+    store.update_trial("tiny-hparams", t.with_(state=TrialState.FAILED, value=None, error="diverged"))
+    capsys.readouterr()
+    assert main(["hparams-sweep", str(cfg), *small, "--resume"]) == 0
+    assert "the grid grew" not in capsys.readouterr().err
+    study = load_study("tiny-hparams", store)
+    assert [x.state for x in study.trials] == [TrialState.COMPLETE, TrialState.FAILED]
