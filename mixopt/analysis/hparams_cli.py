@@ -114,7 +114,8 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("--optimum", choices=OPTIMA, default=DEFAULT_OPTIMUM,
                      help="kind hparams: how each size's optimum is read: kept (the runs within --tolerance of the best, "
                      "the Step Law release's) or surface (one quadratic loss surface in log lr and log batch over "
-                     f"every run; robust to noisy grids); default {DEFAULT_OPTIMUM}")
+                     "every run: better on noisy grids around a bowl-shaped optimum, worse where a size's best lies "
+                     f"on the grid's edge, see the README); default {DEFAULT_OPTIMUM}")
     fit.add_argument("--seq-len", type=int, default=STEP_LAW_SEQ_LEN, help="kind hparams: for batch in sequences")
 
 
