@@ -277,6 +277,13 @@ def _collinear(lN: np.ndarray, lD: np.ndarray) -> bool:
     return float(np.std(lD - X @ coef)) < COLLINEAR_TOL
 
 
+def _fixed_exponents(lN: np.ndarray, lD: np.ndarray) -> tuple[str, ...]:
+    """The exponents the points cannot identify, held at the Step Law's: D's in both laws with one token
+    budget, lr's D exponent when log D is collinear with log N."""
+    one_budget = len(np.unique(lD)) < 2
+    return (("lr.d_exp",) if one_budget or _collinear(lN, lD) else ()) + (("batch.d_exp",) if one_budget else ())
+
+
 def _fit_laws(lN, lD, llr, lbt, fixed: tuple[str, ...]) -> tuple[PowerLaw, PowerLaw] | None:
     b0, g0 = STEP_LAW_LR[2], STEP_LAW_BATCH[1]
     if "lr.d_exp" in fixed:
@@ -375,11 +382,7 @@ def fit_hparams(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, boots
     k = kept_runs(df, tolerance)
     lN, lD = np.log(k["N"].to_numpy(float)), np.log(k["D"].to_numpy(float))
     llr, lbt = np.log(k["lr"].to_numpy(float)), np.log(k["batch_tokens"].to_numpy(float))
-    fixed: tuple[str, ...] = ()
-    if k["D"].nunique() < 2 or _collinear(lN, lD):
-        fixed += ("lr.d_exp",)
-    if k["D"].nunique() < 2:
-        fixed += ("batch.d_exp",)
+    fixed = _fixed_exponents(lN, lD)
     laws = _fit_laws(lN, lD, llr, lbt, fixed)
     if laws is None or k["N"].nunique() < 2:
         raise UserError(f"{source}: the runs kept within {tolerance:.2%} of their group's best span "
@@ -405,11 +408,7 @@ def _fit_surface(runs: pd.DataFrame, bootstrap: int, seed: int, source: str, not
     keys = df[["N", "D"]].drop_duplicates().sort_values(["N", "D"]).reset_index(drop=True)
     G = len(keys)
     lNg, lDg = np.log(keys["N"].to_numpy(float)), np.log(keys["D"].to_numpy(float))
-    fixed: tuple[str, ...] = ()
-    if keys["D"].nunique() < 2 or _collinear(lNg, lDg):
-        fixed += ("lr.d_exp",)
-    if keys["D"].nunique() < 2:
-        fixed += ("batch.d_exp",)
+    fixed = _fixed_exponents(lNg, lDg)
     free_lr_d, free_bt_d = "lr.d_exp" not in fixed, "batch.d_exp" not in fixed
     swept = df.groupby(["N", "D"])[["lr", "batch_tokens"]].nunique()
     if swept["lr"].max() < 3 or swept["batch_tokens"].max() < 3:
