@@ -126,16 +126,27 @@ def sweep_table(study: Study) -> pd.DataFrame:
 
 
 def grid_doc(df: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> list[dict[str, Any]]:
-    """Per size: the loss grid (mean over seeds) and its best point; the runs within ``tolerance``."""
+    """Per size: the loss grid (mean over seeds) and its best point; the runs within ``tolerance``; ``edges``: the
+    grid edges the best point sits on (:func:`_edges`)."""
     out = []
     for (preset, N, D), g in df.groupby(["preset", "N", "D"], sort=False):
         mean = g.groupby(["lr", "batch_size"])["loss"].mean()
         (lr, b), best = mean.idxmin(), float(mean.min())
         out.append({"preset": preset, "N": float(N), "D": float(D), "best": {"lr": float(lr), "batch_size": int(b),
                     "batch_tokens": float(g["batch_tokens"][g["batch_size"] == b].iloc[0]), "loss": best},
-                    "near_best": int((mean <= best * (1 + tolerance)).sum()),
+                    "near_best": int((mean <= best * (1 + tolerance)).sum()), "edges": _edges(mean.index, lr, b),
                     "grid": [{"lr": float(k[0]), "batch_size": int(k[1]), "loss": float(v)} for k, v in mean.items()]})
     return sorted(out, key=lambda r: r["N"])
+
+
+def _edges(points, lr: float, b: int) -> list[str]:
+    """Where the best point (lr, b) sits on its grid's edge (``lowest lr``, ``highest batch``, ...), on axes the
+    grid sweeps: the optimum may lie beyond it, and a law fitted to it is biased."""
+    out = []
+    for name, v, values in (("lr", lr, {p[0] for p in points}), ("batch", b, {p[1] for p in points})):
+        if len(values) >= 2 and v in (min(values), max(values)):
+            out.append(f"{'lowest' if v == min(values) else 'highest'} {name}")
+    return out
 
 
 def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float], batches: Sequence[int],
@@ -261,6 +272,9 @@ def format_sweep(doc: dict[str, Any]) -> str:
                 mark = "*" if (lr, x) == (b["lr"], b["batch_size"]) else " "
                 cells.append(("–" if v is None else f"{v:.4f}{mark}").rjust(10))
             lines.append("    " + f"{lr:g}".rjust(9) + "".join(cells))
+        if g.get("edges"):
+            lines.append(f"    note: the best point is at the grid's {' and '.join(g['edges'])}: the optimum may lie "
+                         "beyond it; grow the grid there (--resume with more --lrs / --batches)")
     f = doc.get("fit")
     if f and "skipped" in f:
         lines.append(f"  fit skipped: {f['skipped']}")

@@ -179,3 +179,17 @@ def test_resume_does_not_retrain_a_failed_point(tmp_path, tiny_domains, capsys):
     assert "the grid grew" not in capsys.readouterr().err
     study = load_study("tiny-hparams", store)
     assert [x.state for x in study.trials] == [TrialState.COMPLETE, TrialState.FAILED]
+
+
+def test_a_best_point_on_the_grids_edge_is_flagged():
+    from mixopt.analysis.hparams_sweep import format_sweep, grid_doc
+
+    rows = [{"N": 3e3, "D": 3e5, "lr": lr, "batch_tokens": 128.0 * b, "loss": 5.0 + abs(lr - 0.02) + 0.01 * b,
+             "preset": "dense-3k", "batch_size": b, "seed": 0} for lr in (0.01, 0.02, 0.04) for b in (4, 8, 16)]
+    [g] = grid_doc(pd.DataFrame(rows))
+    assert (g["best"]["lr"], g["best"]["batch_size"]) == (0.02, 4) and g["edges"] == ["lowest batch"]
+    text = format_sweep({"study": "s", "runs": 9, "failed": 0, "objective": "o", "grid": [g], "fit": None})
+    assert "note: the best point is at the grid's lowest batch: the optimum may lie beyond it" in text
+    inside = [r for r in rows if r["batch_size"] != 16] + [{**r, "batch_size": 2, "batch_tokens": 256.0,
+                                                           "loss": r["loss"] + 0.1} for r in rows if r["batch_size"] == 4]
+    assert grid_doc(pd.DataFrame(inside))[0]["edges"] == []
