@@ -103,11 +103,8 @@ def main() -> int:
         a = argparse.Namespace(**{**vars(args), "seeds": seeds})
         one = _sweep(fresh_cfg if fresh else cfg, a, presets=[h], lrs=[lr], batches=[B], name=name, fit=False,
                      tokens=tokens)
-        from mixopt.study import get_storage, load_study
-
-        st = load_study(name, get_storage(cfg.resolved_tracking_uri()))
-        per = {t.spec.seed: t.value for t in st.trials if t.ok}
-        return one["grid"][0]["best"]["loss"], per
+        runs = pd.read_csv(one["files"]["runs"])  # the sweep's runs table: one row per completed seed
+        return one["grid"][0]["best"]["loss"], dict(zip(runs["seed"], runs["loss"]))
 
     methods = args.optimum.split(",")
     rows = []

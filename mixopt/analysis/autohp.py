@@ -118,9 +118,9 @@ def _fitted(store: Storage, name: str, what: str) -> ProxyLaw:
     """The law fitted to study ``name``'s runs the way its last ``fit --kind hparams`` run did (tolerance,
     optimum; the defaults when it has none)."""
     fits = _fit_runs(store, name)
-    params = fits[-1]["params"] if fits else {}
-    tolerance = float(params.get("tolerance", DEFAULT_TOLERANCE))
-    optimum = str(params.get("optimum", "kept"))  # fits logged before the option existed read the kept set
+    last = fits[-1]["params"] if fits else {}
+    tolerance = float(last.get("tolerance", DEFAULT_TOLERANCE))
+    optimum = str(last.get("optimum", "kept"))  # fits logged before the option existed read the kept set
     study = load_study(name, store)
     params = sorted({_param(t.spec) for t in study.trials if t.spec is not None})
     if len(params) > 1:

@@ -209,13 +209,15 @@ def _unpack(theta: np.ndarray, G: int, free_lr_d: bool, free_bt_d: bool, b0: flo
     return o, s, qz, qxz, lr, bt
 
 
-def _surface_fit(g_idx, lN, lD, x, z, y, w, G, free_lr_d, free_bt_d, start=None):
-    """Least squares of the pooled surface (see :func:`fit_hparams`, ``optimum="surface"``); theta or None."""
+def _surface_fit(g_idx, x, z, y, w, gN, gD, free_lr_d, free_bt_d, start=None):
+    """Least squares of the pooled surface (see :func:`fit_hparams`, ``optimum="surface"``); theta or None.
+
+    Per grid point: its group ``g_idx``, ``x`` = log lr, ``z`` = log batch_tokens, mean loss ``y``, run count
+    ``w``; per group: ``gN``, ``gD`` (log N, log D)."""
     from scipy.optimize import least_squares
 
     b0, g0 = STEP_LAW_LR[2], STEP_LAW_BATCH[1]
-    gN = np.array([lN[g_idx == j][0] for j in range(G)])
-    gD = np.array([lD[g_idx == j][0] for j in range(G)])
+    G = len(gN)
     sw = np.sqrt(w)
 
     def resid(theta):
@@ -419,13 +421,12 @@ def _fit_surface(runs: pd.DataFrame, bootstrap: int, seed: int, source: str, not
     if keys["N"].nunique() < 2 or len(df) <= n_par:
         raise UserError(f"{source}: {len(df)} grid points at {keys['N'].nunique()} size(s) cannot identify the "
                         f"surface's {n_par} parameters; it needs 2 or more sizes and more grid points")
-    g_idx = df.merge(keys.reset_index(), on=["N", "D"])["index"].to_numpy()
 
-    def arrays(d):
-        return (np.log(d["N"].to_numpy(float)), np.log(d["D"].to_numpy(float)), np.log(d["lr"].to_numpy(float)),
+    def arrays(d):  # per grid point: group index, log lr, log batch, mean loss, runs
+        return (d.merge(keys.reset_index(), on=["N", "D"])["index"].to_numpy(), np.log(d["lr"].to_numpy(float)),
                 np.log(d["batch_tokens"].to_numpy(float)), d["mean"].to_numpy(float), d["count"].to_numpy(float))
 
-    theta = _surface_fit(g_idx, *arrays(df), G, free_lr_d, free_bt_d)
+    theta = _surface_fit(*arrays(df), lNg, lDg, free_lr_d, free_bt_d)
     if theta is None:
         raise UserError(f"{source}: the loss surface could not be fitted (a size's runs identify no optimum)")
 
@@ -442,8 +443,7 @@ def _fit_surface(runs: pd.DataFrame, bootstrap: int, seed: int, source: str, not
         d = r.groupby(["N", "D", "lr", "batch_tokens"], as_index=False)["loss"].agg(["mean", "count"])
         if len(d) <= n_par:
             continue
-        t = _surface_fit(d.merge(keys.reset_index(), on=["N", "D"])["index"].to_numpy(), *arrays(d), G,
-                         free_lr_d, free_bt_d, start=theta)
+        t = _surface_fit(*arrays(d), lNg, lDg, free_lr_d, free_bt_d, start=theta)
         if t is not None:
             lw, bw = laws(t)
             boots_lr.append((lw.c, lw.n_exp, lw.d_exp))
