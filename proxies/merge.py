@@ -39,6 +39,7 @@ from mixopt.proxies.model import build_model, lr_at
 from mixopt.proxies.pack import PackGPT
 from mixopt.proxies.pack_train import PackTrainer, evaluate_pack
 from mixopt.proxies.train import MixtureSampler, eval_batches, resolve_device
+from mixopt.proxies.weights import load_member
 
 
 def _open_corpus(es: ExpertsSpec, corpus_dir: str) -> Corpus:
@@ -57,36 +58,6 @@ def _save(pack: PackGPT, k: int, path: Path, meta: dict[str, str]) -> str:
 
     return write_atomic(path, save({n: p[k].detach().float().cpu().contiguous() for n, p in pack.named_parameters()},
                                    meta))
-
-
-def load_member(path: str | os.PathLike, es: ExpertsSpec) -> dict[str, torch.Tensor]:
-    """One expert (or the seed) file's parameters, checked against the set it should belong to.
-
-    Raises:
-        DataError: the file is unreadable, or belongs to another set (architecture, vocabulary, key).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DataError(f"merge: expert file {path} is unreadable ({e}); delete it, or rerun with --resume "
-                        "to retrain it") from None
-    if meta.get("key") != es.key():
-        raise DataError(f"merge: {path} belongs to expert set {meta.get('key')!r}, not {es.key()!r} (another "
-                        "architecture, vocabulary, budget or base mixture)")
-    want = _shapes(es)
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if got != want:
-        raise DataError(f"merge: {path} does not hold a {es.spec.preset} model of vocabulary {es.vocab_size}")
-    return tensors
-
-
-def _shapes(es: ExpertsSpec) -> dict[str, tuple[int, ...]]:
-    pack = PackGPT(PackGPT.config_of(es.spec, es.vocab_size), 1)  # uninitialised: shapes only
-    return {n: tuple(p.shape[1:]) for n, p in pack.named_parameters()}
 
 
 def _train(trainer: PackTrainer, samplers: Sequence[MixtureSampler], steps: int, what: Sequence[str]) -> list[float]:

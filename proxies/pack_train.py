@@ -34,21 +34,24 @@ import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mixopt.core.errors import MixtureError, TrialError
+from mixopt.core.errors import DataError, MixtureError, TrialError
+from mixopt.core.experts import SEED_FILE
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import PER_MEMBER, ProxySpec
-from mixopt.core.worker import Outcome, TrialFailure, TrialRequest, TrialResult
+from mixopt.core.worker import Branch, Outcome, TrialFailure, TrialRequest, TrialResult
 from mixopt.data.corpus import Corpus
 from mixopt.proxies.gpt import mup_multipliers
 from mixopt.proxies.model import lr_at
 from mixopt.proxies.online_train import OnlineMembers
 from mixopt.proxies.pack import PackGPT, resolve_dispatch, set_dispatch
 from mixopt.proxies.train import MixtureSampler, eval_batches, final_failure, resolve_device, trial_metrics
+from mixopt.proxies.weights import load_member
 
 BETAS, EPS, CLIP = (0.9, 0.95), 1e-8, 1.0  # as make_optimizer / train_step
 
@@ -172,22 +175,24 @@ class PackTrainer:
             (default inductor; "aot_eager" traces forward and backward without generating code, as the
             GPU suite's CPU rehearsal does). Falls back to eager on failure (``compile_error`` says why).
         lr_table: (steps, K) learning rates to use instead of each spec's own schedule.
+        start: the schedule step the pack starts at (a branch continues its seed's schedule): it trains
+            steps ``start`` to ``spec.steps`` (without ``lr_table``).
     """
 
     def __init__(self, specs: Sequence[ProxySpec], vocab_size: int, device: torch.device,
                  dispatch: str = "auto", compile: bool | str | None = None,
-                 lr_table: Sequence[Sequence[float]] | None = None) -> None:
+                 lr_table: Sequence[Sequence[float]] | None = None, start: int = 0) -> None:
         self.specs, self.device, self.K = list(specs), device, len(specs)
         if device.type == "cpu":
             reuse_large_allocations()
-        steps = specs[0].steps
+        steps = specs[0].steps - start
         self.pack = PackGPT.from_specs(specs, vocab_size).to(device)
         set_dispatch(self.pack, resolve_dispatch(dispatch, device))
         self.opt = PackAdamW(list(self.pack.parameters()), [s.weight_decay for s in specs],
                              [mup_multipliers(n, specs[0].width_mult)[1] for n, _ in self.pack.named_parameters()])
         # (steps, K) host floats: each member's own schedule, or the one given (experts continue their seed's)
         self.lr_table = [list(r) for r in lr_table] if lr_table is not None else \
-            [[lr_at(i, s) for s in specs] for i in range(steps)]
+            [[lr_at(start + i, s) for s in specs] for i in range(steps)]
         self.dead: set[int] = set()
         self.losses = torch.full((steps, self.K), float("nan"), device=device)  # training CE per step
         self.step_idx = 0
@@ -299,7 +304,7 @@ def evaluate_pack(pack: PackGPT, batches: dict[str, torch.Tensor], device: torch
 def _check_pack(reqs: list[TrialRequest], specs: list[ProxySpec]) -> None:
     first = reqs[0]
     for r in reqs[1:]:
-        for f in ("corpus_dir", "eval_domains", "num_threads", "device"):
+        for f in ("corpus_dir", "eval_domains", "num_threads", "device", "branch"):
             if getattr(r, f) != getattr(first, f):
                 raise ValueError(f"run_pack: trial {r.trial_id} has {f}={getattr(r, f)!r}, trial "
                                  f"{first.trial_id} {getattr(first, f)!r}; a pack shares them")
@@ -335,7 +340,9 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
     device = resolve_device(reqs[0].device)
     corpus = Corpus.open(reqs[0].corpus_dir)
     spec0, V = specs[0], corpus.vocab_size
-    B, T, steps = spec0.batch_size, spec0.seq_len, spec0.steps
+    branch = reqs[0].branch
+    start = branch.experts.seed_steps if branch is not None else 0  # a branch trains the rest of its seed's schedule
+    B, T, steps = spec0.batch_size, spec0.seq_len, spec0.steps - start
     out: list[Outcome | None] = [None] * len(reqs)
     samplers: dict[int, MixtureSampler] = {}
     for i, (r, s) in enumerate(zip(reqs, specs)):
@@ -350,7 +357,9 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
     if not live:
         return out
     eval_at = {max(1, round(steps * (i + 1) / spec0.evals)) for i in range(spec0.evals)}
-    trainer = PackTrainer([specs[i] for i in live], V, device, dispatch=dispatch, compile=compile)
+    trainer = PackTrainer([specs[i] for i in live], V, device, dispatch=dispatch, compile=compile, start=start)
+    if branch is not None:
+        _load_seed(trainer, branch)
     online = OnlineMembers(reqs, specs, samplers, live, corpus, B, T)  # members mixing online
     history: list[list[dict[str, Any]]] = [[] for _ in live]
     zeros = torch.zeros(B, T + 1, dtype=torch.int64)
@@ -391,8 +400,8 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
             bad = np.flatnonzero(~np.isfinite(new[:, j]))
             if j not in trainer.dead and len(bad):
                 s = checked + int(bad[0])
-                out[i] = TrialFailure(reqs[i].trial_id, "diverged", f"diverged at step {s}: loss={new[bad[0], j]} "
-                                      f"(lr={lr_at(s, specs[i]):.3g}, trial {reqs[i].trial_id})")
+                out[i] = TrialFailure(reqs[i].trial_id, "diverged", f"diverged at step {start + s}: loss="
+                                      f"{new[bad[0], j]} (lr={lr_at(start + s, specs[i]):.3g}, trial {reqs[i].trial_id})")
                 trainer.kill(j)
         checked = step + 1
         if len(trainer.dead) == len(live):
@@ -407,7 +416,7 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         for j in range(len(live)):
             if j in trainer.dead:
                 continue
-            history[j].append({"step": step + 1, "tokens": (step + 1) * B * T,
+            history[j].append({"step": start + step + 1, "tokens": (start + step + 1) * B * T,
                                "losses": dict(zip(val, lossmat[j].tolist())),
                                "train_loss": float(np.mean(window[:, j]))} | (routing[j] if routing else {}))
         last, t0 = step + 1, time.perf_counter()
@@ -415,16 +424,37 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         if out[i] is not None:
             continue
         final = history[j][-1]
-        why = final_failure(final, V, steps, reqs[i].trial_id)
+        why = final_failure(final, V, start + steps, reqs[i].trial_id)
         if why:
             out[i] = TrialFailure(reqs[i].trial_id, "diverged", why)
             continue
-        metrics = trial_metrics(specs[i], V, final, train_seconds, time.perf_counter() - t_start)
+        metrics = trial_metrics(specs[i], V, final, train_seconds, time.perf_counter() - t_start, steps)
+        if branch is not None:
+            metrics["branch_start_step"] = start
         metrics |= {"pack_size": len(live), "pack_tokens_per_s": len(live) * metrics["tokens_per_s"]}
         trajectory, mixing = online.result(j)  # an online mixer's weights at each change, and its cost
         entries = sorted(history[j] + trajectory, key=lambda h: (h["step"], "weights" in h))
         out[i] = TrialResult(final["losses"], entries, metrics | mixing, reqs[i].trial_id, str(device))
     return out
+
+
+@torch.no_grad()
+def _load_seed(trainer: PackTrainer, branch: Branch) -> None:
+    """Every member of the pack starts from the branch's seed (checked against its expert set).
+
+    Raises:
+        TrialError: the seed file is missing, unreadable or of another set (kind "data").
+    """
+    path = Path(branch.folder) / SEED_FILE
+    if not path.is_file():
+        raise TrialError(f"branch: the seed {path} is missing on this worker (train it with mixopt run --resume; on "
+                         "a cluster the expert cache folder must be shared)", kind="data")
+    try:
+        seed = load_member(path, branch.experts)
+    except DataError as e:
+        raise TrialError(str(e), kind="data") from None
+    for name, p in trainer.pack.named_parameters():
+        p.copy_(seed[name].to(p.dtype)[None].expand_as(p))
 
 
 def _leave(online: OnlineMembers, trainer: PackTrainer, out: list, reqs: list[TrialRequest], live: list[int]) -> None:

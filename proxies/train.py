@@ -156,12 +156,14 @@ def final_failure(final: dict[str, Any], vocab_size: int, steps: int, trial_id: 
 
 
 def trial_metrics(spec: ProxySpec, vocab_size: int, final: dict[str, Any], train_seconds: float,
-                  seconds: float) -> dict[str, float]:
+                  seconds: float, steps: int | None = None) -> dict[str, float]:
     """The metrics of a finished trial: its sizes (from the spec), tokens, steps, timings, throughput,
-    and the last evaluation's training loss and MoE routing statistics."""
+    and the last evaluation's training loss and MoE routing statistics. ``steps``: the steps it trained
+    when not the spec's (a branch trains the rest of its seed's schedule)."""
     size = sizes(spec, vocab_size)
-    tokens = spec.steps * spec.batch_size * spec.seq_len
-    return {"train_loss": final["train_loss"], "tokens": tokens, "steps": spec.steps, "seconds": seconds,
+    steps = spec.steps if steps is None else steps
+    tokens = steps * spec.batch_size * spec.seq_len
+    return {"train_loss": final["train_loss"], "tokens": tokens, "steps": steps, "seconds": seconds,
             "train_seconds": train_seconds, "tokens_per_s": tokens / train_seconds,
             "flops_per_s": size["flops_per_token"] * tokens / train_seconds, **size} \
         | {k: final[k] for k in ROUTING_KEYS if k in final}
@@ -183,6 +185,9 @@ def run_trial(request: TrialRequest | dict[str, Any]) -> TrialResult:
     """
     t_start = time.perf_counter()
     req = TrialRequest.of(request)
+    if req.branch is not None:
+        raise TrialError(f"trial {req.trial_id}: branch trials (merge.branch) train on the engine "
+                         "(mixopt.proxies.pack_train.run_one), not on this reference trainer", kind="error")
     spec = req.spec
     torch.set_num_threads(req.num_threads)
     device = resolve_device(req.device)

@@ -92,6 +92,9 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     mc.add_argument("--name", help="the check's study name (default: <study>-merge-check)")
     mc.add_argument("--study")
     mc.add_argument("--tracking-uri")
+    mc.add_argument("--branch", action="store_true",
+                    help="also train the mixtures as branches of each seed (the seed continued on the mixture, what "
+                         "merge.branch trains): branches vs trained, and merged vs branches")
     mc.add_argument("--resume", action="store_true")
     mc.add_argument("--json", action="store_true")
 
@@ -110,7 +113,7 @@ def _cmd_merge_check(args, extra) -> int:
                           scales=tuple(args.scale or [cfg.merge.scale]),
                           presets=tuple(args.preset), target=args.target, regmix=not args.no_regmix, ceiling=args.ceiling,
                           debias=(False, True) if args.debias else (False,),
-                          resamples=args.resamples, name=args.name, resume=args.resume,
+                          resamples=args.resamples, name=args.name, resume=args.resume, branch=args.branch,
                           progress=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(doc))

@@ -18,7 +18,10 @@ objective and the one whose smaller Spearman of the two is largest (:func:`best_
 order): the correlation r of the two trained rankings says how much of the
 trained ranking is the seed's noise. A score without any noise could correlate with one training at
 about sqrt(r), no more; and each merged row is also correlated with the mean of the two trainings (less
-of the trained side's noise).
+of the trained side's noise). With ``--branch`` the M mixtures are also trained as *branches* of each
+s's seed (the seed continued on the mixture for the rest of the schedule, what ``merge.branch`` trains
+and what a merged model stands for): branches against trained from scratch say how much the seed's
+shared share of training costs the ranking, merged against branches how much the merge itself does.
 
 Everything runs through the product's plan, loop and executors as a study of its own
 (``<study>-merge-check``; ``--name`` to choose), which a later call resumes (``--resume``, with the same
@@ -45,6 +48,7 @@ from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
 from mixopt.core.spec import ProxySpec
 from mixopt.core.trial import TrialState
+from mixopt.core.worker import Branch
 from mixopt.run.config import BudgetConfig, MergeConfig, SearchConfig, StudyConfig, SweepConfig
 from mixopt.run.executors import make_executor
 from mixopt.run.experts import MERGE_FN, ensure_experts, experts_spec
@@ -78,7 +82,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
                     scales: tuple[float, ...] = (1.0,), presets: tuple[str, ...] = (), target: str | None = None,
                     regmix: bool = True, ceiling: bool = False, debias: tuple[bool, ...] = (False,),
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
-                    progress: Callable[[str], None] = print) -> dict[str, Any]:
+                    branch: bool = False, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, merge, compare (see the module docstring); returns the report (also ``merge_check.json``)."""
     if mixtures < 4:
         raise UserError(f"merge-check --mixtures: {mixtures} must be >= 4")
@@ -138,9 +142,11 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
         budget = max(len(queue), len(study.trials))  # a resumed study may hold trainings this call did not ask for
         execute(replace(ccfg, budget=BudgetConfig(trials=budget)), study, corpus, executor, progress,
                 stop=None, shutdown=False)
+        branches = {(sp.preset, s): _branches(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, ccfg, cfg,
+                                              progress) for sp in specs for s in seed_fractions} if branch else {}
         rows = [row for sp in specs for s in seed_fractions
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
-                                      scales, debias, ceiling, progress)]
+                                      scales, debias, ceiling, progress, branches.get((sp.preset, s)))]
     finally:
         executor.shutdown()
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
@@ -148,7 +154,9 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     ceil = {sp.preset: _ceiling(study, sp, len(X), tgt, list(corpus.domains)) for sp in specs} if ceiling else {}
     ent = {sp.preset: _entropy(study, sp, X, tgt, list(corpus.domains)) for sp in specs}
     doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg, "ceiling": ceil,
-           "entropy": ent, "best_scale": best_scales(rows)}
+           "entropy": ent, "best_scale": best_scales(rows),
+           "branch": [_branch_row(study, sp, s, es_all[(sp.preset, s)], X, tgt, list(corpus.domains), branches)
+                      for sp in specs for s in seed_fractions] if branch else []}
     out = Path(cfg.output_dir) / cname
     out.mkdir(parents=True, exist_ok=True)
     (out / "merge_check.json").write_text(json.dumps(doc, indent=2))
@@ -194,8 +202,40 @@ def _trained(study, spec: ProxySpec, prefix: str, n: int, domains: list[str]) ->
     return L
 
 
+def _branch_prefix(s: float) -> str:
+    return f"branch{s:g}-"
+
+
+def _branches(study, spec, s, es, X, corpus, executor, ccfg, cfg, progress) -> np.ndarray:
+    """The checked mixtures trained as branches of the seed of ``es`` (queued and trained where the study
+    lacks them): their losses (M, D)."""
+    threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)
+    experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
+                             num_threads=threads, device=cfg.executor.device, progress=progress, seed_only=True)
+    prefix, have = _branch_prefix(s), {t.label for t in study.trials}
+    for i, x in enumerate(X):
+        if f"{prefix}{i}" not in have:
+            study.enqueue(Mixture.from_array(x, study.space.domains), spec, f"{prefix}{i}")
+    progress(f"merge-check: the {len(X)} mixtures as branches of the s={s:g} seed ({es.expert_steps} of "
+             f"{es.spec.steps} steps each)")
+    execute(replace(ccfg, budget=BudgetConfig(trials=len(study.trials))), study, corpus, executor, progress,
+            stop=None, shutdown=False, branch=Branch(es, str(experts.folder)))
+    return _trained(study, spec, prefix, len(X), list(corpus.domains))
+
+
+def _branch_row(study, spec, s, es, X, tgt, domains, branches) -> dict[str, Any]:
+    """Branches of the s seed against the mixtures trained from scratch, per objective."""
+    b, a = branches[(spec.preset, s)], _trained(study, spec, "check", len(X), domains)
+    out: dict[str, Any] = {"preset": spec.preset, "seed_fraction": s, "proxies_worth": es.expert_steps / es.spec.steps,
+                           "n": int(np.isfinite(b).all(1).sum())}
+    for key, obj in objectives(domains, tgt).items():
+        w = _vector(obj, domains)
+        out[key] = dict(zip(("spearman", "pearson"), _corr(b @ w, a @ w)))
+    return out
+
+
 def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, debias, ceiling,
-               progress) -> list[dict[str, Any]]:
+               progress, branched: np.ndarray | None = None) -> list[dict[str, Any]]:
     threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)  # nothing else runs meanwhile
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
                              num_threads=threads, device=cfg.executor.device, progress=progress)
@@ -224,6 +264,8 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
             out[key]["spread"] = float(np.nanstd(trained @ w))
             if both is not None:  # against the mean of two trainings per mixture: less of the trained side's noise
                 out[key]["spearman_both"], out[key]["pearson_both"] = _corr(merged[0], both @ w)
+            if branched is not None:  # against the training the merged model stands for
+                out[key]["spearman_branch"], out[key]["pearson_branch"] = _corr(merged[0], branched @ w)
         progress(f"merge-check {spec.preset} s={s} scale={lam:g}{' debiased' if deb else ''}: Spearman mean "
                  f"{out['mean']['spearman']:.3f}, "
                  f"target {out['target']['spearman']:.3f}")
@@ -325,6 +367,16 @@ def format_check(doc: dict[str, Any]) -> str:
         lines.append(f"  The mixtures' entropy alone ({preset}, no compute): mean rho {_f(e['mean']['spearman'])} "
                      f"r {_f(e['mean']['pearson'])}, target rho {_f(e['target']['spearman'])} "
                      f"r {_f(e['target']['pearson'])}")
+    for b in doc.get("branch", []):
+        lines.append(f"  Branches ({b['preset']}, s={b['seed_fraction']:.2f}: the seed continued on each mixture, "
+                     f"{b['proxies_worth']:.2f} of a proxy each) vs trained from scratch: mean rho "
+                     f"{_f(b['mean']['spearman'])} r {_f(b['mean']['pearson'])}, target rho {_f(b['target']['spearman'])} "
+                     f"r {_f(b['target']['pearson'])}")
+        for r in doc["rows"]:
+            if (r["preset"], r["seed_fraction"]) == (b["preset"], b["seed_fraction"]) and "spearman_branch" in r["mean"]:
+                lines.append(f"    merged (scale {r.get('scale', 1.0):.2f}{', debiased' if r.get('debias') else ''}) vs "
+                             f"those branches: mean rho {_f(r['mean']['spearman_branch'])}, target rho "
+                             f"{_f(r['target']['spearman_branch'])}")
     for preset, c in doc.get("ceiling", {}).items():
         lines.append(f"  Trained ({preset}, proxy seed {c['seed']}) vs trained again (seed {c['other_seed']}): mean rho "
                      f"{_f(c['mean']['spearman'])} r {_f(c['mean']['pearson'])}, target rho {_f(c['target']['spearman'])} "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mixopt.core.errors import MixtureError, TrialError, UserError
+from mixopt.core.experts import ExpertsSpec
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 
@@ -24,6 +25,30 @@ DEVICES = ("cpu", "cuda", "auto")
 #: why a trial failed: a bad mixture, data it cannot train on, divergence, any other error in the trial,
 #: a worker or node lost after its retries
 FAILURE_KINDS = ("mixture", "data", "diverged", "error", "system")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Where a branch trial starts: the seed of an expert set (``merge.branch``).
+
+    The trial loads the seed (``<folder>/seed.safetensors``, checked against ``experts``) and trains
+    on its own mixture for the rest of the schedule: steps ``experts.seed_steps`` to ``spec.steps``
+    of the same learning-rate schedule, fresh AdamW state, as the experts do.
+
+    Attributes:
+        experts: the set whose seed it is (its ``spec`` must be the trial's proxy).
+        folder: the set's folder on the worker's machine.
+    """
+
+    experts: ExpertsSpec
+    folder: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experts": self.experts.to_dict(), "dir": self.folder}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Branch:
+        return cls(ExpertsSpec.from_dict(d["experts"]), str(d["dir"]))
 
 
 @dataclass(frozen=True)
@@ -38,6 +63,7 @@ class TrialRequest:
         eval_domains: domains to evaluate on (default: every corpus domain).
         num_threads: torch CPU threads for this worker.
         device: "cpu", "cuda" or "auto" (CUDA when present).
+        branch: continue this seed instead of training from scratch (None: from scratch).
     """
 
     trial_id: int
@@ -47,6 +73,7 @@ class TrialRequest:
     eval_domains: tuple[str, ...] = ()
     num_threads: int = 1
     device: str = "cpu"
+    branch: Branch | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -56,12 +83,18 @@ class TrialRequest:
         if not isinstance(self.spec, ProxySpec):
             object.__setattr__(self, "spec", ProxySpec.from_dict(dict(self.spec)))
         object.__setattr__(self, "eval_domains", tuple(self.eval_domains))
+        if self.branch is not None and not isinstance(self.branch, Branch):
+            object.__setattr__(self, "branch", Branch.from_dict(dict(self.branch)))
+        if self.branch is not None and self.branch.experts.spec.to_dict() != self.spec.to_dict():
+            raise ValueError(f"TrialRequest.branch: trial {self.trial_id}'s proxy differs from the seed's "
+                             f"({self.branch.experts.spec.preset}); a branch continues the seed's own schedule")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what a Ray task carries)."""
-        return {"trial_id": self.trial_id, "mixture": self.mixture.to_dict(), "spec": self.spec.to_dict(),
-                "corpus_dir": self.corpus_dir, "eval_domains": list(self.eval_domains),
-                "num_threads": self.num_threads, "device": self.device}
+        d = {"trial_id": self.trial_id, "mixture": self.mixture.to_dict(), "spec": self.spec.to_dict(),
+             "corpus_dir": self.corpus_dir, "eval_domains": list(self.eval_domains),
+             "num_threads": self.num_threads, "device": self.device}
+        return d | ({"branch": self.branch.to_dict()} if self.branch is not None else {})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialRequest:
@@ -72,7 +105,7 @@ class TrialRequest:
         """
         return cls(int(d["trial_id"]) if d.get("trial_id") is not None else -1, d["mixture"], d["spec"],
                    str(d["corpus_dir"]), tuple(d.get("eval_domains") or ()), int(d.get("num_threads", 1)),
-                   str(d.get("device", "cpu")))
+                   str(d.get("device", "cpu")), d.get("branch"))
 
     @classmethod
     def of(cls, r: TrialRequest | Mapping[str, Any]) -> TrialRequest:

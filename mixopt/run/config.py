@@ -137,7 +137,13 @@ class MergeConfig:
     ``theta_seed + scale * sum_i w_i (theta_i - theta_seed)``; 1 is the plain weight average of the
     experts, the default 1.25 scales each expert's change from the seed up a little (picked with
     ``mixopt merge-check --scale``; the README has the figures, on which mixtures it was picked, and
-    how it did on fresh ones)."""
+    how it did on fresh ones).
+
+    ``branch``: every trained trial continues the seed on its mixture for the rest of the schedule
+    instead of training from scratch (a *branch*, the seed's share of training shared), so it costs
+    ``1 - seed_fraction`` of a proxy; on the merge-check's mixtures at dense-37k branches ranked
+    mixtures as proxies trained from scratch do (``mixopt merge-check --branch``; the README has the
+    figures). With ``candidates`` 0 only the seed is trained, no experts."""
 
     candidates: int = 0
     rounds: int = 1
@@ -146,10 +152,17 @@ class MergeConfig:
     batch: int = 32
     eval_batches: int | None = None
     scale: float = 1.25
+    branch: bool = False
 
     @property
     def enabled(self) -> bool:
+        """Whether mixtures are screened by merging (the experts are trained)."""
         return self.candidates > 0
+
+    @property
+    def needs_seed(self) -> bool:
+        """Whether the study trains (or reuses) a seed: to screen, or to branch its trials from."""
+        return self.enabled or self.branch
 
 
 @dataclass(frozen=True)
@@ -280,6 +293,12 @@ def validate(cfg: StudyConfig) -> None:
         if v is not None and v <= 0:
             raise ConfigError(f"budget.{k}: {v} must be > 0")
     _validate_merge(cfg.merge)
+    if cfg.merge.branch and cfg.ladder:
+        raise ConfigError("merge.branch: not with a ladder (its rungs would branch from one seed of one size); "
+                          "allowed: a study with one proxy")
+    if cfg.merge.branch and cfg.proxy.online:
+        raise ConfigError(f"merge.branch: not with proxy.online ({cfg.proxy.online!r}); a branch continues the "
+                          "seed on a fixed mixture")
     validate_hparams(cfg.hparams)
     validate_target(cfg.target)
     e = cfg.executor
@@ -304,6 +323,8 @@ def _validate_merge(m: MergeConfig) -> None:
     check_scale(m.scale)
     if not (m.base in ("natural", "uniform") or isinstance(m.base, dict)):
         raise ConfigError(f"merge.base: {m.base!r}; allowed: natural, uniform, or a mixture {{domain: weight}}")
+    if not isinstance(m.branch, bool):
+        raise ConfigError(f"merge.branch: {m.branch!r}; allowed: true or false")
 
 
 def to_yaml(cfg: StudyConfig) -> str:

@@ -5,9 +5,10 @@ by every study on the machine that trains the same set), with ``experts.json`` l
 sha256, and in the study's store: an MLflow run of role ``experts`` (tag ``mixopt.experts=<key>``)
 holding the files, so any later run, process or machine finds them. :func:`ensure_experts` verifies
 what is there (checksums), fetches what the store has, and trains only what is missing (the seed and
-every expert when the seed is missing, else the missing experts, as one pack). A corrupt or missing
-file of a set that was trained before is retrained only when asked (``mixopt run --resume``), else it
-is an error naming the file.
+every expert needed when the seed is missing, else the missing experts, as one pack; a study that only
+branches its trials from the seed, ``merge.branch`` without screening, needs the seed alone). A corrupt
+or missing file of a set that was trained before is retrained only when asked (``mixopt run
+--resume``), else it is an error naming the file.
 
 A screening round (:func:`screen`) scores many mixtures by merging the experts, on the executor's
 workers, and stores them as one table per round (a CSV logged with an MLflow run of role ``merge``):
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mixopt.core.errors import DataError, UserError
-from mixopt.core.experts import SEED_FILE, ExpertsSpec, file_sha256
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.spec import ProxySpec
 from mixopt.data.shards import write_atomic
@@ -66,18 +67,25 @@ def experts_spec(merge: MergeConfig, spec: ProxySpec, space: MixtureSpace, corpu
                        corpus.vocab_size)
 
 
-def _check(folder: Path, es: ExpertsSpec) -> tuple[dict[str, Any], list[str]]:
-    """The folder's manifest and the files that are missing or do not match their sha256."""
+def _check(folder: Path, es: ExpertsSpec, need: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The folder's manifest and the files of ``need`` (default: the whole set) that are missing or do
+    not match their sha256."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         manifest = {}
-    sums = manifest.get("files", {}) if manifest.get("key") == es.key() else {}
-    bad = [f for f in es.files() if f not in sums or not (folder / f).is_file() or file_sha256(folder / f) != sums[f]]
+    sums = _sums(manifest, es)
+    bad = [f for f in (es.files() if need is None else need)
+           if f not in sums or not (folder / f).is_file() or file_sha256(folder / f) != sums[f]]
     return manifest, bad
 
 
-def _fetch(study: Study, es: ExpertsSpec, folder: Path, bad: list[str]) -> None:
+def _sums(manifest: dict[str, Any], es: ExpertsSpec) -> dict[str, str]:
+    """The files the manifest says were trained for ``es`` (none if it is another set's)."""
+    return manifest.get("files", {}) if manifest.get("key") == es.key() else {}
+
+
+def _fetch(study: Study, es: ExpertsSpec, folder: Path, bad: list[str], need: list[str]) -> None:
     """Copy the files the study's store holds for this set into ``folder`` (the latest experts run first)."""
     runs = [r for r in study.storage.runs(study.name, "experts") if r["tags"].get("mixopt.experts") == es.key()]
     tmp = folder / f".fetch-{os.getpid()}"
@@ -91,7 +99,7 @@ def _fetch(study: Study, es: ExpertsSpec, folder: Path, bad: list[str]) -> None:
                     if name in got:
                         os.replace(got[name], folder / name)
                 os.replace(got[MANIFEST], folder / MANIFEST)
-            _, bad = _check(folder, es)
+            _, bad = _check(folder, es, need)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -109,16 +117,18 @@ def preflight(es: ExpertsSpec, cache_dir: Path, resume: bool) -> None:
     if resume or not (folder / MANIFEST).is_file():
         return
     manifest, bad = _check(folder, es)
-    if bad and manifest.get("key") == es.key():
-        raise _damaged(folder, bad)
+    damaged = [f for f in bad if f in _sums(manifest, es)]  # trained once, now missing or corrupt
+    if damaged:
+        raise _damaged(folder, damaged)
 
 
 def ensure_experts(es: ExpertsSpec, study: Study, corpus_dir: str, executor, cache_dir: Path, *,
                    retrain: bool, num_threads: int = 1, device: str = "cpu",
-                   progress: Callable[[str], None] = print) -> ExpertSet:
+                   progress: Callable[[str], None] = print, seed_only: bool = False) -> ExpertSet:
     """The expert set ``es``, verified, fetched from the store or trained (see the module docstring), and
     stored with ``study`` (a set found in the machine's cache is logged with a study that lacks it).
-    Studies sharing the cache folder take turns (a file lock on the set's folder).
+    Studies sharing the cache folder take turns (a file lock on the set's folder). ``seed_only``: only the
+    seed is needed (a study that branches its trials and does not screen); experts are not trained.
 
     Raises:
         DataError: a file of a set trained before is missing or corrupt and ``retrain`` is off (it names the file).
@@ -128,41 +138,55 @@ def ensure_experts(es: ExpertsSpec, study: Study, corpus_dir: str, executor, cac
     with open(folder / ".lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one process at a time trains or repairs a set
         try:
-            return _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, device, progress)
+            return _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, device, progress,
+                           [SEED_FILE] if seed_only else es.files())
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, device, progress) -> ExpertSet:
-    manifest, bad = _check(folder, es)
+def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, device, progress, need) -> ExpertSet:
+    manifest, bad = _check(folder, es, need)
     if bad:
-        _fetch(study, es, folder, bad)
-        manifest, still = _check(folder, es)
+        _fetch(study, es, folder, bad, need)
+        manifest, still = _check(folder, es, need)
         if len(still) < len(bad):
             progress(f"merge: {len(bad) - len(still)} expert file(s) of {es.key()} fetched from the study's store "
                      f"({study.storage.uri})")
         bad = still
+    what = (f"experts {es.key()} ({len(es.domains)} domains, {es.spec.preset})" if len(need) > 1 else
+            f"the seed of {es.key()} ({es.spec.preset})")
     if not bad:
-        progress(f"merge: experts {es.key()} ({len(es.domains)} domains, {es.spec.preset}) verified in {folder}")
+        progress(f"merge: {what} verified in {folder}")
         if not any(r["tags"].get("mixopt.experts") == es.key() for r in study.storage.runs(study.name, "experts")):
             _log(study, es, folder, manifest)  # trained for another study on this machine: now stored with this one
         return ExpertSet(es, folder, manifest)
-    trained_before = manifest.get("key") == es.key()
-    if trained_before and not retrain:
-        raise _damaged(folder, bad)
-    todo = ["seed", *es.domains] if SEED_FILE in bad else [f[len("expert-"):-len(".safetensors")] for f in bad]
-    progress(f"merge: training {'the seed and ' if 'seed' in todo else ''}{len(todo) - ('seed' in todo)} expert(s) "
-             f"of {es.spec.preset} ({es.proxies_worth():.1f} proxies' worth of tokens for the whole set) -> {folder}")
+    damaged = [f for f in bad if f in _sums(manifest, es)]  # trained once, now missing or corrupt
+    if damaged and not retrain:
+        raise _damaged(folder, damaged)
+    # a new seed makes every expert of the old one stale: all of them are trained again (or dropped)
+    keep = manifest.get("key") == es.key() and SEED_FILE not in bad
+    todo = (["seed", *(d for d in es.domains if expert_file(d) in need)] if SEED_FILE in bad
+            else [f[len("expert-"):-len(".safetensors")] for f in bad])
+    n = len(todo) - ("seed" in todo)
+    progress(f"merge: training {'the seed' if 'seed' in todo else ''}{' and ' if 'seed' in todo and n else ''}"
+             f"{f'{n} expert(s)' if n else ''} of {es.spec.preset} ({_worth(es, todo):.1f} proxies' worth of tokens) "
+             f"-> {folder}")
     [res] = executor.run_tasks(EXPERTS_FN, [{"experts": es.to_dict(), "corpus_dir": corpus_dir, "out_dir": str(folder),
                                              "train": todo, "num_threads": num_threads, "device": device}])
-    files = {**(manifest.get("files", {}) if trained_before else {}), **res["files"]}
+    files = {**(manifest.get("files", {}) if keep else {}), **res["files"]}
     manifest = {"key": es.key(), "experts": es.to_dict(), "files": files,
-                "train_loss": {**manifest.get("train_loss", {}), **res["train_loss"]},
-                "tokens": int(manifest.get("tokens", 0) if trained_before else 0) + int(res["tokens"]),
-                "seconds": float(manifest.get("seconds", 0.0) if trained_before else 0.0) + float(res["seconds"])}
+                "train_loss": {**(manifest.get("train_loss", {}) if keep else {}), **res["train_loss"]},
+                "tokens": int(manifest.get("tokens", 0) if keep else 0) + int(res["tokens"]),
+                "seconds": float(manifest.get("seconds", 0.0) if keep else 0.0) + float(res["seconds"])}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
     _log(study, es, folder, manifest)
     return ExpertSet(es, folder, manifest)
+
+
+def _worth(es: ExpertsSpec, todo: list[str]) -> float:
+    """What training ``todo`` (the seed and/or domains) costs, in proxies of ``es.spec``."""
+    steps = es.seed_steps * ("seed" in todo) + es.expert_steps * (len(todo) - ("seed" in todo))
+    return steps / es.spec.steps
 
 
 def _log(study: Study, es: ExpertsSpec, folder: Path, manifest: dict[str, Any]) -> None:
@@ -171,8 +195,10 @@ def _log(study: Study, es: ExpertsSpec, folder: Path, manifest: dict[str, Any]) 
                           {"preset": es.spec.preset, "tokens": es.spec.tokens, "seed_fraction": es.seed_fraction,
                            "base": json.dumps(es.base.to_dict()), "domains": ",".join(es.domains), "key": es.key()},
                           {"expert_tokens": manifest.get("tokens", 0), "expert_seconds": manifest.get("seconds", 0.0),
-                           "proxies_worth": es.proxies_worth()},
-                          {"mixopt.experts": es.key()}, [str(folder / f) for f in (*es.files(), MANIFEST)])
+                           "proxies_worth": manifest.get("tokens", 0) / (es.spec.steps * es.spec.batch_size
+                                                                          * es.spec.seq_len)},
+                          {"mixopt.experts": es.key()},
+                          [str(folder / f) for f in (*(f for f in es.files() if f in manifest.get("files", {})), MANIFEST)])
 
 
 def candidates(space: MixtureSpace, n: int, round_: int, seed: int, best: np.ndarray | None) -> np.ndarray:
@@ -233,9 +259,10 @@ def screen(study: Study, experts: ExpertSet, corpus, executor, merge: MergeConfi
 
 
 def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: bool,
-            progress: Callable[[str], None] = print) -> None:
-    """The merge phase of ``mixopt run`` (``merge.candidates`` > 0): the study's experts ``es`` (verified,
-    fetched or trained), then the screening rounds not done yet."""
+            progress: Callable[[str], None] = print) -> ExpertSet:
+    """The merge phase of ``mixopt run`` (``merge.candidates`` > 0 or ``merge.branch``): the study's experts
+    ``es`` (verified, fetched or trained; the seed alone for a study that branches without screening), then
+    the screening rounds not done yet. Returns the set (its folder is where branch trials start)."""
     threads, device = cfg.executor.threads_per_worker, cfg.executor.device
     rounds = study.storage.runs(study.name, "merge")
     other = sorted({(r["tags"].get("mixopt.experts", "?"), float(r["params"].get("scale", 1.0))) for r in rounds}
@@ -246,12 +273,13 @@ def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: boo
                         "kinds of merged scores must not be ranked together: start a new study (another study: name) "
                         "for these settings")
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=resume,
-                             num_threads=threads, device=device, progress=progress)
+                             num_threads=threads, device=device, progress=progress, seed_only=not cfg.merge.enabled)
     done = {int(r["params"].get("round", 0)) for r in rounds}
-    for r in range(1, cfg.merge.rounds + 1):
+    for r in range(1, cfg.merge.rounds + 1) if cfg.merge.enabled else ():
         if r not in done:
             screen(study, experts, corpus, executor, cfg.merge, r, Path(cfg.output_dir) / study.name / "merge",
                    num_threads=threads, device=device, progress=progress)
+    return experts
 
 
 __all__ = ["ExpertSet", "base_mixture", "candidates", "ensure_experts", "experts_spec", "preflight", "prepare",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mixopt.core.trial import Trial, TrialState
-from mixopt.core.worker import TrialRequest
+from mixopt.core.worker import Branch, TrialRequest
 from mixopt.run import experts
 from mixopt.run.config import StudyConfig
 from mixopt.run.executors import make_executor
@@ -72,7 +72,7 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
     corpus = plan.open_corpus(progress)  # a cache: reused by every study on the same data settings
     space = plan.build_space(corpus.token_counts("train"))
     es = None
-    if cfg.merge.enabled:  # the study's experts; a damaged set is refused before anything is written
+    if cfg.merge.needs_seed:  # the study's experts (or seed); a damaged set is refused before anything is written
         es = experts.experts_spec(cfg.merge, plan.ladder[-1] if plan.ladder else cfg.proxy, space, corpus)
         experts.preflight(es, cfg.data.cache_path(), resume)
     study = plan.open_study(space, extra={"train_tokens": corpus.token_counts("train")})  # created once it can run
@@ -81,28 +81,35 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
              f"budget {cfg.budget.trials} trials; tracking {plan.storage().uri}")
     stop = Interrupt(progress)
     executor = executor or make_executor(cfg.executor)
+    branch = None
     if es is not None:  # experts trained (or reused) and mixtures screened by merging, before any proposal
         try:
             with stop:
-                experts.prepare(cfg, es, study, corpus, executor, resume=resume, progress=progress)
+                expert_set = experts.prepare(cfg, es, study, corpus, executor, resume=resume, progress=progress)
         except BaseException:
             executor.shutdown()
             raise
-    train_seconds = execute(cfg, study, corpus, executor, progress, t_start, stop)
+        if cfg.merge.branch:
+            branch = Branch(es, str(expert_set.folder))
+            progress(f"merge.branch: every trial continues the seed {es.key()} on its mixture for the last "
+                     f"{es.expert_steps} of {es.spec.steps} steps ({1 - es.seed_steps / es.spec.steps:.2f} of a proxy each)")
+    train_seconds = execute(cfg, study, corpus, executor, progress, t_start, stop, branch=branch)
     rec, files = finish(cfg, study, plan.storage(), progress, plotters, interrupted=stop.requested, card=card)
     return RunOutcome(study, rec, files, time.time() - t_start, train_seconds, stop.requested)
 
 
 def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Callable[[str], None] = log,
-            t_start: float | None = None, stop: Interrupt | None = None, shutdown: bool = True) -> float:
+            t_start: float | None = None, stop: Interrupt | None = None, shutdown: bool = True,
+            branch: Branch | None = None) -> float:
     """Run the study's trials on the executor until the budget is spent (or Ctrl-C); returns the
     summed in-trial training seconds. ``stop`` tells the caller whether Ctrl-C ended it; the executor is
-    shut down at the end unless ``shutdown`` is off (the caller has more work for it)."""
+    shut down at the end unless ``shutdown`` is off (the caller has more work for it). ``branch``: every
+    trial continues this seed (``merge.branch``)."""
     executor = executor or make_executor(cfg.executor)
 
     def request(t: Trial) -> TrialRequest:
         return TrialRequest(t.trial_id, t.mixture, t.spec or cfg.proxy, str(corpus.path), tuple(corpus.domains),
-                            cfg.executor.threads_per_worker, cfg.executor.device)
+                            cfg.executor.threads_per_worker, cfg.executor.device, branch)
 
     stop = stop or Interrupt(progress)
     try:

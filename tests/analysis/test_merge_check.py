@@ -65,6 +65,16 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     again = [t for t in trials if t.label.startswith("again")]
     assert len(again) == 6 and all(t.ok and t.spec.seed == 1 for t in again) and len(trials) == 6 + 6 + reg["n_train"]
     assert "vs trained again (seed 1)" in out.err and "(6 to train now;" in out.err
+    # --branch: the 6 mixtures also trained as branches of the seed (its last half of the schedule), on resume
+    assert main([*args, "--resume", "--branch", "--json"]) == 0
+    out = capsys.readouterr()
+    (br,) = json.loads(out.out)["branch"]
+    assert (br["preset"], br["seed_fraction"], br["proxies_worth"], br["n"]) == ("dense-0.1m", 0.5, 0.5, 6)
+    assert -1 <= br["mean"]["spearman"] <= 1 and -1 <= br["target"]["spearman"] <= 1
+    assert all(-1 <= r[k]["spearman_branch"] <= 1 for r in json.loads(out.out)["rows"] for k in ("mean", "target"))
+    branched = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("branch0.5-")]
+    assert len(branched) == 6 and {t.metrics["branch_start_step"] for t in branched} == {16}
+    assert "Branches (dense-0.1m, s=0.50" in out.err and "merged (scale 1.50) vs those branches" in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
                         (["--seed-fraction", "1"], "--seed-fraction: 1.0 must be in (0, 1)"),
                         (["--target", "nope"], "'nope' is not a corpus domain")):

@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from mixopt.core.errors import ConfigError, DataError
+from mixopt.core.errors import ConfigError, DataError, TrialError
 from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
+from mixopt.core.worker import Branch, TrialRequest
 from mixopt.data.corpus import Corpus
 from mixopt.proxies.merge import load_member, merged_losses, solo_from_merged, stack_experts, train_experts
-from mixopt.proxies.train import eval_batches, evaluate
+from mixopt.proxies.model import lr_at
+from mixopt.proxies.pack_train import PackTrainer, run_one, run_pack
+from mixopt.proxies.train import MixtureSampler, eval_batches, evaluate, run_trial
 
 
 def _load(name: str):
@@ -177,3 +180,54 @@ def test_experts_spec_checks_itself():
     old = {**experts_spec(spec=mup).to_dict()}
     old["spec"] = {k: v for k, v in old["spec"].items() if k != "mup_output_mult"}  # stored before the key
     assert ExpertsSpec.from_dict(old).spec.mup_output_mult == 1.0 and ExpertsSpec.from_dict(old).key() == keys[1.0]
+
+
+def _branch_request(es, out, corpus_dir, mixture, trial_id=1):
+    return TrialRequest(trial_id, Mixture(mixture, DOMAINS), es.spec, str(corpus_dir), DOMAINS, branch=Branch(es, str(out)))
+
+
+def test_a_branch_is_the_seed_continued_on_its_mixture(trained, corpus_dir):
+    """merge.branch: the engine loads the seed and trains the rest of the schedule on the trial's mixture, as
+    the experts do; two branches in one pack train as each alone; the trial reports the tokens it trained."""
+    es, out, _ = trained
+    w = {"cycle": 0.7, "noise": 0.3}
+    res = run_one(_branch_request(es, out, corpus_dir, w))
+    # by hand: the seed's weights, then steps seed_steps..steps of the same lr schedule on w, fresh AdamW state
+    corpus, spec = Corpus.open(corpus_dir), es.spec
+    lrs = [[lr_at(es.seed_steps + i, spec)] for i in range(es.expert_steps)]
+    trainer = PackTrainer([spec.with_preset(spec.preset, tokens=es.expert_steps * 8 * 16)], V, torch.device("cpu"),
+                          lr_table=lrs)
+    seed = load_member(out / SEED_FILE, es)
+    with torch.no_grad():
+        for name, p in trainer.pack.named_parameters():
+            p.copy_(seed[name][None])
+    sampler = MixtureSampler(corpus, Mixture(w, corpus.domains), 8, 16, seed=spec.seed)
+    for _ in range(es.expert_steps):
+        trainer.step(*(t[None] for t in sampler.next()))
+    batches = {d: eval_batches(corpus, d, spec.eval_batches, 8, 16) for d in DOMAINS}
+    want = dict(zip(DOMAINS, trainer.evaluate(batches)[0]))
+    assert res.losses == pytest.approx(want, rel=1e-5)
+    assert res.metrics["tokens"] == es.expert_steps * 8 * 16 and res.metrics["steps"] == es.expert_steps
+    assert res.metrics["branch_start_step"] == es.seed_steps and res.history[-1]["step"] == spec.steps
+    # trained from the seed, the branch is far better than a proxy trained from scratch for the same steps
+    scratch = run_one(TrialRequest(2, Mixture(w, DOMAINS), spec.with_preset(spec.preset, tokens=es.expert_steps * 8 * 16),
+                                   str(corpus_dir), DOMAINS))
+    assert res.losses["cycle"] < scratch.losses["cycle"]
+    pair = run_pack([_branch_request(es, out, corpus_dir, w), _branch_request(es, out, corpus_dir, {"noise": 1.0}, 3)])
+    assert pair[0].losses == pytest.approx(res.losses, rel=1e-4)
+    assert TrialRequest.from_dict(_branch_request(es, out, corpus_dir, w).to_dict()).branch == Branch(es, str(out))
+
+
+def test_a_branch_without_its_seed_fails_as_data(trained, corpus_dir, tmp_path):
+    es, out, _ = trained
+    with pytest.raises(TrialError, match="seed.safetensors is missing"):
+        run_one(_branch_request(es, tmp_path, corpus_dir, {"cycle": 1.0}))
+    other = experts_spec(seed_fraction=0.25)  # another set's seed file is refused
+    with pytest.raises(TrialError, match="belongs to expert set") as e:
+        run_one(_branch_request(other, out, corpus_dir, {"cycle": 1.0}))
+    assert e.value.kind == "data"
+    with pytest.raises(ValueError, match="differs from the seed's"):
+        TrialRequest(1, Mixture({"cycle": 1.0}, DOMAINS), replace(es.spec, lr=0.5), str(corpus_dir), DOMAINS,
+                     branch=Branch(es, str(out)))
+    with pytest.raises(TrialError, match="on the engine"):
+        run_trial(_branch_request(es, out, corpus_dir, {"cycle": 1.0}))

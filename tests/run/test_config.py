@@ -25,6 +25,9 @@ def test_defaults_and_overrides(tmp_path):
     ("data: 3\n", [], "data: must be a mapping"),
     ("space: {max_epochs: 0}\n", [], "space.max_epochs"),
     ("merge: {scale: 0}\n", [], "merge.scale: 0.0 must be a number in (0, 10]"),
+    ("merge: {branch: 2}\n", [], "merge.branch"),
+    ("merge: {branch: true}\nladder: [{preset: dense-1m}]\n", [], "merge.branch: not with a ladder"),
+    ("merge: {branch: true}\nproxy: {online: aioli}\n", [], "merge.branch: not with proxy.online ('aioli')"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, text, overrides, needle):
     p = tmp_path / "s.yaml"

@@ -89,3 +89,36 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"screened with expert set {folder.name} at merge.scale 1;" in err and "new study" in err
     assert len(mixopt.load_study("tiny", uri).trials) == 7
+
+
+def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, tiny_domains, capsys):
+    """merge.branch: the seed alone is trained (no experts), every trial continues it for the rest of the
+    schedule; a screening study on the same settings later reuses that seed and trains only the experts."""
+    import mixopt
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = study_yaml(tmp_path / "b.yaml", tiny_domains, tmp_path / "cache", uri, tmp_path / "out",
+                     merge={"branch": True, "seed_fraction": 0.75}, budget={"trials": 4})
+    assert main(["run", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "merge: training the seed of dense-0.1m (0.8 proxies' worth of tokens)" in err
+    assert "every trial continues the seed" in err
+    study = mixopt.load_study("tiny", uri)
+    steps = study.trials[0].spec.steps
+    assert len(study.trials) == 4 and all(t.ok for t in study.trials)
+    assert {t.metrics["steps"] for t in study.trials} == {steps - round(0.75 * steps)}
+    assert {t.metrics["branch_start_step"] for t in study.trials} == {round(0.75 * steps)}
+    [folder] = (tmp_path / "cache" / "experts").iterdir()
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == ["seed.safetensors"]
+    [run] = study.storage.runs("tiny", "experts")
+    assert run["metrics"]["proxies_worth"] == 0.75
+    # screening with the same seed: the experts are trained from it, the seed is not trained again
+    seed_bytes = (folder / "seed.safetensors").read_bytes()
+    cfg2 = study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", uri, tmp_path / "out", study="screen",
+                      merge={**MERGE, "seed_fraction": 0.75, "rounds": 1}, budget={"trials": 1},
+                      search={"searcher": "merge_screen", "n_init": 0, "options": {"searcher": "random"}})
+    assert main(["run", str(cfg2)]) == 0
+    err = capsys.readouterr().err
+    assert "merge: training 3 expert(s) of dense-0.1m" in err and "the seed" not in err.split("training")[1][:20]
+    assert (folder / "seed.safetensors").read_bytes() == seed_bytes
+    assert len(list(folder.glob("expert-*.safetensors"))) == 3
