@@ -20,6 +20,11 @@ ln(vocab_size) (worse than uniform) fails too. The result has one entry per requ
 metrics), or a :class:`~mixopt.core.worker.TrialFailure` (kind "mixture", "data" or "diverged").
 ``run_one`` is a pack of one that raises instead: what the executors run for a single trial.
 
+A request with a ``branch`` (``merge.branch``; every member of a pack shares it) starts every member
+from the expert set's seed instead of its initial weights and trains steps ``seed_steps`` to
+``spec.steps`` of the same schedule (fresh AdamW state, as the experts): its metrics count the steps
+and tokens it trained, its history the schedule's step.
+
 On CUDA the forward runs under bf16 autocast and, unless ``compile=False``, through
 ``torch.compile`` (falling back to eager if compiling fails); MoE dispatch is a grouped
 matmul with static shapes (or dense-masked where ``F.grouped_mm`` is unavailable).

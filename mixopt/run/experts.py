@@ -110,13 +110,14 @@ def _damaged(folder: Path, bad: list[str]) -> DataError:
                      f"to retrain only those (a study not created yet: remove {folder} to train the set anew)")
 
 
-def preflight(es: ExpertsSpec, cache_dir: Path, resume: bool) -> None:
+def preflight(es: ExpertsSpec, cache_dir: Path, resume: bool, seed_only: bool = False) -> None:
     """Before a study is created or resumed: refuse a damaged expert set on this machine (one that was
-    trained, with files now missing or corrupt) unless ``resume`` may retrain them."""
+    trained, with files now missing or corrupt) unless ``resume`` may retrain them; ``seed_only``: only
+    the seed matters (a study that branches and does not screen)."""
     folder = cache_dir / "experts" / es.key()
     if resume or not (folder / MANIFEST).is_file():
         return
-    manifest, bad = _check(folder, es)
+    manifest, bad = _check(folder, es, [SEED_FILE] if seed_only else None)
     damaged = [f for f in bad if f in _sums(manifest, es)]  # trained once, now missing or corrupt
     if damaged:
         raise _damaged(folder, damaged)
@@ -169,7 +170,7 @@ def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, devic
             else [f[len("expert-"):-len(".safetensors")] for f in bad])
     n = len(todo) - ("seed" in todo)
     progress(f"merge: training {'the seed' if 'seed' in todo else ''}{' and ' if 'seed' in todo and n else ''}"
-             f"{f'{n} expert(s)' if n else ''} of {es.spec.preset} ({_worth(es, todo):.1f} proxies' worth of tokens) "
+             f"{f'{n} expert(s)' if n else ''} of {es.spec.preset} ({_worth(es, todo):.3g} proxies' worth of tokens) "
              f"-> {folder}")
     [res] = executor.run_tasks(EXPERTS_FN, [{"experts": es.to_dict(), "corpus_dir": corpus_dir, "out_dir": str(folder),
                                              "train": todo, "num_threads": num_threads, "device": device}])

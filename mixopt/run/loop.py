@@ -74,7 +74,7 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
     es = None
     if cfg.merge.needs_seed:  # the study's experts (or seed); a damaged set is refused before anything is written
         es = experts.experts_spec(cfg.merge, plan.ladder[-1] if plan.ladder else cfg.proxy, space, corpus)
-        experts.preflight(es, cfg.data.cache_path(), resume)
+        experts.preflight(es, cfg.data.cache_path(), resume, seed_only=not cfg.merge.enabled)
     study = plan.open_study(space, extra={"train_tokens": corpus.token_counts("train")})  # created once it can run
     progress(f"study {study.name!r}: {len(space.domains)} training domains, objective: "
              f"{study.objective.description}; searcher {study.searcher_name} after {study.n_init} random; "

@@ -101,7 +101,7 @@ def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, 
                      merge={"branch": True, "seed_fraction": 0.75}, budget={"trials": 4})
     assert main(["run", str(cfg)]) == 0
     err = capsys.readouterr().err
-    assert "merge: training the seed of dense-0.1m (0.8 proxies' worth of tokens)" in err
+    assert "merge: training the seed of dense-0.1m (0.75 proxies' worth of tokens)" in err
     assert "every trial continues the seed" in err
     study = mixopt.load_study("tiny", uri)
     steps = study.trials[0].spec.steps
@@ -122,3 +122,9 @@ def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, 
     assert "merge: training 3 expert(s) of dense-0.1m" in err and "the seed" not in err.split("training")[1][:20]
     assert (folder / "seed.safetensors").read_bytes() == seed_bytes
     assert len(list(folder.glob("expert-*.safetensors"))) == 3
+    # a branch study needs only the seed: a corrupt expert does not stop it (a screening study would be refused)
+    (folder / "expert-code.safetensors").write_bytes(b"oops")
+    assert main(["run", str(cfg), "--resume", "--trials", "5"]) == 0
+    assert "the seed of" in capsys.readouterr().err and len(mixopt.load_study("tiny", uri).trials) == 5
+    assert main(["run", str(cfg2), "--study", "screen2"]) == 2
+    assert "expert-code.safetensors" in capsys.readouterr().err
