@@ -202,6 +202,8 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
     study = plan.open_study(space, queue=queue,  # the long runs first: they set the wall time
                             extra={"transfer_of": cfg.study, "transfer_arms": _arms_doc(arms),
                                    "transfer_rungs": [r.to_dict() for r in rung_specs]})
+    if plan.resume:  # --seeds raised (or rungs added) on resume: the arms' trainings the study lacks are queued
+        _queue_missing(study, queue, arms)
     storage = plan.storage()
     ratio = spec.active_non_embedding_params() / base.active_non_embedding_params()
     progress(f"transfer: {len(arms)} arms x {seeds} seeds at {spec.preset} ({spec.non_embedding_params():,} "
@@ -211,6 +213,24 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
     execute(tcfg, study, corpus, executor, progress)
     arms_doc = study.meta.extra.get("transfer_arms") or _arms_doc(arms)
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
+
+
+def _queue_missing(study, queue: list[tuple[str, Mixture, ProxySpec]], arms: dict[str, dict[str, Any]]) -> None:
+    """Enqueue the (arm, spec) trainings of ``queue`` a resumed transfer study has not got, after checking
+    that each arm is still the mixture the study trained (a source study resumed since may recommend
+    another one: its new seeds would not pair with the old ones)."""
+    stored = study.meta.extra.get("transfer_arms") or {}
+    for label, arm in arms.items():
+        before = stored.get(label, {}).get("mixture")
+        if before is not None and not np.allclose(arm["mixture"].as_array(study.space.domains),
+                                                  Mixture(before, study.space.domains).as_array(study.space.domains),
+                                                  atol=1e-9):
+            raise UserError(f"transfer --resume: arm {label!r} is now another mixture than the one study "
+                            f"{study.name!r} trained (its source changed since); start a new transfer (--name)")
+    have, known = {(t.label, t.spec) for t in study.trials}, stored or arms  # arms added on resume are not reported
+    for label, m, sp in queue:
+        if label in known and (label, sp) not in have:
+            study.enqueue(m, sp, label)
 
 
 def _arms_doc(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -104,3 +104,9 @@ def test_transfer_arms_paired_and_predicted(tmp_path, capsys):
 
     assert get_storage(uri).load_meta("tiny-rand-transfer") is None
     assert main([*argv, *[f"--rung={r}" for r in rungs]]) == 2  # exists: --resume to continue
+    # --resume with more seeds trains each arm at the new seed only (no proposals of the study's searcher)
+    assert main([*argv, "--seeds", "3", "--resume", *[f"--rung={r}" for r in rungs]]) == 0
+    doc = json.loads((tmp_path / "out" / "tiny-transfer" / "transfer.json").read_text())
+    assert all(st["n"] == 3 for st in doc["stats"].values())
+    t = mixopt.load_study("tiny-transfer", uri)
+    assert len(t.trials) == len(arms) * (3 + len(rungs)) and {x.phase for x in t.trials} == {"enqueued"}
