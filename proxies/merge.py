@@ -39,7 +39,7 @@ from mixopt.proxies.model import build_model, lr_at
 from mixopt.proxies.pack import PackGPT
 from mixopt.proxies.pack_train import PackTrainer, evaluate_pack
 from mixopt.proxies.train import MixtureSampler, eval_batches, resolve_device
-from mixopt.proxies.weights import load_member
+from mixopt.proxies.weights import load_into, load_member
 
 
 def _open_corpus(es: ExpertsSpec, corpus_dir: str) -> Corpus:
@@ -115,9 +115,7 @@ def train_experts(request: Mapping[str, Any]) -> dict[str, Any]:
         expert_spec = spec.with_preset(spec.preset, tokens=es.expert_steps * B * T)
         lrs = [[lr_at(es.seed_steps + i, spec)] * len(domains) for i in range(es.expert_steps)]
         trainer = PackTrainer([expert_spec] * len(domains), V, device, lr_table=lrs)
-        with torch.no_grad():
-            for name, p in trainer.pack.named_parameters():
-                p.copy_(seed[name].to(p.dtype)[None].expand_as(p))
+        load_into(trainer.pack, seed)
         samplers = [MixtureSampler(corpus, Mixture({d: 1.0}, corpus.domains), B, T,
                                    seed=spec.seed + 1 + es.domains.index(d)) for d in domains]
         for d, loss in zip(domains, _train(trainer, samplers, es.expert_steps, [f"expert {d!r}" for d in domains])):

@@ -56,7 +56,7 @@ from mixopt.proxies.model import lr_at
 from mixopt.proxies.online_train import OnlineMembers
 from mixopt.proxies.pack import PackGPT, resolve_dispatch, set_dispatch
 from mixopt.proxies.train import MixtureSampler, eval_batches, final_failure, resolve_device, trial_metrics
-from mixopt.proxies.weights import load_member
+from mixopt.proxies.weights import load_into, load_member
 
 BETAS, EPS, CLIP = (0.9, 0.95), 1e-8, 1.0  # as make_optimizer / train_step
 
@@ -354,7 +354,8 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         try:
             m = Mixture(r.mixture.to_dict(), corpus.domains)  # the corpus has every domain named
             # an online mixer may weight any domain of the trial's mixture (the study's), not only those weighted now
-            samplers[i] = MixtureSampler(corpus, r.mixture if s.online else m, B, T, seed=s.seed, every=bool(s.online))
+            seed = s.seed if branch is None else branch.sampler_seed(s.seed)  # not the seed's own batches again
+            samplers[i] = MixtureSampler(corpus, r.mixture if s.online else m, B, T, seed=seed, every=bool(s.online))
         except (TrialError, MixtureError) as e:
             out[i] = TrialFailure(r.trial_id, getattr(e, "kind", "mixture"), str(e))
     val = {d: eval_batches(corpus, d, spec0.eval_batches, B, T) for d in reqs[0].eval_domains or corpus.domains}
@@ -374,8 +375,8 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
         if deadline is not None and time.time() > deadline:
             for i in live:
                 if out[i] is None:
-                    out[i] = TrialFailure(reqs[i].trial_id, "error", f"stopped at step {step} of {steps}: the "
-                                          "deadline passed")
+                    out[i] = TrialFailure(reqs[i].trial_id, "error", f"stopped at step {start + step} of "
+                                          f"{start + steps}: the deadline passed")
             return out
         if online:
             online.before_step(step, trainer, trainer.dead)
@@ -443,7 +444,6 @@ def run_pack(requests: Sequence[TrialRequest | dict[str, Any]], *, dispatch: str
     return out
 
 
-@torch.no_grad()
 def _load_seed(trainer: PackTrainer, branch: Branch) -> None:
     """Every member of the pack starts from the branch's seed (checked against its expert set).
 
@@ -455,11 +455,9 @@ def _load_seed(trainer: PackTrainer, branch: Branch) -> None:
         raise TrialError(f"branch: the seed {path} is missing on this worker (train it with mixopt run --resume; on "
                          "a cluster the expert cache folder must be shared)", kind="data")
     try:
-        seed = load_member(path, branch.experts)
+        load_into(trainer.pack, load_member(path, branch.experts))
     except DataError as e:
         raise TrialError(str(e), kind="data") from None
-    for name, p in trainer.pack.named_parameters():
-        p.copy_(seed[name].to(p.dtype)[None].expand_as(p))
 
 
 def _leave(online: OnlineMembers, trainer: PackTrainer, out: list, reqs: list[TrialRequest], live: list[int]) -> None:

@@ -43,4 +43,11 @@ def _shapes(es: ExpertsSpec) -> dict[str, tuple[int, ...]]:
     return {n: tuple(p.shape[1:]) for n, p in pack.named_parameters()}
 
 
-__all__ = ["load_member"]
+@torch.no_grad()
+def load_into(pack: PackGPT, tensors: dict[str, torch.Tensor]) -> None:
+    """Every member of ``pack`` takes the one model ``tensors`` (a member file's parameters)."""
+    for name, p in pack.named_parameters():
+        p.copy_(tensors[name].to(p.dtype)[None].expand_as(p))
+
+
+__all__ = ["load_into", "load_member"]

@@ -122,15 +122,20 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     if ceiling:
         queue += [(f"again{i}", Mixture.from_array(x, space.domains), _next_seed(sp)) for sp in specs
                   for i, x in enumerate(X)]
+    if branch:
+        if any(sp.online for sp in specs):
+            raise UserError("merge-check --branch: not with proxy.online; a branch continues the seed on a fixed mixture")
+        queue += [(f"{_branch_prefix(s)}{i}", Mixture.from_array(x, space.domains), sp) for sp in specs
+                  for s in seed_fractions for i, x in enumerate(X)]
     asked = {"mixtures": mixtures, "presets": [sp.preset for sp in specs], "tokens": [sp.tokens for sp in specs]}
     study = plan.open_study(space, queue=queue, extra={"merge_check_of": cfg.study, "merge_check": asked})
     before = study.meta.extra.get("merge_check", asked)
     if before != asked:
         raise UserError(f"merge-check --resume: study {cname!r} checked {before}, not {asked}; use the same "
                         "--mixtures and presets, or another --name")
-    labels = {t.label for t in study.trials}
+    have = {(t.label, t.spec) for t in study.trials}
     for label, m, sp in queue:  # a resumed check may ask for more than its study has (--ceiling added)
-        if label not in labels:
+        if (label, sp) not in have:
             study.enqueue(m, sp, label)
     executor = executor or make_executor(cfg.executor)
     try:
@@ -140,10 +145,11 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
                  + (f" + {mixtures} again with the next proxy seed" if ceiling else "") + ") at "
                  f"{', '.join(sp.preset for sp in specs)}; experts for s = {', '.join(map(str, seed_fractions))}")
         budget = max(len(queue), len(study.trials))  # a resumed study may hold trainings this call did not ask for
+        seeds = _branch_seeds(study, specs, space, corpus, executor, cfg, seed_fractions if branch else (), progress)
         execute(replace(ccfg, budget=BudgetConfig(trials=budget)), study, corpus, executor, progress,
-                stop=None, shutdown=False)
-        branches = {(sp.preset, s): _branches(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, ccfg, cfg,
-                                              progress) for sp in specs for s in seed_fractions} if branch else {}
+                stop=None, shutdown=False, branch=lambda t: _branch_of(t, seeds))
+        branches = {(sp.preset, s): _trained(study, sp, _branch_prefix(s), len(X), list(corpus.domains))
+                    for sp in specs for s in seed_fractions} if branch else {}
         rows = [row for sp in specs for s in seed_fractions
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
                                       scales, debias, ceiling, progress, branches.get((sp.preset, s)))]
@@ -203,24 +209,39 @@ def _trained(study, spec: ProxySpec, prefix: str, n: int, domains: list[str]) ->
 
 
 def _branch_prefix(s: float) -> str:
-    return f"branch{s:g}-"
+    return f"branch-s{s:g}-"
 
 
-def _branches(study, spec, s, es, X, corpus, executor, ccfg, cfg, progress) -> np.ndarray:
-    """The checked mixtures trained as branches of the seed of ``es`` (queued and trained where the study
-    lacks them): their losses (M, D)."""
+def _branch_seeds(study, specs, space, corpus, executor, cfg, seed_fractions, progress) -> dict[tuple[str, str], Branch]:
+    """The seeds branch trials start from, by (preset, s as the label writes it): those asked for, and
+    those of branch trials a stopped check left unfinished (a resumed check runs them first), each
+    verified or trained (the seed alone where its experts are not needed yet)."""
+    wanted = {(sp.preset, f"{s:g}"): (sp, s) for sp in specs for s in seed_fractions}
+    for t in study.trials:
+        tag = _branch_tag(t.label)
+        if tag is not None and t.state in (TrialState.WAITING, TrialState.PENDING, TrialState.RUNNING):
+            wanted.setdefault((t.spec.preset, tag), (t.spec, float(tag)))
     threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)
-    experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
-                             num_threads=threads, device=cfg.executor.device, progress=progress, seed_only=True)
-    prefix, have = _branch_prefix(s), {t.label for t in study.trials}
-    for i, x in enumerate(X):
-        if f"{prefix}{i}" not in have:
-            study.enqueue(Mixture.from_array(x, study.space.domains), spec, f"{prefix}{i}")
-    progress(f"merge-check: the {len(X)} mixtures as branches of the s={s:g} seed ({es.expert_steps} of "
-             f"{es.spec.steps} steps each)")
-    execute(replace(ccfg, budget=BudgetConfig(trials=len(study.trials))), study, corpus, executor, progress,
-            stop=None, shutdown=False, branch=Branch(es, str(experts.folder)))
-    return _trained(study, spec, prefix, len(X), list(corpus.domains))
+    out = {}
+    for key, (sp, s) in wanted.items():
+        es = experts_spec(MergeConfig(seed_fraction=s), sp, space, corpus)
+        found = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
+                               num_threads=threads, device=cfg.executor.device, progress=progress, seed_only=True)
+        out[key] = Branch(es, str(found.folder))
+    return out
+
+
+def _branch_tag(label: str) -> str | None:
+    """The seed fraction a branch trial's label names (``branch-s<s>-<i>``, as written there), else None."""
+    if not label.startswith("branch-s") or label.count("-") < 2:
+        return None
+    return label[len("branch-s"):].rsplit("-", 1)[0]
+
+
+def _branch_of(t, seeds: dict[tuple[str, str], Branch]) -> Branch | None:
+    """The seed trial ``t`` continues (None: a trial trained from scratch)."""
+    tag = _branch_tag(t.label)
+    return None if tag is None else seeds[(t.spec.preset, tag)]
 
 
 def _branch_row(study, spec, s, es, X, tgt, domains, branches) -> dict[str, Any]:

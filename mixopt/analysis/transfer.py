@@ -210,7 +210,8 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
              f"non-embedding params, {spec.tokens:,} tokens; {ratio:.1f}x "
              f"the params and {spec.tokens / base.tokens:.1f}x the tokens of the proxies at {base.preset}, "
              f"{base.tokens:,} tokens)" + (f", and once at {len(rung_specs)} smaller rungs" if rung_specs else ""))
-    execute(tcfg, study, corpus, executor, progress)
+    # every training is queued: a budget above them would let the study's searcher propose mixtures of its own
+    execute(replace(tcfg, budget=BudgetConfig(trials=max(1, len(study.trials)))), study, corpus, executor, progress)
     arms_doc = study.meta.extra.get("transfer_arms") or _arms_doc(arms)
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
 

@@ -33,7 +33,8 @@ class Branch:
 
     The trial loads the seed (``<folder>/seed.safetensors``, checked against ``experts``) and trains
     on its own mixture for the rest of the schedule: steps ``experts.seed_steps`` to ``spec.steps``
-    of the same learning-rate schedule, fresh AdamW state, as the experts do.
+    of the same learning-rate schedule, fresh AdamW state, as the experts do, with batches of its own
+    stream (:meth:`sampler_seed`), not the seed's.
 
     Attributes:
         experts: the set whose seed it is (its ``spec`` must be the trial's proxy).
@@ -42,6 +43,12 @@ class Branch:
 
     experts: ExpertsSpec
     folder: str
+
+    def sampler_seed(self, spec_seed: int) -> int:
+        """The batch stream of a branch: the seed drew its batches with ``spec_seed`` and expert i with
+        ``spec_seed + 1 + i``; a branch with the next one (the same stream would hand a mixture near the
+        base the windows the seed trained on at the same steps, again)."""
+        return spec_seed + 1 + len(self.experts.domains)
 
     def to_dict(self) -> dict[str, Any]:
         return {"experts": self.experts.to_dict(), "dir": self.folder}
@@ -88,6 +95,9 @@ class TrialRequest:
         if self.branch is not None and self.branch.experts.spec.to_dict() != self.spec.to_dict():
             raise ValueError(f"TrialRequest.branch: trial {self.trial_id}'s proxy differs from the seed's "
                              f"({self.branch.experts.spec.preset}); a branch continues the seed's own schedule")
+        if self.branch is not None and self.spec.online:
+            raise ValueError(f"TrialRequest.branch: trial {self.trial_id} mixes online ({self.spec.online!r}); "
+                             "a branch continues the seed on a fixed mixture")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what a Ray task carries)."""

@@ -141,9 +141,9 @@ class MergeConfig:
 
     ``branch``: every trained trial continues the seed on its mixture for the rest of the schedule
     instead of training from scratch (a *branch*, the seed's share of training shared), so it costs
-    ``1 - seed_fraction`` of a proxy; on the merge-check's mixtures at dense-37k branches ranked
-    mixtures as proxies trained from scratch do (``mixopt merge-check --branch``; the README has the
-    figures). With ``candidates`` 0 only the seed is trained, no experts."""
+    ``1 - seed_fraction`` of a proxy; with enough steps left to them they rank mixtures about as proxies
+    trained from scratch do, with too few they do not (``mixopt merge-check --branch`` shows which on a
+    proxy; the README has the figures). With ``candidates`` 0 only the seed is trained, no experts."""
 
     candidates: int = 0
     rounds: int = 1

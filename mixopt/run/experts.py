@@ -85,8 +85,15 @@ def _sums(manifest: dict[str, Any], es: ExpertsSpec) -> dict[str, str]:
     return manifest.get("files", {}) if manifest.get("key") == es.key() else {}
 
 
+def _trained_once(manifest: dict[str, Any], es: ExpertsSpec, bad: list[str]) -> list[str]:
+    """Of the ``bad`` files, those the manifest lists: trained once, now missing or corrupt (damaged); the
+    others were never trained (a set whose seed alone was needed so far)."""
+    return [f for f in bad if f in _sums(manifest, es)]
+
+
 def _fetch(study: Study, es: ExpertsSpec, folder: Path, bad: list[str], need: list[str]) -> None:
-    """Copy the files the study's store holds for this set into ``folder`` (the latest experts run first)."""
+    """Copy the files the study's store holds for this set into ``folder`` (the latest experts run first;
+    experts only from a run of the seed the folder holds, a seed with its run's whole set)."""
     runs = [r for r in study.storage.runs(study.name, "experts") if r["tags"].get("mixopt.experts") == es.key()]
     tmp = folder / f".fetch-{os.getpid()}"
     try:
@@ -94,11 +101,20 @@ def _fetch(study: Study, es: ExpertsSpec, folder: Path, bad: list[str], need: li
             if not bad:
                 return
             got = study.storage.run_files(study.name, run["run_id"], tmp)
-            if MANIFEST in got and json.loads(got[MANIFEST].read_text()).get("key") == es.key():
-                for name in bad:
-                    if name in got:
-                        os.replace(got[name], folder / name)
+            theirs = json.loads(got[MANIFEST].read_text()) if MANIFEST in got else {}
+            mine, _ = _check(folder, es, [])
+            ours = _sums(mine, es)
+            if theirs.get("key") != es.key() or (  # experts fit only the seed they were trained from
+                    SEED_FILE not in bad and theirs.get("files", {}).get(SEED_FILE) != ours.get(SEED_FILE)):
+                continue
+            took = [name for name in bad if name in got and name in theirs.get("files", {})]
+            for name in took:
+                os.replace(got[name], folder / name)
+            if SEED_FILE in took or not ours:  # their seed: their set, wholesale
                 os.replace(got[MANIFEST], folder / MANIFEST)
+            elif took:
+                files = {**ours, **{n: theirs["files"][n] for n in took}}
+                write_atomic(folder / MANIFEST, json.dumps({**mine, "files": files}, indent=1).encode())
             _, bad = _check(folder, es, need)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -118,7 +134,7 @@ def preflight(es: ExpertsSpec, cache_dir: Path, resume: bool, seed_only: bool = 
     if resume or not (folder / MANIFEST).is_file():
         return
     manifest, bad = _check(folder, es, [SEED_FILE] if seed_only else None)
-    damaged = [f for f in bad if f in _sums(manifest, es)]  # trained once, now missing or corrupt
+    damaged = _trained_once(manifest, es, bad)
     if damaged:
         raise _damaged(folder, damaged)
 
@@ -161,7 +177,7 @@ def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, devic
         if not any(r["tags"].get("mixopt.experts") == es.key() for r in study.storage.runs(study.name, "experts")):
             _log(study, es, folder, manifest)  # trained for another study on this machine: now stored with this one
         return ExpertSet(es, folder, manifest)
-    damaged = [f for f in bad if f in _sums(manifest, es)]  # trained once, now missing or corrupt
+    damaged = _trained_once(manifest, es, bad)
     if damaged and not retrain:
         raise _damaged(folder, damaged)
     # a new seed makes every expert of the old one stale: all of them are trained again (or dropped)

@@ -100,16 +100,18 @@ def run(cfg: StudyConfig, *, resume: bool = False, executor=None, storage: Stora
 
 def execute(cfg: StudyConfig, study: Study, corpus, executor=None, progress: Callable[[str], None] = log,
             t_start: float | None = None, stop: Interrupt | None = None, shutdown: bool = True,
-            branch: Branch | None = None) -> float:
+            branch: Branch | Callable[[Trial], Branch | None] | None = None) -> float:
     """Run the study's trials on the executor until the budget is spent (or Ctrl-C); returns the
     summed in-trial training seconds. ``stop`` tells the caller whether Ctrl-C ended it; the executor is
     shut down at the end unless ``shutdown`` is off (the caller has more work for it). ``branch``: every
-    trial continues this seed (``merge.branch``)."""
+    trial continues this seed (``merge.branch``), or the one a function of the trial names (None: from
+    scratch)."""
     executor = executor or make_executor(cfg.executor)
+    branch_of = branch if callable(branch) else (lambda t: branch)
 
     def request(t: Trial) -> TrialRequest:
         return TrialRequest(t.trial_id, t.mixture, t.spec or cfg.proxy, str(corpus.path), tuple(corpus.domains),
-                            cfg.executor.threads_per_worker, cfg.executor.device, branch)
+                            cfg.executor.threads_per_worker, cfg.executor.device, branch_of(t))
 
     stop = stop or Interrupt(progress)
     try:
@@ -185,11 +187,12 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
             for t in trials:
                 if t.state is not TrialState.RUNNING:
                     study.mark_running(t.trial_id)
-            for pack in packs(trials, K, cfg):
+            reqs = {t.trial_id: request(t) for t in trials}
+            for pack in packs(trials, K, cfg, lambda t, reqs=reqs: reqs[t.trial_id].branch):
                 if len(pack) == 1:
-                    executor.submit(pack[0].trial_id, request(pack[0]))
+                    executor.submit(pack[0].trial_id, reqs[pack[0].trial_id])
                 else:
-                    executor.submit_pack([t.trial_id for t in pack], [request(t) for t in pack])
+                    executor.submit_pack([t.trial_id for t in pack], [reqs[t.trial_id] for t in pack])
                 free -= 1
         if stop.requested and executor.running():
             cancelled = executor.cancel()
@@ -206,12 +209,14 @@ def _loop(cfg: StudyConfig, study: Study, executor, request: Callable[[Trial], T
     return train_seconds
 
 
-def packs(trials: Sequence[Trial], k: int, cfg: StudyConfig) -> list[list[Trial]]:
+def packs(trials: Sequence[Trial], k: int, cfg: StudyConfig,
+          branch_of: Callable[[Trial], Branch | None] = lambda t: None) -> list[list[Trial]]:
     """Trials grouped into packs of at most ``k`` whose specs share everything but the per-member
-    fields (``ProxySpec.pack_key``), in trial order."""
+    fields (``ProxySpec.pack_key``) and that start alike (the same branch, or none), in trial order."""
     groups: dict[tuple, list[Trial]] = {}
     for t in trials:
-        groups.setdefault((t.spec or cfg.proxy).pack_key(), []).append(t)
+        b = branch_of(t)
+        groups.setdefault(((t.spec or cfg.proxy).pack_key(), b.folder if b else None), []).append(t)
     return [g[i:i + k] for g in groups.values() for i in range(0, len(g), k)]
 
 

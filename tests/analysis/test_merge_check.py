@@ -72,7 +72,7 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     assert (br["preset"], br["seed_fraction"], br["proxies_worth"], br["n"]) == ("dense-0.1m", 0.5, 0.5, 6)
     assert -1 <= br["mean"]["spearman"] <= 1 and -1 <= br["target"]["spearman"] <= 1
     assert all(-1 <= r[k]["spearman_branch"] <= 1 for r in json.loads(out.out)["rows"] for k in ("mean", "target"))
-    branched = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("branch0.5-")]
+    branched = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("branch-s0.5-")]
     assert len(branched) == 6 and {t.metrics["branch_start_step"] for t in branched} == {16}
     assert "Branches (dense-0.1m, s=0.50" in out.err and "merged (scale 1.50) vs those branches" in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),

@@ -19,6 +19,7 @@ from mixopt.proxies.merge import load_member, merged_losses, solo_from_merged, s
 from mixopt.proxies.model import lr_at
 from mixopt.proxies.pack_train import PackTrainer, run_one, run_pack
 from mixopt.proxies.train import MixtureSampler, eval_batches, evaluate, run_trial
+from mixopt.proxies.weights import load_into
 
 
 def _load(name: str):
@@ -198,10 +199,8 @@ def test_a_branch_is_the_seed_continued_on_its_mixture(trained, corpus_dir):
     trainer = PackTrainer([spec.with_preset(spec.preset, tokens=es.expert_steps * 8 * 16)], V, torch.device("cpu"),
                           lr_table=lrs)
     seed = load_member(out / SEED_FILE, es)
-    with torch.no_grad():
-        for name, p in trainer.pack.named_parameters():
-            p.copy_(seed[name][None])
-    sampler = MixtureSampler(corpus, Mixture(w, corpus.domains), 8, 16, seed=spec.seed)
+    load_into(trainer.pack, seed)
+    sampler = MixtureSampler(corpus, Mixture(w, corpus.domains), 8, 16, seed=spec.seed + 1 + len(DOMAINS))
     for _ in range(es.expert_steps):
         trainer.step(*(t[None] for t in sampler.next()))
     batches = {d: eval_batches(corpus, d, spec.eval_batches, 8, 16) for d in DOMAINS}

@@ -119,7 +119,7 @@ def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, 
                       search={"searcher": "merge_screen", "n_init": 0, "options": {"searcher": "random"}})
     assert main(["run", str(cfg2)]) == 0
     err = capsys.readouterr().err
-    assert "merge: training 3 expert(s) of dense-0.1m" in err and "the seed" not in err.split("training")[1][:20]
+    assert "merge: training 3 expert(s) of dense-0.1m" in err and "training the seed" not in err
     assert (folder / "seed.safetensors").read_bytes() == seed_bytes
     assert len(list(folder.glob("expert-*.safetensors"))) == 3
     # a branch study needs only the seed: a corrupt expert does not stop it (a screening study would be refused)
