@@ -166,8 +166,9 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
     meta = store.load_meta(sname)
     resumed = resume and meta is not None
     first = specs[0][1]
+    stored = store.trials(sname) if resumed else []
     if resumed:  # the stored grid may grow: more sizes, lrs, batch sizes or seeds, never other budgets
-        first = _check_grown(sname, meta.extra, grid, specs, [t.spec for t in store.trials(sname)])
+        first = _check_grown(sname, meta.extra, grid, specs, [t.spec for t in stored])
     scfg = replace(cfg, study=sname, proxy=first, ladder=[], sweep=SweepConfig(), merge=MergeConfig(),
                    hparams=HparamsConfig(),  # the grid sets every lr and batch size: no `auto` left
                    search=SearchConfig("random", {}, 0), budget=BudgetConfig(trials=len(specs)))
@@ -178,15 +179,13 @@ def run_sweep(cfg: StudyConfig, *, presets: Sequence[str], lrs: Sequence[float],
                                  "it (a grid that contains the stored one), or --name NEW") from None
     corpus = plan.open_corpus(progress)
     space = plan.build_space(corpus.token_counts("train"), proxy_tokens=max(s.tokens for _, s in specs))
-    mix = _mixture(mixture, plan, space)
-    study = plan.open_study(space, queue=[(label, mix, s) for label, s in specs],
-                            extra={"hparams_sweep_of": cfg.study, "hparams_sweep": grid})
-    if resumed:  # queue the grid points the study has no trial of yet (a grown grid); failed ones are not retried
-        mix = study.trials[0].mixture if study.trials else mix  # the stored points' mixture, not one recomputed
-        have = [t.spec for t in study.trials]
-        new = [(label, s) for label, s in specs if s not in have]
-        for label, s in new:
-            study.enqueue(mix, s, label)
+    mix = stored[0].mixture if stored else _mixture(mixture, plan, space)  # resumed: the stored points' mixture
+    # resumed: the grid points the study has no trial of (a grown grid; failed ones are not retried). By spec: a
+    # point's label names its seed only once the grid has several
+    have = [t.spec for t in stored]
+    new = [(label, mix, s) for label, s in specs if s not in have]
+    study = plan.open_study(space, queue=new, extra={"hparams_sweep_of": cfg.study, "hparams_sweep": grid})
+    if resumed:
         if new:
             progress(f"hparams-sweep {sname!r}: the grid grew by {len(new)} point(s) since the study was created")
         scfg = replace(scfg, budget=BudgetConfig(trials=len(study.trials)))

@@ -128,15 +128,13 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
         queue += [(f"{_branch_prefix(s)}{i}", Mixture.from_array(x, space.domains), sp) for sp in specs
                   for s in seed_fractions for i, x in enumerate(X)]
     asked = {"mixtures": mixtures, "presets": [sp.preset for sp in specs], "tokens": [sp.tokens for sp in specs]}
-    study = plan.open_study(space, queue=queue, extra={"merge_check_of": cfg.study, "merge_check": asked})
-    before = study.meta.extra.get("merge_check", asked)
+    meta = store.load_meta(cname) if plan.resume else None
+    before = meta.extra.get("merge_check", asked) if meta is not None else asked
     if before != asked:
         raise UserError(f"merge-check --resume: study {cname!r} checked {before}, not {asked}; use the same "
                         "--mixtures and presets, or another --name")
-    have = {(t.label, t.spec) for t in study.trials}
-    for label, m, sp in queue:  # a resumed check may ask for more than its study has (--ceiling added)
-        if (label, sp) not in have:
-            study.enqueue(m, sp, label)
+    # resumed, the study also queues what it lacks (--ceiling or --branch added later)
+    study = plan.open_study(space, queue=queue, extra={"merge_check_of": cfg.study, "merge_check": asked})
     executor = executor or make_executor(cfg.executor)
     try:
         todo = sum(1 for t in study.trials if t.state is TrialState.WAITING)

@@ -197,13 +197,13 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
         except MixtureError as e:
             raise UserError(f"{e} (at {most:,} tokens the repetition cap is tighter; lower --factor/--tokens)") \
                 from None
+    if plan.resume:  # --seeds raised (or rungs added) on resume: only arms the study reports, as they were
+        arms = _resumed_arms(store.load_meta(tname).extra.get("transfer_arms") or {}, arms, space, tname)
     queue = [(label, arm["mixture"], replace(spec, seed=s)) for s in range(seeds) for label, arm in arms.items()]
     queue += [(label, arm["mixture"], replace(rs, seed=0)) for rs in rung_specs for label, arm in arms.items()]
     study = plan.open_study(space, queue=queue,  # the long runs first: they set the wall time
                             extra={"transfer_of": cfg.study, "transfer_arms": _arms_doc(arms),
                                    "transfer_rungs": [r.to_dict() for r in rung_specs]})
-    if plan.resume:  # --seeds raised (or rungs added) on resume: the arms' trainings the study lacks are queued
-        _queue_missing(study, queue, arms)
     storage = plan.storage()
     ratio = spec.active_non_embedding_params() / base.active_non_embedding_params()
     progress(f"transfer: {len(arms)} arms x {seeds} seeds at {spec.preset} ({spec.non_embedding_params():,} "
@@ -216,22 +216,17 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
 
 
-def _queue_missing(study, queue: list[tuple[str, Mixture, ProxySpec]], arms: dict[str, dict[str, Any]]) -> None:
-    """Enqueue the (arm, spec) trainings of ``queue`` a resumed transfer study has not got, after checking
-    that each arm is still the mixture the study trained (a source study resumed since may recommend
-    another one: its new seeds would not pair with the old ones)."""
-    stored = study.meta.extra.get("transfer_arms") or {}
+def _resumed_arms(stored: dict[str, Any], arms: dict[str, dict[str, Any]], space, tname: str) -> dict[str, dict[str, Any]]:
+    """The arms a resumed transfer trains more of: those the study reports (``stored``; arms added on resume
+    are not), each refused if it is now another mixture than the one trained (a source study resumed since
+    may recommend another one: its new seeds would not pair with the old ones)."""
     for label, arm in arms.items():
         before = stored.get(label, {}).get("mixture")
-        if before is not None and not np.allclose(arm["mixture"].as_array(study.space.domains),
-                                                  Mixture(before, study.space.domains).as_array(study.space.domains),
-                                                  atol=1e-9):
+        if before is not None and not np.allclose(arm["mixture"].as_array(space.domains),
+                                                  Mixture(before, space.domains).as_array(space.domains), atol=1e-9):
             raise UserError(f"transfer --resume: arm {label!r} is now another mixture than the one study "
-                            f"{study.name!r} trained (its source changed since); start a new transfer (--name)")
-    have, known = {(t.label, t.spec) for t in study.trials}, stored or arms  # arms added on resume are not reported
-    for label, m, sp in queue:
-        if label in known and (label, sp) not in have:
-            study.enqueue(m, sp, label)
+                            f"{tname!r} trained (its source changed since); start a new transfer (--name)")
+    return {k: a for k, a in arms.items() if k in stored} if stored else arms
 
 
 def _arms_doc(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

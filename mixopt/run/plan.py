@@ -269,7 +269,10 @@ class StudyPlan:
         """Create the study, or load it on resume.
 
         A new study gets ``queue`` enqueued, (label, mixture, spec) in order: by default the sweep at
-        every rung. ``extra``: metadata stored beside the config (``StudyMeta.extra``).
+        every rung. A resumed one gets the entries of a ``queue`` given here that it has no trial of
+        (same label and spec; a failed trial counts, it is not retried): what a resumed command asks for
+        beyond the stored study (more seeds, a grown grid). ``extra``: metadata stored beside the config
+        (``StudyMeta.extra``).
         """
         cfg = self.cfg
         if self.resume:
@@ -277,6 +280,10 @@ class StudyPlan:
             if tuple(study.space.domains) != space.domains:
                 raise UserError(f"--resume: study {cfg.study!r} has domains {list(study.space.domains)} but this "
                                 f"config gives {list(space.domains)}")
+            have = {(t.label, t.spec) for t in study.trials}
+            for label, m, spec in queue or ():
+                if (label, spec) not in have:
+                    study.enqueue(m, spec, label)
             return study
         if queue is None:  # checked before the study is created
             queue = [(label, m, spec) for label, m in self.sweep_mixtures(space) for spec in self.ladder or [cfg.proxy]]
