@@ -76,8 +76,9 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
                         "proxies): rank correlation per objective, model size and seed fraction, with the compute")
     mc.add_argument("config", nargs="?", help="study YAML (its data, proxy and objective)")
     mc.add_argument("--mixtures", type=int, default=32, help="random mixtures trained and merged (default 32)")
-    mc.add_argument("--seed-fraction", type=float, action="append", default=[], metavar="S",
-                    help="the seed's share of the proxy's tokens (repeatable; default: the config's merge.seed_fraction)")
+    mc.add_argument("--seed-fraction", type=_seed_fraction, action="append", default=[], metavar="S",
+                    help="the seed's share of the proxy's tokens, or auto (by the proxy's steps; repeatable; default: "
+                         "the config's merge.seed_fraction)")
     mc.add_argument("--scale", type=float, action="append", default=[], metavar="L",
                     help="the merge's task-vector scale around the seed (repeatable; default: the config's merge.scale)")
     mc.add_argument("--debias", action="store_true", help="also score each mixture w by merging the continuation "
@@ -101,6 +102,16 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
     add_replay_parser(sub)
     return {"predict": _cmd_predict, "fit": _cmd_fit, "replay": cmd_replay, "transfer": _cmd_transfer,
             "merge-check": _cmd_merge_check}
+
+
+def _seed_fraction(text: str) -> float | str:
+    """``--seed-fraction``: ``auto`` or a number (range checked by the check)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: auto or a number in (0, 1)") from None
 
 
 def _cmd_merge_check(args, extra) -> int:

@@ -2,8 +2,9 @@
 
 For each proxy preset asked for (default: the study config's proxy) ``M`` Dirichlet mixtures over the
 training domains are trained for real (one trial each, the study's proxy otherwise) and, for each seed
-fraction s, scored by merging that preset's experts (:mod:`mixopt.proxies.merge`; experts trained here or
-reused) at each merge scale asked for (``merge.scale``; the scales share one expert set). Reported per
+fraction s (``auto``: by the preset's steps, :func:`mixopt.core.experts.resolve_seed_fraction`), scored
+by merging that preset's experts (:mod:`mixopt.proxies.merge`; experts trained here or reused) at each
+merge scale asked for (``merge.scale``; the scales share one expert set). Reported per
 preset, s and scale, for two objectives (the mean loss over every corpus domain, and the
 loss on a held-out target domain: the config's ``objective: {target: X}``, else ``--target``): Spearman
 and Pearson correlation between the merged and the trained objective over the M mixtures; what the merge
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.core.errors import AlreadyExistsError, UserError
-from mixopt.core.experts import check_scale
+from mixopt.core.experts import check_scale, resolve_seed_fraction
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
@@ -78,7 +79,7 @@ def objectives(domains: list[str], target: str) -> dict[str, Objective]:
             "target": Objective({target: 1.0}, (target,), f"held-out loss on {target}")}
 
 
-def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float, ...] = (0.5,),
+def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float | str, ...] = ("auto",),
                     scales: tuple[float, ...] = (1.0,), presets: tuple[str, ...] = (), target: str | None = None,
                     regmix: bool = True, ceiling: bool = False, debias: tuple[bool, ...] = (False,),
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
@@ -87,13 +88,14 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     if mixtures < 4:
         raise UserError(f"merge-check --mixtures: {mixtures} must be >= 4")
     for s in seed_fractions:
-        if not 0 < s < 1:
-            raise UserError(f"merge-check --seed-fraction: {s} must be in (0, 1)")
+        if s != "auto" and (isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1):
+            raise UserError(f"merge-check --seed-fraction: {s!r}; allowed: auto or a number in (0, 1)")
     for lam in scales:
         check_scale(lam, "merge-check --scale")  # a ConfigError: a UserError, exit 2
     cname = check_study_name(name, "merge-check --name") if name is not None else f"{cfg.study}-merge-check"
     tgt = target or (cfg.objective.get("target") if isinstance(cfg.objective.get("target"), str) else None)
     specs = [cfg.proxy if not p else _on_preset(cfg.proxy, p) for p in (presets or ("",))]
+    sfs = {sp.preset: tuple(dict.fromkeys(resolve_seed_fraction(s, sp) for s in seed_fractions)) for sp in specs}
     store = get_storage(cfg.resolved_tracking_uri())
     ccfg = replace(cfg, study=cname, ladder=[], sweep=SweepConfig(), merge=MergeConfig(),
                    search=SearchConfig("random", {}, 0), budget=BudgetConfig(trials=10**6),
@@ -110,7 +112,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     corpus = plan.open_corpus(progress)
     space = plan.build_space(corpus.token_counts("train"), proxy_tokens=max(s.tokens for s in specs))
     es_all = {(sp.preset, s): experts_spec(MergeConfig(seed_fraction=s), sp, space, corpus)
-              for sp in specs for s in seed_fractions}
+              for sp in specs for s in sfs[sp.preset]}
     n_regmix = {sp.preset: max(4, round(max(es.proxies_worth() + mixtures * _score_cost(es, corpus)
                                             for (p, _), es in es_all.items() if p == sp.preset))) for sp in specs}
     X = sample(space, mixtures, np.random.default_rng([cfg.seed, 0xC4EC]))
@@ -126,7 +128,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
         if any(sp.online for sp in specs):
             raise UserError("merge-check --branch: not with proxy.online; a branch continues the seed on a fixed mixture")
         queue += [(f"{_branch_prefix(s)}{i}", Mixture.from_array(x, space.domains), sp) for sp in specs
-                  for s in seed_fractions for i, x in enumerate(X)]
+                  for s in sfs[sp.preset] for i, x in enumerate(X)]
     asked = {"mixtures": mixtures, "presets": [sp.preset for sp in specs], "tokens": [sp.tokens for sp in specs]}
     meta = store.load_meta(cname) if plan.resume else None
     before = meta.extra.get("merge_check", asked) if meta is not None else asked
@@ -141,14 +143,16 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
         progress(f"merge-check: {len(queue)} proxies ({todo} to train now; {mixtures} checked mixtures"
                  + (f" + {sum(n_regmix.values())} for RegMix's regression" if regmix else "")
                  + (f" + {mixtures} again with the next proxy seed" if ceiling else "") + ") at "
-                 f"{', '.join(sp.preset for sp in specs)}; experts for s = {', '.join(map(str, seed_fractions))}")
+                 f"{', '.join(sp.preset for sp in specs)}; experts for s = "
+                 + "; ".join(f"{', '.join(map(str, sfs[sp.preset]))}" + (f" ({sp.preset})" if len(specs) > 1 else "")
+                             for sp in specs))
         budget = max(len(queue), len(study.trials))  # a resumed study may hold trainings this call did not ask for
-        seeds = _branch_seeds(study, specs, space, corpus, executor, cfg, seed_fractions if branch else (), progress)
+        seeds = _branch_seeds(study, specs, space, corpus, executor, cfg, sfs if branch else {}, progress)
         execute(replace(ccfg, budget=BudgetConfig(trials=budget)), study, corpus, executor, progress,
                 stop=None, shutdown=False, branch=lambda t: _branch_of(t, seeds))
         branches = {(sp.preset, s): _trained(study, sp, _branch_prefix(s), len(X), list(corpus.domains))
-                    for sp in specs for s in seed_fractions} if branch else {}
-        rows = [row for sp in specs for s in seed_fractions
+                    for sp in specs for s in sfs[sp.preset]} if branch else {}
+        rows = [row for sp in specs for s in sfs[sp.preset]
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
                                       scales, debias, ceiling, progress, branches.get((sp.preset, s)))]
     finally:
@@ -160,7 +164,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     doc = {"study": cname, "mixtures": mixtures, "target": tgt, "rows": rows, "regmix": reg, "ceiling": ceil,
            "entropy": ent, "best_scale": best_scales(rows),
            "branch": [_branch_row(study, sp, s, es_all[(sp.preset, s)], X, tgt, list(corpus.domains), branches)
-                      for sp in specs for s in seed_fractions] if branch else []}
+                      for sp in specs for s in sfs[sp.preset]] if branch else []}
     out = Path(cfg.output_dir) / cname
     out.mkdir(parents=True, exist_ok=True)
     (out / "merge_check.json").write_text(json.dumps(doc, indent=2))
@@ -210,11 +214,11 @@ def _branch_prefix(s: float) -> str:
     return f"branch-s{s:g}-"
 
 
-def _branch_seeds(study, specs, space, corpus, executor, cfg, seed_fractions, progress) -> dict[tuple[str, str], Branch]:
-    """The seeds branch trials start from, by (preset, s as the label writes it): those asked for, and
-    those of branch trials a stopped check left unfinished (a resumed check runs them first), each
-    verified or trained (the seed alone where its experts are not needed yet)."""
-    wanted = {(sp.preset, f"{s:g}"): (sp, s) for sp in specs for s in seed_fractions}
+def _branch_seeds(study, specs, space, corpus, executor, cfg, sfs, progress) -> dict[tuple[str, str], Branch]:
+    """The seeds branch trials start from, by (preset, s as the label writes it): those asked for (``sfs``:
+    preset -> seed fractions), and those of branch trials a stopped check left unfinished (a resumed check
+    runs them first), each verified or trained (the seed alone where its experts are not needed yet)."""
+    wanted = {(sp.preset, f"{s:g}"): (sp, s) for sp in specs for s in sfs.get(sp.preset, ())}
     for t in study.trials:
         tag = _branch_tag(t.label)
         if tag is not None and t.state in (TrialState.WAITING, TrialState.PENDING, TrialState.RUNNING):

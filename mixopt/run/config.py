@@ -127,11 +127,14 @@ class MergeConfig:
 
     A seed proxy (the study's ``proxy`` spec) trains on ``base`` (``natural``, ``uniform`` or a mixture
     {domain: weight}) for ``seed_fraction`` of the proxy's tokens; one expert per training domain then
-    continues on that domain alone for the rest (one pack). Before any proposal, ``rounds`` screening
-    rounds each score ``candidates`` mixtures by merging the experts (round 1: Dirichlet draws over the
-    space; later rounds: draws around the best merged mixtures so far). Which of them are trained for
-    real is the searcher's business (``merge_screen`` proposes the best merged ones; ``mfbo`` uses the
-    merged scores as its cheapest fidelity). ``batch``: merged models per forward pass.
+    continues on that domain alone for the rest (one pack). ``seed_fraction: auto`` (the default) hands
+    off as late as leaves the experts 150 optimizer steps, within 10-50 % of the schedule (0.5 up to 300
+    steps, 0.9 from 1,500: :func:`mixopt.core.experts.resolve_seed_fraction`). Before any proposal,
+    ``rounds`` screening rounds each score ``candidates`` mixtures by merging the experts (round 1:
+    Dirichlet draws over the space; later rounds: draws around the best merged mixtures so far). Which
+    of them are trained for real is the searcher's business (``merge_screen`` proposes the best merged
+    ones; ``mfbo`` uses the merged scores as its cheapest fidelity). ``batch``: merged models per forward
+    pass.
     ``eval_batches``: validation batches per domain a merged score is measured on (default: the
     proxy's; fewer cost less and are noisier). ``scale``: the merged model of mixture w is
     ``theta_seed + scale * sum_i w_i (theta_i - theta_seed)``; 1 is the plain weight average of the
@@ -147,7 +150,7 @@ class MergeConfig:
 
     candidates: int = 0
     rounds: int = 1
-    seed_fraction: float = 0.5
+    seed_fraction: float | str = "auto"
     base: Any = "natural"
     batch: int = 32
     eval_batches: int | None = None
@@ -316,8 +319,9 @@ def _validate_merge(m: MergeConfig) -> None:
     for key, lo in (("candidates", 0), ("rounds", 1), ("batch", 1)):
         if getattr(m, key) < lo:
             raise ConfigError(f"merge.{key}: {getattr(m, key)} must be >= {lo}")
-    if not (0 < m.seed_fraction < 1):
-        raise ConfigError(f"merge.seed_fraction: {m.seed_fraction} must be in (0, 1)")
+    sf = m.seed_fraction
+    if sf != "auto" and (isinstance(sf, bool) or not isinstance(sf, (int, float)) or not 0 < sf < 1):
+        raise ConfigError(f"merge.seed_fraction: {sf!r}; allowed: auto or a number in (0, 1)")
     if m.eval_batches is not None and m.eval_batches < 1:
         raise ConfigError(f"merge.eval_batches: {m.eval_batches} must be >= 1")
     check_scale(m.scale)

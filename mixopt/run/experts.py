@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mixopt.core.errors import DataError, UserError
-from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256, resolve_seed_fraction
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.core.spec import ProxySpec
 from mixopt.data.shards import write_atomic
@@ -63,8 +63,8 @@ def base_mixture(merge: MergeConfig, space: MixtureSpace) -> Mixture:
 
 def experts_spec(merge: MergeConfig, spec: ProxySpec, space: MixtureSpace, corpus) -> ExpertsSpec:
     """The expert set a study with ``merge`` settings trains: one expert per training domain."""
-    return ExpertsSpec(spec, space.domains, base_mixture(merge, space), merge.seed_fraction, corpus.fingerprint(),
-                       corpus.vocab_size)
+    return ExpertsSpec(spec, space.domains, base_mixture(merge, space), resolve_seed_fraction(merge.seed_fraction, spec),
+                       corpus.fingerprint(), corpus.vocab_size)
 
 
 def _check(folder: Path, es: ExpertsSpec, need: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
@@ -186,8 +186,8 @@ def _ensure(es, study, corpus_dir, executor, folder, retrain, num_threads, devic
             else [f[len("expert-"):-len(".safetensors")] for f in bad])
     n = len(todo) - ("seed" in todo)
     progress(f"merge: training {'the seed' if 'seed' in todo else ''}{' and ' if 'seed' in todo and n else ''}"
-             f"{f'{n} expert(s)' if n else ''} of {es.spec.preset} ({_worth(es, todo):.3g} proxies' worth of tokens) "
-             f"-> {folder}")
+             f"{f'{n} expert(s)' if n else ''} of {es.spec.preset}, hand-off at s = {es.seed_fraction:g} (step "
+             f"{es.seed_steps} of {es.spec.steps}; {_worth(es, todo):.3g} proxies' worth of tokens) -> {folder}")
     [res] = executor.run_tasks(EXPERTS_FN, [{"experts": es.to_dict(), "corpus_dir": corpus_dir, "out_dir": str(folder),
                                              "train": todo, "num_threads": num_threads, "device": device}])
     files = {**(manifest.get("files", {}) if keep else {}), **res["files"]}

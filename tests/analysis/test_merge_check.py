@@ -22,6 +22,7 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     out = capsys.readouterr()
     doc = json.loads(out.out)
     assert doc["target"] == "math" and doc["mixtures"] == 6
+    # the default seed fraction is `auto`: half of this tiny proxy's 32 steps (too few for a later hand-off)
     assert [(r["seed_fraction"], r["scale"]) for r in doc["rows"]] == [(0.5, 1.0), (0.5, 1.5)]
     for r in doc["rows"]:
         assert r["n_trained"] == 6 and r["experts_proxies_worth"] == 0.5 + 3 * 0.5  # 3 training domains
@@ -76,7 +77,8 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     assert len(branched) == 6 and {t.metrics["branch_start_step"] for t in branched} == {16}
     assert "Branches (dense-0.1m, s=0.50" in out.err and "merged (scale 1.50) vs those branches" in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
-                        (["--seed-fraction", "1"], "--seed-fraction: 1.0 must be in (0, 1)"),
+                        (["--seed-fraction", "1"], "--seed-fraction: 1.0; allowed: auto or a number in (0, 1)"),
+                        (["--seed-fraction", "half"], "'half': allowed: auto or a number in (0, 1)"),
                         (["--target", "nope"], "'nope' is not a corpus domain")):
         assert main(["merge-check", str(cfg), "--name", "other", *bad]) == 2
         err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mixopt.core.errors import ConfigError, DataError, TrialError
-from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, expert_file, file_sha256, resolve_seed_fraction
 from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.core.worker import Branch, TrialRequest
@@ -162,6 +162,19 @@ def test_bad_files_and_mixtures_are_refused(trained, corpus_dir, tmp_path):
         merged_losses(req | {"dir": str(bad)})
     with pytest.raises(DataError, match="vocabulary"):
         merged_losses(req | {"experts": {**es.to_dict(), "vocab_size": V + 1}})
+
+
+def test_auto_seed_fraction_hands_off_by_the_proxys_steps():
+    """`auto`: as late as leaves the experts 150 steps, within 10-50 % of the schedule; numbers kept."""
+    def spec(steps: int) -> ProxySpec:
+        return ProxySpec(preset="dense-0.1m", tokens=8 * 16 * steps, seq_len=16, batch_size=8)
+
+    got = {n: resolve_seed_fraction("auto", spec(n)) for n in (32, 156, 300, 500, 750, 1500, 1562, 10_000)}
+    assert got == {32: 0.5, 156: 0.5, 300: 0.5, 500: 0.7, 750: 0.8, 1500: 0.9, 1562: 0.9, 10_000: 0.9}
+    assert resolve_seed_fraction(0.25, spec(1562)) == 0.25
+    assert experts_spec(seed_fraction=resolve_seed_fraction("auto", experts_spec().spec)).seed_steps == 20
+    with pytest.raises(ConfigError, match="seed_fraction"):  # unresolved, it is not a fraction
+        experts_spec(seed_fraction="auto")
 
 
 def test_experts_spec_checks_itself():

@@ -26,6 +26,8 @@ def test_defaults_and_overrides(tmp_path):
     ("space: {max_epochs: 0}\n", [], "space.max_epochs"),
     ("merge: {scale: 0}\n", [], "merge.scale: 0.0 must be a number in (0, 10]"),
     ("merge: {branch: 2}\n", [], "merge.branch"),
+    ("merge: {seed_fraction: late}\n", [], "merge.seed_fraction: 'late'; allowed: auto or a number in (0, 1)"),
+    ("", ["--merge.seed_fraction=1"], "merge.seed_fraction: 1.0; allowed: auto or a number in (0, 1)"),
     ("merge: {branch: true}\nladder: [{preset: dense-1m}]\n", [], "merge.branch: not with a ladder"),
     ("merge: {branch: true}\nproxy: {online: aioli}\n", [], "merge.branch: not with proxy.online ('aioli')"),
 ])

@@ -101,10 +101,11 @@ def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, 
                      merge={"branch": True, "seed_fraction": 0.75}, budget={"trials": 4})
     assert main(["run", str(cfg)]) == 0
     err = capsys.readouterr().err
-    assert "merge: training the seed of dense-0.1m (0.75 proxies' worth of tokens)" in err
-    assert "every trial continues the seed" in err
     study = mixopt.load_study("tiny", uri)
     steps = study.trials[0].spec.steps
+    assert (f"merge: training the seed of dense-0.1m, hand-off at s = 0.75 (step {round(0.75 * steps)} of {steps}; "
+            "0.75 proxies' worth of tokens)") in err
+    assert "every trial continues the seed" in err
     assert len(study.trials) == 4 and all(t.ok for t in study.trials)
     assert {t.metrics["steps"] for t in study.trials} == {steps - round(0.75 * steps)}
     assert {t.metrics["branch_start_step"] for t in study.trials} == {round(0.75 * steps)}
