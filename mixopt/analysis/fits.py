@@ -54,7 +54,7 @@ def collect(study: Study) -> dict[str, Any]:
             keys[key] = len(keys)
             labels.append(t.label or f"m{len(keys) - 1}")
             mixtures.append(t.mixture.as_array(study.space.domains))
-        rows.append((keys[key], params_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value,
+        rows.append((keys[key], params_of(t.spec), t.tokens_seen, t.value,
                      t.spec))
     if not rows:
         raise UserError(f"fit: study {study.name!r} has no COMPLETE trials with a proxy spec")

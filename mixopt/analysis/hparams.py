@@ -465,7 +465,7 @@ def table_from_trials(trials: Iterable[Trial]) -> pd.DataFrame:
         if not t.ok or t.spec is None:
             continue
         rows.append({"N": float(t.metrics.get("non_embedding_params") or t.spec.non_embedding_params()),
-                     "D": float(t.metrics.get("tokens") or t.spec.tokens), "lr": float(t.spec.lr),
+                     "D": t.tokens_seen, "lr": float(t.spec.lr),
                      "batch_tokens": float(t.spec.batch_size * t.spec.seq_len), "loss": float(t.value)})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

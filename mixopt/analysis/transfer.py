@@ -260,7 +260,7 @@ def scaling_prediction(study: Study, labels: list[str], target: ProxySpec, reps:
     predict each arm at the target; None without enough rung runs (>= 3 per arm + 2)."""
     from mixopt.analysis.fits import params_of
 
-    rows = [(labels.index(t.label), params_of(t.spec), float(t.metrics.get("tokens") or t.spec.tokens), t.value)
+    rows = [(labels.index(t.label), params_of(t.spec), t.tokens_seen, t.value)
             for t in study.trials if t.ok and t.label in labels and not _same_scale(t.spec, target)]
     if not rows:
         return None

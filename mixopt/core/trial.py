@@ -54,3 +54,13 @@ class Trial:
     @property
     def ok(self) -> bool:
         return self.state is TrialState.COMPLETE and self.value is not None and math.isfinite(self.value)
+
+    @property
+    def tokens_seen(self) -> float:
+        """Training tokens behind this trial's model, the D of a scaling-law fit: those it trained
+        (``metrics["tokens"]``, else the spec's budget) and, for a branch of a seed
+        (``metrics["branch_start_step"]``), the seed's steps before it. A trial without a spec: nan."""
+        if self.spec is None:
+            return math.nan
+        seed = float(self.metrics.get("branch_start_step") or 0) * self.spec.batch_size * self.spec.seq_len
+        return float(self.metrics.get("tokens") or self.spec.tokens - seed) + seed

@@ -339,7 +339,8 @@ class MlflowStorage(Storage):
                     metrics.append(Metric("train_loss", float(h["train_loss"]), now, step))
                 # an online mixer's trajectory: its weights from this step on (metrics w.<domain>)
                 metrics += [Metric(f"w.{d}", float(v), now, step) for d, v in h.get("weights", {}).items()]
-            last = int(trial.metrics.get("steps", 0))
+            # the last step on the schedule's axis, as the history's: a branch's steps follow its seed's
+            last = int(trial.metrics.get("steps", 0)) + int(trial.metrics.get("branch_start_step", 0))
             if not any("losses" in h for h in trial.history):
                 metrics += [Metric(f"loss.{d}", float(v), now, last) for d, v in trial.losses.items()
                             if math.isfinite(float(v))]

@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 
+from mixopt.analysis.fits import collect
 from mixopt.cli import main
 from tests.conftest import study_yaml
 
@@ -109,6 +110,16 @@ def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, 
     assert len(study.trials) == 4 and all(t.ok for t in study.trials)
     assert {t.metrics["steps"] for t in study.trials} == {steps - round(0.75 * steps)}
     assert {t.metrics["branch_start_step"] for t in study.trials} == {round(0.75 * steps)}
+    # a branch's model saw the seed's tokens too: that is its D in a fit; its metrics end at the schedule's
+    # last step, where its history (on the schedule's axis) ends
+    spec = study.trials[0].spec
+    assert set(collect(study)["D"]) == {float(steps * spec.batch_size * spec.seq_len)}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run_id = study.trials[0].run_id
+    assert [m.step for m in client.get_metric_history(run_id, "objective")] == [steps]
+    assert max(m.step for m in client.get_metric_history(run_id, f"loss.{next(iter(study.trials[0].losses))}")) == steps
     [folder] = (tmp_path / "cache" / "experts").iterdir()
     assert sorted(p.name for p in folder.glob("*.safetensors")) == ["seed.safetensors"]
     [run] = study.storage.runs("tiny", "experts")
