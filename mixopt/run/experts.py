@@ -285,10 +285,15 @@ def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: boo
     other = sorted({(r["tags"].get("mixopt.experts", "?"), float(r["params"].get("scale", 1.0))) for r in rounds}
                    - {(es.key(), float(cfg.merge.scale))})
     if other:  # merged scores of other experts or another scale would be ranked together with these
+        was = {str(r["params"].get("key")): r["params"] for r in study.storage.runs(study.name, "experts")}
+        sf = was.get(other[0][0], {}).get("seed_fraction")
+        hint = (f" (that set handed off at merge.seed_fraction {float(sf):g}, this config at {es.seed_fraction:g}: "
+                f"set merge.seed_fraction: {float(sf):g} to continue the study)"
+                if sf is not None and float(sf) != es.seed_fraction else "")
         raise UserError(f"merge: study {study.name!r} was screened with expert set {other[0][0]} at merge.scale "
                         f"{other[0][1]:g}; this config scores with set {es.key()} at scale {cfg.merge.scale:g}, and the two "
                         "kinds of merged scores must not be ranked together: start a new study (another study: name) "
-                        "for these settings")
+                        f"for these settings{hint}")
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=resume,
                              num_threads=threads, device=device, progress=progress, seed_only=not cfg.merge.enabled)
     done = {int(r["params"].get("round", 0)) for r in rounds}

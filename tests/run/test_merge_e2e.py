@@ -90,6 +90,15 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"screened with expert set {folder.name} at merge.scale 1;" in err and "new study" in err
     assert len(mixopt.load_study("tiny", uri).trials) == 7
+    # screened by a set handed off elsewhere (a study from before `merge.seed_fraction: auto`, say): the
+    # refusal says which seed_fraction continues it
+    storage.log_run("tiny", "experts-0000", "experts", {"key": "0000", "seed_fraction": 0.25}, {}, {}, [])
+    storage.log_run("tiny", "merge-round-4", "merge", {"round": 4, "scale": 1.25}, {"n": 0},
+                    {"mixopt.experts": "0000"}, [])
+    assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("(that set handed off at merge.seed_fraction 0.25, this config at 0.5: set merge.seed_fraction: 0.25 "
+            "to continue the study)") in err, err
 
 
 def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, tiny_domains, capsys):
