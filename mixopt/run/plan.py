@@ -30,6 +30,7 @@ from mixopt.core.errors import (
     SpaceError,
     UserError,
 )
+from mixopt.core.experts import resolve_seed_fraction
 from mixopt.core.loader import from_dict
 from mixopt.core.meta import StudyMeta
 from mixopt.core.mixture import Mixture, MixtureSpace
@@ -198,11 +199,16 @@ class StudyPlan:
         stored = json.loads(json.dumps(stored, default=str))
         for d in (now, stored):
             d.get("data", {}).pop("cache_dir", None)
+            _merge_as_used(d, self.cfg.proxy)
         diff = sorted(k for k in set(now) | set(stored) if k not in RESUMABLE and now.get(k) != stored.get(k))
+        hint = hint if {"proxy", "ladder"} & set(diff) else ""
+        was, sf = (stored.get("merge") or {}).get("seed_fraction"), (now.get("merge") or {}).get("seed_fraction")
+        if "merge" in diff and None not in (was, sf) and was != sf:
+            hint += (f"; it hands off at merge.seed_fraction {was}{' (the default before auto)' if was == 0.5 else ''}, "
+                     f"this config at {sf}: set merge.seed_fraction: {was} to continue it")
         if diff:
             raise UserError(f"--resume: study {self.cfg.study!r} was created with other {', '.join(diff)} settings; "
-                            f"on resume only {', '.join(RESUMABLE)} may change (start a new study for the rest)"
-                            f"{hint if {'proxy', 'ladder'} & set(diff) else ''}")
+                            f"on resume only {', '.join(RESUMABLE)} may change (start a new study for the rest){hint}")
 
     def storage(self, create: bool = True) -> Storage:
         """The study's store, opened once."""
@@ -294,3 +300,20 @@ class StudyPlan:
         for label, m, spec in queue:
             study.enqueue(m, spec, label)
         return study
+
+
+def _merge_as_used(d: dict[str, Any], proxy: ProxySpec) -> None:
+    """A stored or current config dict's ``merge`` as far as it changes the study, for the resume check:
+    dropped where the study neither screens nor branches (its settings are unused), ``seed_fraction:
+    auto`` resolved for ``proxy`` (a study stored with the number ``auto`` gives resumes)."""
+    m = d.get("merge")
+    if not isinstance(m, dict):
+        return
+    try:
+        used = int(m.get("candidates") or 0) > 0 or bool(m.get("branch"))
+    except (TypeError, ValueError):
+        return  # compared as stored
+    if not used:
+        d.pop("merge")
+    elif m.get("seed_fraction") == "auto":
+        d["merge"] = {**m, "seed_fraction": resolve_seed_fraction("auto", proxy)}

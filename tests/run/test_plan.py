@@ -49,3 +49,34 @@ def test_resuming_a_mup_study_stored_before_the_read_out_multiplier_asks_for_alp
     with pytest.raises(UserError, match=f"was created with other {where} settings.*trained with alpha 1: set "
                                         "mup_output_mult: 1 where parametrization: mup is"):
         StudyPlan.build(config(None), storage=InMemoryStorage())._check_resume(meta)  # today's default: refused
+
+
+def test_resuming_a_study_stored_before_seed_fraction_auto(tmp_path, tiny_domains):
+    """Stored with the old default (merge.seed_fraction 0.5): a study that neither screens nor branches resumes
+    (its merge settings are unused), one that merges resumes where `auto` hands off at 0.5 too, and where it
+    would not, the refusal names the seed_fraction that continues it."""
+    from mixopt.core.errors import UserError
+    from mixopt.core.meta import StudyMeta
+
+    def config(**kw):
+        return load_config(study_yaml(tmp_path / "s.yaml", tiny_domains, tmp_path / "cache", "sqlite:///unused.db",
+                                      tmp_path / "out", **kw))
+
+    def resume(cfg, stored_cfg=None):
+        stored = (stored_cfg or cfg).to_dict()
+        stored["merge"]["seed_fraction"] = 0.5
+        plan = StudyPlan.build(cfg, storage=InMemoryStorage())
+        meta = StudyMeta.from_dict({**plan.bounds.to_dict(), "name": "tiny", "objective": {"weights": {"code": 1.0}},
+                                    "config": stored})
+        plan._check_resume(meta)
+
+    resume(config())                                  # no merging: resumes
+    resume(config(merge={"scale": 2.0}), config())    # unused merge settings may change
+    resume(config(merge={"candidates": 8}))           # 32 steps: auto hands off at 0.5 too
+    long = {"tokens": 8 * 64 * 1600}                  # 1,600 steps: auto hands off at 0.9
+    with pytest.raises(UserError, match=r"other merge settings.*it hands off at merge.seed_fraction 0.5 \(the default "
+                                        r"before auto\), this config at 0.9: set merge.seed_fraction: 0.5 to continue"):
+        resume(config(merge={"branch": True}, proxy=long))
+    resume(config(merge={"branch": True, "seed_fraction": 0.5}, proxy=long))
+    with pytest.raises(UserError, match="other merge settings"):  # merging added on resume: refused
+        resume(config(merge={"candidates": 8}), config())
