@@ -5,7 +5,8 @@ on the base mixture, for the first ``seed_steps`` steps of the proxy's learning-
 the k experts as ONE pack of the batched engine (member i = the seed continued on domain i alone for
 the remaining ``expert_steps`` steps of the same schedule, fresh AdamW state), and writes each as a
 safetensors file. :func:`merged_losses` scores mixtures: for a chunk of m mixtures W (m, k) it builds a
-pack of m merged models ``theta_j = theta_seed + scale * sum_i W[j, i] (theta_i - theta_seed)`` (every
+pack of m merged models ``theta_j = theta_seed + scale * sum_i c[j, i] (theta_i - theta_seed)``, with
+``c[j] = W[j] ** power / sum(W[j] ** power)`` (``power`` 1: the mixture's own weights) (every
 parameter: embeddings, attention, MLP or MoE experts and router, LayerNorm gains; ``scale`` = 1 is the
 plain weight average ``sum_i W[j, i] theta_i`` of the papers, a larger one extrapolates each expert's
 "task vector" away from the seed, as task arithmetic does) and evaluates all m in one forward per
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from mixopt.core.errors import DataError, TrialError
-from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_scale, check_weights, expert_file
+from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_power, check_scale, check_weights, expert_file
 from mixopt.core.mixture import Mixture
 from mixopt.data.corpus import Corpus
 from mixopt.data.shards import write_atomic
@@ -144,6 +145,15 @@ def debiased(W: torch.Tensor, es: ExpertsSpec) -> torch.Tensor:
     return (W - s * b) / (1.0 - s)
 
 
+def flattened(W: torch.Tensor, power: float = 1.0) -> torch.Tensor:
+    """The experts' weights for mixtures W (m, k): ``W ** power`` renormalized per row (``power`` 1: W itself;
+    below 1 the small weights count for more, towards the plain average of the experts a mixture uses)."""
+    if power == 1.0:
+        return W
+    P = W.clamp_min(0.0) ** float(power)
+    return P / P.sum(1, keepdim=True)
+
+
 def merge_coefficients(W: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """The coefficients of the stacked members for ``theta_seed + scale * sum_i W_i (theta_i - theta_seed)``:
     (m, k) ``W`` itself at ``scale`` 1, else (m, k + 1) ``[scale * W, 1 - scale * sum W]`` (seed last)."""
@@ -176,8 +186,9 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
         request: ``experts`` (``ExpertsSpec.to_dict()``), ``dir`` (the set's folder), ``mixtures`` (m, k)
             weights over ``experts.domains``, ``corpus_dir``, ``eval_domains`` (default: every corpus
             domain), ``batch`` (merged models per forward, default 32), ``scale`` (the task-vector scale
-            around the seed, > 0; default 1: the plain weight average), ``resample`` (0: the trials'
-            validation batches; r > 0: another fixed draw, for the noise of a score), ``num_threads``, ``device``.
+            around the seed, > 0; default 1: the plain weight average), ``power`` (the mixture's weights are
+            merged as ``w ** power``, renormalized; default 1), ``resample`` (0: the trials' validation
+            batches; r > 0: another fixed draw, for the noise of a score), ``num_threads``, ``device``.
     Returns:
         ``losses`` (m, D) mean validation loss per mixture and domain, ``domains`` (D), ``eval_tokens``
         per mixture (forward tokens), ``seconds``.
@@ -190,6 +201,7 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     W = [list(map(float, w)) for w in request["mixtures"]]
     check_weights(W, len(es.domains))
     scale = check_scale(request.get("scale", 1.0))
+    power = check_power(request.get("power", 1.0))
     debias = bool(request.get("debias", False))
     torch.set_num_threads(int(request.get("num_threads", 1)))
     device = resolve_device(str(request.get("device", "cpu")))
@@ -206,7 +218,7 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     batches = {d: eval_batches(corpus, d, n_eval, spec.batch_size, spec.seq_len, resample=r) for d in domains}
     chunk = max(1, int(request.get("batch", 32)))
     out = []
-    Wt = torch.tensor(W, dtype=torch.float32)
+    Wt = flattened(torch.tensor(W, dtype=torch.float32), power)
     if debias:
         Wt = debiased(Wt, es)
     for i in range(0, len(W), chunk):
@@ -217,15 +229,16 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
             "eval_tokens": len(domains) * n_eval * spec.batch_size * spec.seq_len}
 
 
-def solo_from_merged(stacked: Mapping[str, torch.Tensor], w: Sequence[float], es: ExpertsSpec, scale: float = 1.0):
+def solo_from_merged(stacked: Mapping[str, torch.Tensor], w: Sequence[float], es: ExpertsSpec, scale: float = 1.0,
+                     power: float = 1.0):
     """The merged model of one mixture as a solo ``GPT`` (for sampling or inspection)."""
     model = build_model(es.spec, es.vocab_size)
-    C = merge_coefficients(torch.tensor([list(map(float, w))]), scale)
+    C = merge_coefficients(flattened(torch.tensor([list(map(float, w))]), power), scale)
     sd = {n: torch.tensordot(C, E[:C.shape[1]], dims=1)[0] for n, E in stacked.items()}
     model.load_state_dict(sd | {"lm_head.weight": sd["wte.weight"]})
     return model
 
 
-__all__ = ["load_member", "merge_coefficients", "merged_losses", "merged_pack", "solo_from_merged", "stack_experts",
-           "train_experts"]
+__all__ = ["flattened", "load_member", "merge_coefficients", "merged_losses", "merged_pack", "solo_from_merged",
+           "stack_experts", "train_experts"]
 

@@ -81,6 +81,9 @@ def add_parsers(sub) -> dict[str, Callable[[argparse.Namespace, list[str]], int]
                          "the config's merge.seed_fraction)")
     mc.add_argument("--scale", type=float, action="append", default=[], metavar="L",
                     help="the merge's task-vector scale around the seed (repeatable; default: the config's merge.scale)")
+    mc.add_argument("--power", type=float, action="append", default=[], metavar="P",
+                    help="the merge coefficients' exponent: a mixture w is merged with weights w ** P, renormalized "
+                         "(repeatable; default: the config's merge.power)")
     mc.add_argument("--debias", action="store_true", help="also score each mixture w by merging the continuation "
                     "mixture (w - s * base) / (1 - s) that, after the seed's share s on the base mixture, makes w "
                     "the whole training's mixture (rows marked debias)")
@@ -121,7 +124,7 @@ def _cmd_merge_check(args, extra) -> int:
     if args.resamples < 0:
         raise UserError("merge-check --resamples: must be >= 0")
     doc = run_merge_check(cfg, mixtures=args.mixtures, seed_fractions=tuple(args.seed_fraction or [cfg.merge.seed_fraction]),
-                          scales=tuple(args.scale or [cfg.merge.scale]),
+                          scales=tuple(args.scale or [cfg.merge.scale]), powers=tuple(args.power or [cfg.merge.power]),
                           presets=tuple(args.preset), target=args.target, regmix=not args.no_regmix, ceiling=args.ceiling,
                           debias=(False, True) if args.debias else (False,),
                           resamples=args.resamples, name=args.name, resume=args.resume, branch=args.branch,

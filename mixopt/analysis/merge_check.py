@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.core.errors import AlreadyExistsError, UserError
-from mixopt.core.experts import check_scale, resolve_seed_fraction
+from mixopt.core.experts import check_power, check_scale, resolve_seed_fraction
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
@@ -80,7 +80,8 @@ def objectives(domains: list[str], target: str) -> dict[str, Objective]:
 
 
 def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float | str, ...] = ("auto",),
-                    scales: tuple[float, ...] = (1.0,), presets: tuple[str, ...] = (), target: str | None = None,
+                    scales: tuple[float, ...] = (1.0,), powers: tuple[float, ...] = (1.0,),
+                    presets: tuple[str, ...] = (), target: str | None = None,
                     regmix: bool = True, ceiling: bool = False, debias: tuple[bool, ...] = (False,),
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
                     branch: bool = False, progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -92,6 +93,8 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
             raise UserError(f"merge-check --seed-fraction: {s!r}; allowed: auto or a number in (0, 1)")
     for lam in scales:
         check_scale(lam, "merge-check --scale")  # a ConfigError: a UserError, exit 2
+    for g in powers:
+        check_power(g, "merge-check --power")
     cname = check_study_name(name, "merge-check --name") if name is not None else f"{cfg.study}-merge-check"
     tgt = target or (cfg.objective.get("target") if isinstance(cfg.objective.get("target"), str) else None)
     specs = [cfg.proxy if not p else _on_preset(cfg.proxy, p) for p in (presets or ("",))]
@@ -154,7 +157,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
                     for sp in specs for s in sfs[sp.preset]} if branch else {}
         rows = [row for sp in specs for s in sfs[sp.preset]
                 for row in _check_one(study, sp, s, es_all[(sp.preset, s)], X, corpus, executor, cfg, tgt, resamples,
-                                      scales, debias, ceiling, progress, branches.get((sp.preset, s)))]
+                                      scales, powers, debias, ceiling, progress, branches.get((sp.preset, s)))]
     finally:
         executor.shutdown()
     reg = {sp.preset: _regmix(study, sp, X, tgt, list(corpus.domains), n_regmix[sp.preset]) for sp in specs} \
@@ -257,7 +260,7 @@ def _branch_row(study, spec, s, es, X, tgt, domains, branches) -> dict[str, Any]
     return out
 
 
-def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, debias, ceiling,
+def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, scales, powers, debias, ceiling,
                progress, branched: np.ndarray | None = None) -> list[dict[str, Any]]:
     threads = max(1, cfg.executor.workers * cfg.executor.threads_per_worker)  # nothing else runs meanwhile
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=True,
@@ -269,14 +272,14 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
     trained = _trained(study, spec, "check", len(X), domains)
     both = (trained + _trained(study, _next_seed(spec), "again", len(X), domains)) / 2 if ceiling else None
     rows = []
-    for deb, lam in product(debias, scales):
+    for deb, g, lam in product(debias, powers, scales):
         scores = []
         for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
             res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r, "scale": lam,
-                                                        "debias": deb} for idx in parts])
+                                                        "power": g, "debias": deb} for idx in parts])
             scores.append(np.concatenate([np.asarray(x["losses"]) for x in res]))
         out: dict[str, Any] = {"preset": spec.preset, "params": spec.non_embedding_params(), "tokens": spec.tokens,
-                               "seed_fraction": s, "scale": lam, "debias": deb, "experts": es.key(),
+                               "seed_fraction": s, "scale": lam, "power": g, "debias": deb, "experts": es.key(),
                                "experts_proxies_worth": es.proxies_worth(), "score_proxies_worth": _score_cost(es, corpus),
                                "n_trained": int(np.isfinite(trained).all(1).sum())}
         for key, obj in objectives(domains, tgt).items():
@@ -289,7 +292,7 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
                 out[key]["spearman_both"], out[key]["pearson_both"] = _corr(merged[0], both @ w)
             if branched is not None:  # against the training the merged model stands for
                 out[key]["spearman_branch"], out[key]["pearson_branch"] = _corr(merged[0], branched @ w)
-        progress(f"merge-check {spec.preset} s={s} scale={lam:g}{' debiased' if deb else ''}: Spearman mean "
+        progress(f"merge-check {spec.preset} s={s} scale={lam:g} power={g:g}{' debiased' if deb else ''}: Spearman mean "
                  f"{out['mean']['spearman']:.3f}, "
                  f"target {out['target']['spearman']:.3f}")
         rows.append(out)
@@ -332,19 +335,19 @@ def _entropy(study, spec, X, tgt, domains) -> dict[str, Any]:
 
 
 def best_scales(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (preset, seed fraction) with more than one scale checked (plain merges, not ``--debias``): the
-    scale with the highest Spearman on each objective, and the one whose smaller Spearman of the two is
+    """Per (preset, seed fraction, power) with more than one scale checked (plain merges, not ``--debias``):
+    the scale with the highest Spearman on each objective, and the one whose smaller Spearman of the two is
     largest (``both``: the choice for ``merge.scale`` when neither objective may rank badly); each entry
     ``{"scale", "spearman"}`` (a nan correlation never wins)."""
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, float, float], list[dict[str, Any]]] = {}
     for r in rows:
         if not r.get("debias"):
-            groups.setdefault((r["preset"], r["seed_fraction"]), []).append(r)
+            groups.setdefault((r["preset"], r["seed_fraction"], r.get("power", 1.0)), []).append(r)
     out = []
-    for (preset, s), rs in groups.items():
+    for (preset, s, g), rs in groups.items():
         if len({r["scale"] for r in rs}) < 2:
             continue
-        entry: dict[str, Any] = {"preset": preset, "seed_fraction": s}
+        entry: dict[str, Any] = {"preset": preset, "seed_fraction": s, "power": g}
         for key, rho in (("mean", lambda r: r["mean"]["spearman"]), ("target", lambda r: r["target"]["spearman"]),
                          ("both", lambda r: min(r["mean"]["spearman"], r["target"]["spearman"]))):
             ok = [r for r in rs if math.isfinite(rho(r))]
@@ -363,6 +366,10 @@ def _f(x: float) -> str:
     return "  n/a" if x is None or not math.isfinite(x) else f"{x:5.3f}"
 
 
+def _power(r: dict[str, Any]) -> str:
+    return "" if r.get("power", 1.0) == 1.0 else f", power {r['power']:g}"
+
+
 def _scale(b: dict[str, Any]) -> str:
     return "n/a" if b["scale"] is None else f"{b['scale']:g} (rho {_f(b['spearman']).strip()})"
 
@@ -371,16 +378,18 @@ def format_check(doc: dict[str, Any]) -> str:
     """The report as text (what ``mixopt merge-check`` prints)."""
     lines = [f"\nMerged vs trained on {doc['mixtures']} random mixtures (Spearman / Pearson; objectives: mean loss "
              f"over domains, held-out loss on {doc['target']})",
-             f"  {'preset':<11}{'s':>5}{'scale':>6}{'debias':>7}{'experts':>9}{'score':>8}{'mean rho':>10}{'r':>7}"
+             f"  {'preset':<11}{'s':>5}{'scale':>6}{'power':>6}{'debias':>7}{'experts':>9}{'score':>8}{'mean rho':>10}"
+             f"{'r':>7}"
              f"{'noise':>8}{'target rho':>12}{'r':>7}{'noise':>8}   (experts, score: proxies' worth of compute)"]
     for r in doc["rows"]:
         m, t = r["mean"], r["target"]
-        lines.append(f"  {r['preset']:<11}{r['seed_fraction']:>5.2f}{r.get('scale', 1.0):>6.2f}"
+        lines.append(f"  {r['preset']:<11}{r['seed_fraction']:>5.2f}{r.get('scale', 1.0):>6.2f}{r.get('power', 1.0):>6.2f}"
                      f"{'yes' if r.get('debias') else 'no':>7}{r['experts_proxies_worth']:>9.1f}"
                      f"{r['score_proxies_worth']:>8.3f}{_f(m['spearman']):>10}{_f(m['pearson']):>7}{_f(m['noise']):>8}"
                      f"{_f(t['spearman']):>12}{_f(t['pearson']):>7}{_f(t['noise']):>8}")
     for b in doc.get("best_scale", []):
-        lines.append(f"  best scale ({b['preset']}, s={b['seed_fraction']:.2f}): mean {_scale(b['mean'])}, target "
+        lines.append(f"  best scale ({b['preset']}, s={b['seed_fraction']:.2f}"
+                     f"{_power(b)}): mean {_scale(b['mean'])}, target "
                      f"{_scale(b['target'])}, the smaller of the two {_scale(b['both'])}")
     for preset, reg in doc["regmix"].items():
         lines.append(f"  RegMix regression ({preset}) on {reg['n_train']} trained proxies, the merge's compute: "
@@ -397,7 +406,8 @@ def format_check(doc: dict[str, Any]) -> str:
                      f"r {_f(b['target']['pearson'])}")
         for r in doc["rows"]:
             if (r["preset"], r["seed_fraction"]) == (b["preset"], b["seed_fraction"]) and "spearman_branch" in r["mean"]:
-                lines.append(f"    merged (scale {r.get('scale', 1.0):.2f}{', debiased' if r.get('debias') else ''}) vs "
+                lines.append(f"    merged (scale {r.get('scale', 1.0):.2f}{_power(r)}"
+                             f"{', debiased' if r.get('debias') else ''}) vs "
                              f"those branches: mean rho {_f(r['mean']['spearman_branch'])}, target rho "
                              f"{_f(r['target']['spearman_branch'])}")
     for preset, c in doc.get("ceiling", {}).items():
@@ -407,7 +417,7 @@ def format_check(doc: dict[str, Any]) -> str:
                      f"(mean {_f(_sqrt(c['mean']['spearman']))}, target {_f(_sqrt(c['target']['spearman']))})")
         for r in doc["rows"]:
             if r["preset"] == preset and "spearman_both" in r["mean"]:
-                lines.append(f"  merged (s={r['seed_fraction']:.2f}, scale {r.get('scale', 1.0):.2f}"
+                lines.append(f"  merged (s={r['seed_fraction']:.2f}, scale {r.get('scale', 1.0):.2f}{_power(r)}"
                              f"{', debiased' if r.get('debias') else ''}) vs the mean of both "
                              f"trainings: mean rho {_f(r['mean']['spearman_both'])}, target rho "
                              f"{_f(r['target']['spearman_both'])}")

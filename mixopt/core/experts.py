@@ -180,6 +180,19 @@ def check_scale(scale: Any, where: str = "merge.scale") -> float:
     return float(scale)
 
 
+#: the largest ``merge.power``
+MAX_POWER = 2.0
+
+
+def check_power(power: Any, where: str = "merge.power") -> float:
+    """The exponent of a merge's coefficients (mixture w merged with weights ``w ** power``, renormalized)
+    as a float; ConfigError unless it is a number in (0, MAX_POWER]."""
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not (0 < power <= MAX_POWER):
+        raise ConfigError(f"{where}: {power!r} must be a number in (0, {MAX_POWER:g}] (1: the mixture's own weights; "
+                          "below 1: small weights count for more)")
+    return float(power)
+
+
 def check_weights(W: Sequence[Sequence[float]], k: int, where: str = "merge") -> None:
     """Raise ConfigError unless W is (m, k) of finite weights >= 0 with rows summing to 1 (within 1e-6)."""
     for i, row in enumerate(W):

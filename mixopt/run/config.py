@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mixopt.core.errors import ConfigError
-from mixopt.core.experts import check_scale
+from mixopt.core.experts import check_power, check_scale
 from mixopt.core.loader import from_dict, merge, parse_overrides, set_dotted
 from mixopt.core.spec import ProxySpec, merge_overrides
 from mixopt.run.target import HparamsConfig, TargetConfig, take_auto, validate_hparams, validate_target
@@ -155,6 +155,7 @@ class MergeConfig:
     batch: int = 32
     eval_batches: int | None = None
     scale: float = 1.25
+    power: float = 1.0
     branch: bool = False
 
     @property
@@ -325,6 +326,7 @@ def _validate_merge(m: MergeConfig) -> None:
     if m.eval_batches is not None and m.eval_batches < 1:
         raise ConfigError(f"merge.eval_batches: {m.eval_batches} must be >= 1")
     check_scale(m.scale)
+    check_power(m.power)
     if not (m.base in ("natural", "uniform") or isinstance(m.base, dict)):
         raise ConfigError(f"merge.base: {m.base!r}; allowed: natural, uniform, or a mixture {{domain: weight}}")
     if not isinstance(m.branch, bool):

@@ -243,7 +243,8 @@ def screen(study: Study, experts: ExpertSet, corpus, executor, merge: MergeConfi
     parts = np.array_split(np.arange(len(X)), max(1, min(len(X), getattr(executor, "capacity", 1))))
     payloads = [{"experts": es.to_dict(), "dir": str(experts.folder), "mixtures": X[idx].tolist(),
                  "corpus_dir": str(corpus.path), "eval_domains": list(corpus.domains), "batch": merge.batch,
-                 "eval_batches": merge.eval_batches, "scale": merge.scale, "num_threads": num_threads,
+                 "eval_batches": merge.eval_batches, "scale": merge.scale, "power": merge.power,
+                 "num_threads": num_threads,
                  "device": device}
                 for idx in parts if len(idx)]
     results = executor.run_tasks(MERGE_FN, payloads)
@@ -262,7 +263,7 @@ def screen(study: Study, experts: ExpertSet, corpus, executor, merge: MergeConfi
     eval_tokens, cost = results[0]["eval_tokens"], es.score_cost(results[0]["eval_tokens"])
     study.storage.log_run(study.name, f"merge-round-{round_}", "merge",
                           {"round": round_, "candidates": len(df), "experts": es.key(), "preset": es.spec.preset,
-                           "scale": merge.scale},
+                           "scale": merge.scale, "power": merge.power},
                           {"n": len(df), "best_objective": float(np.nanmin(df["objective"])), "seconds": seconds,
                            "worker_seconds_per_score": sum(r["seconds"] for r in results) / len(df),
                            "eval_tokens_per_score": eval_tokens,
@@ -282,18 +283,21 @@ def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: boo
     the screening rounds not done yet. Returns the set (its folder is where branch trials start)."""
     threads, device = cfg.executor.threads_per_worker, cfg.executor.device
     rounds = study.storage.runs(study.name, "merge")
-    other = sorted({(r["tags"].get("mixopt.experts", "?"), float(r["params"].get("scale", 1.0))) for r in rounds}
-                   - {(es.key(), float(cfg.merge.scale))})
-    if other:  # merged scores of other experts or another scale would be ranked together with these
+    now = (es.key(), float(cfg.merge.scale), float(cfg.merge.power))
+    other = sorted({(r["tags"].get("mixopt.experts", "?"), float(r["params"].get("scale", 1.0)),
+                     float(r["params"].get("power", 1.0))) for r in rounds} - {now})  # rounds from before: 1, 1
+    if other:  # merged scores of other experts, scale or power would be ranked together with these
+        key, scale, power = other[0]
         was = {str(r["params"].get("key")): r["params"] for r in study.storage.runs(study.name, "experts")}
-        sf = was.get(other[0][0], {}).get("seed_fraction")
-        hint = (f" (that set handed off at merge.seed_fraction {float(sf):g}, this config at {es.seed_fraction:g}: "
-                f"set merge.seed_fraction: {float(sf):g} to continue the study)"
-                if sf is not None and float(sf) != es.seed_fraction else "")
-        raise UserError(f"merge: study {study.name!r} was screened with expert set {other[0][0]} at merge.scale "
-                        f"{other[0][1]:g}; this config scores with set {es.key()} at scale {cfg.merge.scale:g}, and the two "
-                        "kinds of merged scores must not be ranked together: start a new study (another study: name) "
-                        f"for these settings{hint}")
+        sf = was.get(key, {}).get("seed_fraction")
+        fix = ([f"merge.seed_fraction: {float(sf):g}"] if sf is not None and float(sf) != es.seed_fraction else []) \
+            + ([f"merge.scale: {scale:g}"] if scale != now[1] else []) + ([f"merge.power: {power:g}"] if power != now[2]
+                                                                          else [])
+        raise UserError(f"merge: study {study.name!r} was screened with expert set {key} at merge.scale {scale:g}, "
+                        f"merge.power {power:g}; this config scores with set {now[0]} at scale {now[1]:g}, power "
+                        f"{now[2]:g}, and the two kinds of merged scores must not be ranked together: start a new study "
+                        "(another study: name) for these settings"
+                        + (f" (or set {', '.join(fix)} to continue this one)" if fix else ""))
     experts = ensure_experts(es, study, str(corpus.path), executor, cfg.data.cache_path(), retrain=resume,
                              num_threads=threads, device=device, progress=progress, seed_only=not cfg.merge.enabled)
     done = {int(r["params"].get("round", 0)) for r in rounds}

@@ -76,7 +76,17 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     branched = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("branch-s0.5-")]
     assert len(branched) == 6 and {t.metrics["branch_start_step"] for t in branched} == {16}
     assert "Branches (dense-0.1m, s=0.50" in out.err and "merged (scale 1.50) vs those branches" in out.err
+    # --power: every scale again with the mixtures' weights flattened (w ** 0.5), the same experts
+    assert main([*args, "--resume", "--power", "1", "--power", "0.5", "--json"]) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)["rows"]
+    assert [(r["power"], r["scale"]) for r in rows] == [(1.0, 1.0), (1.0, 1.5), (0.5, 1.0), (0.5, 1.5)]
+    assert rows[0]["mean"]["pearson"] == doc["rows"][0]["mean"]["pearson"]
+    assert rows[2]["mean"]["pearson"] != rows[0]["mean"]["pearson"] and "training the seed" not in out.err
+    assert [b["power"] for b in json.loads(out.out)["best_scale"]] == [1.0, 0.5]
+    assert "best scale (dense-0.1m, s=0.50, power 0.5): mean " in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
+                        (["--power", "0"], "--power: 0.0 must be a number in (0, 2]"),
                         (["--seed-fraction", "1"], "--seed-fraction: 1.0; allowed: auto or a number in (0, 1)"),
                         (["--seed-fraction", "half"], "'half': allowed: auto or a number in (0, 1)"),
                         (["--target", "nope"], "'nope' is not a corpus domain")):

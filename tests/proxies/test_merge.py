@@ -15,7 +15,7 @@ from mixopt.core.mixture import Mixture
 from mixopt.core.spec import ProxySpec
 from mixopt.core.worker import Branch, TrialRequest
 from mixopt.data.corpus import Corpus
-from mixopt.proxies.merge import load_member, merged_losses, solo_from_merged, stack_experts, train_experts
+from mixopt.proxies.merge import flattened, load_member, merged_losses, solo_from_merged, stack_experts, train_experts
 from mixopt.proxies.model import lr_at
 from mixopt.proxies.pack_train import PackTrainer, run_one, run_pack
 from mixopt.proxies.train import MixtureSampler, eval_batches, evaluate, run_trial
@@ -105,6 +105,24 @@ def test_scale_extrapolates_each_expert_from_the_seed(trained, corpus_dir):
     assert np.array(merged_losses(req | {"dir": str(no_seed)})["losses"]) == pytest.approx(plain)  # no seed needed
     with pytest.raises(DataError, match="seed.safetensors"):
         merged_losses(req | {"dir": str(no_seed), "scale": 1.5})
+
+
+def test_power_merges_a_mixture_with_flattened_weights(trained, corpus_dir):
+    """power p: the mixture w is merged with c = w ** p / sum(w ** p) (p 1: w itself; p < 1 flattens it, a
+    weight of 0 stays 0), at any scale: the same losses as merging c itself."""
+    es, out, _ = trained
+    W = [[0.64, 0.36, 0.0], [0.1, 0.1, 0.8]]
+    C = [[0.8 / 1.4, 0.6 / 1.4, 0.0], [x / (2 * 0.1 ** 0.5 + 0.8 ** 0.5) for x in (0.1 ** 0.5, 0.1 ** 0.5, 0.8 ** 0.5)]]
+    assert flattened(torch.tensor(W), 0.5).numpy() == pytest.approx(np.array(C), abs=1e-6)
+    assert flattened(torch.tensor(W), 1.0).numpy() == pytest.approx(np.array(W))
+    req = {"experts": es.to_dict(), "dir": str(out), "corpus_dir": str(corpus_dir), "eval_domains": list(DOMAINS)}
+    for lam in (1.0, 1.5):
+        powered = np.array(merged_losses(req | {"mixtures": W, "power": 0.5, "scale": lam})["losses"])
+        assert powered == pytest.approx(np.array(merged_losses(req | {"mixtures": C, "scale": lam})["losses"]), abs=1e-5)
+        assert np.abs(powered - np.array(merged_losses(req | {"mixtures": W, "scale": lam})["losses"])).max() > 1e-3
+    for bad in (0, -1, 2.5, True, "x"):
+        with pytest.raises(ConfigError, match=r"merge.power: .* must be a number in \(0, 2\]"):
+            merged_losses(req | {"mixtures": W, "power": bad})
 
 
 def test_debias_merges_the_continuation_that_makes_the_whole_training_w(trained, corpus_dir):

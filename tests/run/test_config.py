@@ -25,6 +25,7 @@ def test_defaults_and_overrides(tmp_path):
     ("data: 3\n", [], "data: must be a mapping"),
     ("space: {max_epochs: 0}\n", [], "space.max_epochs"),
     ("merge: {scale: 0}\n", [], "merge.scale: 0.0 must be a number in (0, 10]"),
+    ("merge: {power: 3}\n", [], "merge.power: 3.0 must be a number in (0, 2]"),
     ("merge: {branch: 2}\n", [], "merge.branch"),
     ("merge: {seed_fraction: late}\n", [], "merge.seed_fraction: 'late'; allowed: auto or a number in (0, 1)"),
     ("", ["--merge.seed_fraction=1"], "merge.seed_fraction: 1.0; allowed: auto or a number in (0, 1)"),

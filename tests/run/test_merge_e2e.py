@@ -7,6 +7,7 @@ import pandas as pd
 
 from mixopt.analysis.fits import collect
 from mixopt.cli import main
+from mixopt.run.config import MergeConfig
 from tests.conftest import study_yaml
 
 MERGE = {"candidates": 24, "rounds": 2, "seed_fraction": 0.5, "batch": 8}
@@ -54,6 +55,7 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     assert main(["run", str(cfg), "--resume", "--trials", "5"]) == 0
     assert "verified" in capsys.readouterr().err and len(storage.runs("tiny", "merge")) == 2
     assert {float(r["params"]["scale"]) for r in storage.runs("tiny", "merge")} == {1.25}  # merge.scale's default
+    assert {float(r["params"]["power"]) for r in storage.runs("tiny", "merge")} == {MergeConfig().power}
     # another merge scale would rank its scores beside these: refused, nothing trained
     assert main(["run", str(cfg), "--resume", "--trials", "6", "--merge.scale=1"]) == 2
     assert "other merge settings" in capsys.readouterr().err and len(mixopt.load_study("tiny", uri).trials) == 5
@@ -88,17 +90,17 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
                     {"mixopt.experts": folder.name}, [])
     assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"screened with expert set {folder.name} at merge.scale 1;" in err and "new study" in err
+    assert f"screened with expert set {folder.name} at merge.scale 1, merge.power 1;" in err and "new study" in err
+    assert "(or set merge.scale: 1" in err and "to continue this one)" in err
     assert len(mixopt.load_study("tiny", uri).trials) == 7
     # screened by a set handed off elsewhere (a study from before `merge.seed_fraction: auto`, say): the
     # refusal says which seed_fraction continues it
     storage.log_run("tiny", "experts-0000", "experts", {"key": "0000", "seed_fraction": 0.25}, {}, {}, [])
-    storage.log_run("tiny", "merge-round-4", "merge", {"round": 4, "scale": 1.25}, {"n": 0},
+    storage.log_run("tiny", "merge-round-4", "merge", {"round": 4, "scale": 1.25, "power": MergeConfig().power}, {"n": 0},
                     {"mixopt.experts": "0000"}, [])
     assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert ("(that set handed off at merge.seed_fraction 0.25, this config at 0.5: set merge.seed_fraction: 0.25 "
-            "to continue the study)") in err, err
+    assert "(or set merge.seed_fraction: 0.25 to continue this one)" in err, err
 
 
 def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, tiny_domains, capsys):
