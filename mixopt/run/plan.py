@@ -202,10 +202,11 @@ class StudyPlan:
             _merge_as_used(d, self.cfg.proxy)
         diff = sorted(k for k in set(now) | set(stored) if k not in RESUMABLE and now.get(k) != stored.get(k))
         hint = hint if {"proxy", "ladder"} & set(diff) else ""
-        was, sf = (stored.get("merge") or {}).get("seed_fraction"), (now.get("merge") or {}).get("seed_fraction")
-        if "merge" in diff and None not in (was, sf) and was != sf:
-            hint += (f"; it hands off at merge.seed_fraction {was}{' (the default before auto)' if was == 0.5 else ''}, "
-                     f"this config at {sf}: set merge.seed_fraction: {was} to continue it")
+        was, cur = stored.get("merge") or {}, now.get("merge") or {}
+        keep = [f"merge.{k}: {was[k]}" for k in ("seed_fraction", "scale", "power")
+                if "merge" in diff and None not in (was.get(k), cur.get(k)) and was[k] != cur[k]]
+        if keep:  # the defaults changed (seed_fraction 0.5 -> auto, scale 1.25 -> 1, power 1 -> 0.5)
+            hint += f"; its merged scores and experts came from other merge settings: set {', '.join(keep)} to continue it"
         if diff:
             raise UserError(f"--resume: study {self.cfg.study!r} was created with other {', '.join(diff)} settings; "
                             f"on resume only {', '.join(RESUMABLE)} may change (start a new study for the rest){hint}")

@@ -36,7 +36,7 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     assert "Merged vs trained on 6 random mixtures" in out.err and "RegMix regression (dense-0.1m)" in out.err
     (best,) = doc["best_scale"]
     assert best["preset"] == "dense-0.1m" and {best[k]["scale"] for k in ("mean", "target", "both")} <= {1.0, 1.5}
-    assert "best scale (dense-0.1m, s=0.50): mean " in out.err
+    assert "best scale (dense-0.1m, s=0.50, power 0.5): mean " in out.err  # merge.power's default
     # the zero-compute reference: the trained objective ranked by the mixtures' entropy alone
     checks = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("check")]
     ent = [-sum(w * math.log(w) for w in t.mixture.to_dict().values() if w > 0) for t in checks]
@@ -75,16 +75,16 @@ def test_merge_check_reports_rank_correlation_per_scale(tmp_path, capsys):
     assert all(-1 <= r[k]["spearman_branch"] <= 1 for r in json.loads(out.out)["rows"] for k in ("mean", "target"))
     branched = [t for t in mixopt.load_study("tiny-merge-check", uri).trials if t.label.startswith("branch-s0.5-")]
     assert len(branched) == 6 and {t.metrics["branch_start_step"] for t in branched} == {16}
-    assert "Branches (dense-0.1m, s=0.50" in out.err and "merged (scale 1.50) vs those branches" in out.err
-    # --power: every scale again with the mixtures' weights flattened (w ** 0.5), the same experts
+    assert "Branches (dense-0.1m, s=0.50" in out.err and "merged (scale 1.50, power 0.5) vs those branches" in out.err
+    # --power: every scale with the mixtures' own weights (1) and flattened (w ** 0.5), the same experts
     assert main([*args, "--resume", "--power", "1", "--power", "0.5", "--json"]) == 0
     out = capsys.readouterr()
     rows = json.loads(out.out)["rows"]
     assert [(r["power"], r["scale"]) for r in rows] == [(1.0, 1.0), (1.0, 1.5), (0.5, 1.0), (0.5, 1.5)]
-    assert rows[0]["mean"]["pearson"] == doc["rows"][0]["mean"]["pearson"]
+    assert rows[2]["mean"]["pearson"] == doc["rows"][0]["mean"]["pearson"]  # the default's rows again
     assert rows[2]["mean"]["pearson"] != rows[0]["mean"]["pearson"] and "training the seed" not in out.err
     assert [b["power"] for b in json.loads(out.out)["best_scale"]] == [1.0, 0.5]
-    assert "best scale (dense-0.1m, s=0.50, power 0.5): mean " in out.err
+    assert "best scale (dense-0.1m, s=0.50): mean " in out.err and "s=0.50, power 0.5): mean " in out.err
     for bad, needle in ((["--mixtures", "3"], "--mixtures: 3 must be >= 4"), (["--scale", "0"], "--scale: 0.0"),
                         (["--power", "0"], "--power: 0.0 must be a number in (0, 2]"),
                         (["--seed-fraction", "1"], "--seed-fraction: 1.0; allowed: auto or a number in (0, 1)"),

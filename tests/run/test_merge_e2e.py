@@ -54,10 +54,10 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     folder = next((tmp_path / "cache" / "experts").iterdir())
     assert main(["run", str(cfg), "--resume", "--trials", "5"]) == 0
     assert "verified" in capsys.readouterr().err and len(storage.runs("tiny", "merge")) == 2
-    assert {float(r["params"]["scale"]) for r in storage.runs("tiny", "merge")} == {1.25}  # merge.scale's default
+    assert {float(r["params"]["scale"]) for r in storage.runs("tiny", "merge")} == {MergeConfig().scale}
     assert {float(r["params"]["power"]) for r in storage.runs("tiny", "merge")} == {MergeConfig().power}
     # another merge scale would rank its scores beside these: refused, nothing trained
-    assert main(["run", str(cfg), "--resume", "--trials", "6", "--merge.scale=1"]) == 2
+    assert main(["run", str(cfg), "--resume", "--trials", "6", "--merge.scale=1.25"]) == 2
     assert "other merge settings" in capsys.readouterr().err and len(mixopt.load_study("tiny", uri).trials) == 5
     (folder / "expert-legal.safetensors").write_bytes(b"oops")
     (folder / "seed.safetensors").touch()
@@ -84,19 +84,20 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     assert after["expert-code.safetensors"] == before["expert-code.safetensors"]
     assert (folder / "expert-code.safetensors").read_bytes() == good["expert-code.safetensors"]
 
-    # rounds screened at another scale (a study from before merge.scale existed: the plain average) would be
-    # ranked beside this config's: refused before anything is trained or scored
+    # rounds screened at another power (a study from before merge.power existed: the mixture's own weights)
+    # would be ranked beside this config's: refused before anything is trained or scored
     storage.log_run("tiny", "merge-round-3", "merge", {"round": 3, "experts": folder.name}, {"n": 0},
                     {"mixopt.experts": folder.name}, [])
     assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"screened with expert set {folder.name} at merge.scale 1, merge.power 1;" in err and "new study" in err
-    assert "(or set merge.scale: 1" in err and "to continue this one)" in err
+    assert "(or set merge.power: 1 to continue this one)" in err
     assert len(mixopt.load_study("tiny", uri).trials) == 7
     # screened by a set handed off elsewhere (a study from before `merge.seed_fraction: auto`, say): the
     # refusal says which seed_fraction continues it
     storage.log_run("tiny", "experts-0000", "experts", {"key": "0000", "seed_fraction": 0.25}, {}, {}, [])
-    storage.log_run("tiny", "merge-round-4", "merge", {"round": 4, "scale": 1.25, "power": MergeConfig().power}, {"n": 0},
+    now = MergeConfig()
+    storage.log_run("tiny", "merge-round-4", "merge", {"round": 4, "scale": now.scale, "power": now.power}, {"n": 0},
                     {"mixopt.experts": "0000"}, [])
     assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -74,9 +74,12 @@ def test_resuming_a_study_stored_before_seed_fraction_auto(tmp_path, tiny_domain
     resume(config(merge={"scale": 2.0}), config())    # unused merge settings may change
     resume(config(merge={"candidates": 8}))           # 32 steps: auto hands off at 0.5 too
     long = {"tokens": 8 * 64 * 1600}                  # 1,600 steps: auto hands off at 0.9
-    with pytest.raises(UserError, match=r"other merge settings.*it hands off at merge.seed_fraction 0.5 \(the default "
-                                        r"before auto\), this config at 0.9: set merge.seed_fraction: 0.5 to continue"):
+    with pytest.raises(UserError, match=r"other merge settings.*came from other merge settings: set "
+                                        r"merge.seed_fraction: 0.5 to continue it$"):
         resume(config(merge={"branch": True}, proxy=long))
     resume(config(merge={"branch": True, "seed_fraction": 0.5}, proxy=long))
     with pytest.raises(UserError, match="other merge settings"):  # merging added on resume: refused
         resume(config(merge={"candidates": 8}), config())
+    # screened with the old default scale and power: told both
+    with pytest.raises(UserError, match=r"set merge.scale: 1.25, merge.power: 1.0 to continue it$"):
+        resume(config(merge={"candidates": 8}), config(merge={"candidates": 8, "scale": 1.25, "power": 1.0}))
