@@ -7,7 +7,8 @@
 # 2. Merge-screened, at no more proxy compute: experts of the same proxy (seed on natural for half of
 #    its tokens, then one expert per training domain: 9 to 9.5 proxies' worth), 2 screening rounds of
 #    96 mixtures scored by merging (2 validation batches a domain: ~0.077 of a proxy each, 14.8 in all),
-#    then 20 trained proxies (searcher merge_screen: the 8 best merged mixtures, then RegMix); the
+#    then 20 trained proxies (searcher merge_screen: the 8 best merged mixtures, then RegMix; the merge at
+#    today's merge.power and merge.scale: the README's figures name the settings they were measured at); the
 #    recommendation is RegMix's over those 20 (RECOMMEND_FROM=merged: the mean of the 8 best merged
 #    mixtures, the default before this benchmark showed it losing at 10x). Total: 44 to 45 proxies' worth.
 # 3. `mixopt transfer`: both recommendations, the best proxy trial, uniform and natural at dense-37k

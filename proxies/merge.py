@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixopt.core.errors import DataError, TrialError
+from mixopt.core.errors import ConfigError, DataError, TrialError
 from mixopt.core.experts import SEED_FILE, ExpertsSpec, check_power, check_scale, check_weights, expert_file
 from mixopt.core.mixture import Mixture
 from mixopt.data.corpus import Corpus
@@ -203,6 +203,8 @@ def merged_losses(request: Mapping[str, Any]) -> dict[str, Any]:
     scale = check_scale(request.get("scale", 1.0))
     power = check_power(request.get("power", 1.0))
     debias = bool(request.get("debias", False))
+    if debias and power != 1.0:
+        raise ConfigError(f"merge: debias merges the continuation mixture's own weights; power {power:g} must be 1")
     torch.set_num_threads(int(request.get("num_threads", 1)))
     device = resolve_device(str(request.get("device", "cpu")))
     corpus = _open_corpus(es, str(request["corpus_dir"]))

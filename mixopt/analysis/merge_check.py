@@ -4,8 +4,8 @@ For each proxy preset asked for (default: the study config's proxy) ``M`` Dirich
 training domains are trained for real (one trial each, the study's proxy otherwise) and, for each seed
 fraction s (``auto``: by the preset's steps, :func:`mixopt.core.experts.resolve_seed_fraction`), scored
 by merging that preset's experts (:mod:`mixopt.proxies.merge`; experts trained here or reused) at each
-merge scale asked for (``merge.scale``; the scales share one expert set). Reported per
-preset, s and scale, for two objectives (the mean loss over every corpus domain, and the
+merge scale and power asked for (``merge.scale``, ``merge.power``; they share one expert set). Reported per
+preset, s, power and scale, for two objectives (the mean loss over every corpus domain, and the
 loss on a held-out target domain: the config's ``objective: {target: X}``, else ``--target``): Spearman
 and Pearson correlation between the merged and the trained objective over the M mixtures; what the merge
 costs (experts: ``s + k (1 - s)`` proxies' worth of tokens; one merged score: its evaluation's forward
@@ -80,7 +80,7 @@ def objectives(domains: list[str], target: str) -> dict[str, Objective]:
 
 
 def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tuple[float | str, ...] = ("auto",),
-                    scales: tuple[float, ...] = (1.0,), powers: tuple[float, ...] = (1.0,),
+                    scales: tuple[float, ...] = (1.0,), powers: tuple[float, ...] = (MergeConfig().power,),
                     presets: tuple[str, ...] = (), target: str | None = None,
                     regmix: bool = True, ceiling: bool = False, debias: tuple[bool, ...] = (False,),
                     resamples: int = 3, name: str | None = None, resume: bool = False, executor=None,
@@ -272,7 +272,8 @@ def _check_one(study, spec, s, es, X, corpus, executor, cfg, tgt, resamples, sca
     trained = _trained(study, spec, "check", len(X), domains)
     both = (trained + _trained(study, _next_seed(spec), "again", len(X), domains)) / 2 if ceiling else None
     rows = []
-    for deb, g, lam in product(debias, powers, scales):
+    # a debiased row merges the continuation mixture's own weights: power 1 whatever --power says
+    for deb, g, lam in dict.fromkeys((deb, 1.0 if deb else g, lam) for deb, g, lam in product(debias, powers, scales)):
         scores = []
         for r in range(resamples + 1):  # r = 0: the trials' own validation batches; r > 0: resampled ones
             res = executor.run_tasks(MERGE_FN, [base | {"mixtures": X[idx].tolist(), "resample": r, "scale": lam,

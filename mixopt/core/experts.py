@@ -49,7 +49,8 @@ AUTO_REST_RANGE = (0.1, 0.5)
 def resolve_seed_fraction(value: Any, spec: ProxySpec) -> Any:
     """``merge.seed_fraction`` for the proxy ``spec``: a number is kept (checked by :class:`ExpertsSpec`);
     ``auto`` hands off as late as leaves the experts (and branches) ``AUTO_REST_STEPS`` optimizer steps,
-    within ``AUTO_REST_RANGE`` of the schedule, to 2 decimals: ``s = 1 - min(0.5, max(0.1, 150 / steps))``.
+    within ``AUTO_REST_RANGE`` of the schedule, rounded down to 2 decimals (so the rest keeps its steps):
+    ``s = 1 - min(0.5, max(0.1, 150 / steps))``.
 
     Why (``mixopt merge-check --branch``; the README has the figures): a later hand-off merges better,
     the experts moving less far from the seed (dense-37k at 1,562 steps: the worse objective's Spearman
@@ -60,7 +61,7 @@ def resolve_seed_fraction(value: Any, spec: ProxySpec) -> Any:
     if value != "auto":
         return value
     lo, hi = AUTO_REST_RANGE
-    return round(1.0 - min(hi, max(lo, AUTO_REST_STEPS / max(1, spec.steps))), 2)
+    return math.floor(round(100 * (1.0 - min(hi, max(lo, AUTO_REST_STEPS / max(1, spec.steps)))), 6)) / 100
 
 
 def expert_file(domain: str) -> str:

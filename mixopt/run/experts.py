@@ -290,9 +290,11 @@ def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: boo
         key, scale, power = other[0]
         was = {str(r["params"].get("key")): r["params"] for r in study.storage.runs(study.name, "experts")}
         sf = was.get(key, {}).get("seed_fraction")
-        fix = ([f"merge.seed_fraction: {float(sf):g}"] if sf is not None and float(sf) != es.seed_fraction else []) \
+        handoff = sf is not None and float(sf) != es.seed_fraction  # what explains another key, if anything
+        fix = ([f"merge.seed_fraction: {float(sf):g}"] if handoff else []) \
             + ([f"merge.scale: {scale:g}"] if scale != now[1] else []) + ([f"merge.power: {power:g}"] if power != now[2]
                                                                           else [])
+        fix = fix if key == now[0] or handoff else []  # another set for another reason: no setting brings it back
         raise UserError(f"merge: study {study.name!r} was screened with expert set {key} at merge.scale {scale:g}, "
                         f"merge.power {power:g}; this config scores with set {now[0]} at scale {now[1]:g}, power "
                         f"{now[2]:g}, and the two kinds of merged scores must not be ranked together: start a new study "

@@ -191,6 +191,9 @@ class StudyPlan:
             if stored != meta.extra.get("config"):
                 hint = ("; its muP proxies were created before proxy.mup_output_mult existed and trained with "
                         "alpha 1: set mup_output_mult: 1 where parametrization: mup is")
+        merge = stored.get("merge")
+        if isinstance(merge, dict) and "power" not in merge:  # stored before merge.power: merged with w itself
+            stored = {**stored, "merge": {**merge, "power": 1.0}}
         try:  # read back as a config: keys added since the study was created take their defaults
             stored = from_dict(StudyConfig, stored).to_dict()
         except UserError:
@@ -199,7 +202,7 @@ class StudyPlan:
         stored = json.loads(json.dumps(stored, default=str))
         for d in (now, stored):
             d.get("data", {}).pop("cache_dir", None)
-            _merge_as_used(d, self.cfg.proxy)
+            _merge_as_used(d, self.ladder[-1] if self.ladder else self.cfg.proxy)  # the experts' proxy
         diff = sorted(k for k in set(now) | set(stored) if k not in RESUMABLE and now.get(k) != stored.get(k))
         hint = hint if {"proxy", "ladder"} & set(diff) else ""
         was, cur = stored.get("merge") or {}, now.get("merge") or {}
@@ -305,16 +308,21 @@ class StudyPlan:
 
 def _merge_as_used(d: dict[str, Any], proxy: ProxySpec) -> None:
     """A stored or current config dict's ``merge`` as far as it changes the study, for the resume check:
-    dropped where the study neither screens nor branches (its settings are unused), ``seed_fraction:
-    auto`` resolved for ``proxy`` (a study stored with the number ``auto`` gives resumes)."""
+    dropped where the study neither screens nor branches (its settings are unused), only the seed's
+    settings where it branches without screening, and ``seed_fraction: auto`` resolved for ``proxy`` (the
+    experts' proxy: a study stored with the number ``auto`` gives resumes)."""
     m = d.get("merge")
     if not isinstance(m, dict):
         return
     try:
-        used = int(m.get("candidates") or 0) > 0 or bool(m.get("branch"))
+        screens, branches = int(m.get("candidates") or 0) > 0, bool(m.get("branch"))
     except (TypeError, ValueError):
         return  # compared as stored
-    if not used:
+    if not (screens or branches):
         d.pop("merge")
-    elif m.get("seed_fraction") == "auto":
-        d["merge"] = {**m, "seed_fraction": resolve_seed_fraction("auto", proxy)}
+        return
+    if not screens:  # a branch study uses the seed alone: how merged scores are made does not change it
+        m = {k: m.get(k) for k in ("candidates", "branch", "seed_fraction", "base")}
+    if m.get("seed_fraction") == "auto":
+        m = {**m, "seed_fraction": resolve_seed_fraction("auto", proxy)}
+    d["merge"] = m

@@ -123,6 +123,8 @@ def test_power_merges_a_mixture_with_flattened_weights(trained, corpus_dir):
     for bad in (0, -1, 2.5, True, "x"):
         with pytest.raises(ConfigError, match=r"merge.power: .* must be a number in \(0, 2\]"):
             merged_losses(req | {"mixtures": W, "power": bad})
+    with pytest.raises(ConfigError, match="debias merges the continuation mixture's own weights; power 0.5 must be 1"):
+        merged_losses(req | {"mixtures": W, "power": 0.5, "debias": True})
 
 
 def test_debias_merges_the_continuation_that_makes_the_whole_training_w(trained, corpus_dir):
@@ -187,8 +189,11 @@ def test_auto_seed_fraction_hands_off_by_the_proxys_steps():
     def spec(steps: int) -> ProxySpec:
         return ProxySpec(preset="dense-0.1m", tokens=8 * 16 * steps, seq_len=16, batch_size=8)
 
-    got = {n: resolve_seed_fraction("auto", spec(n)) for n in (32, 156, 300, 500, 750, 1500, 1562, 10_000)}
-    assert got == {32: 0.5, 156: 0.5, 300: 0.5, 500: 0.7, 750: 0.8, 1500: 0.9, 1562: 0.9, 10_000: 0.9}
+    steps = (32, 156, 300, 500, 680, 750, 1450, 1500, 1562, 10_000)
+    got = {n: resolve_seed_fraction("auto", spec(n)) for n in steps}
+    assert got == {32: 0.5, 156: 0.5, 300: 0.5, 500: 0.7, 680: 0.77, 750: 0.8, 1450: 0.89, 1500: 0.9, 1562: 0.9,
+                   10_000: 0.9}
+    assert all(n - round(got[n] * n) >= min(150, n // 2) for n in steps)  # rounded down: the rest keeps its steps
     assert resolve_seed_fraction(0.25, spec(1562)) == 0.25
     assert experts_spec(seed_fraction=resolve_seed_fraction("auto", experts_spec().spec)).seed_steps == 20
     with pytest.raises(ConfigError, match="seed_fraction"):  # unresolved, it is not a fraction

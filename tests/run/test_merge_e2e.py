@@ -102,6 +102,12 @@ def test_merge_screened_study_end_to_end(tmp_path, tiny_domains, capsys):
     assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "(or set merge.seed_fraction: 0.25 to continue this one)" in err, err
+    # another set for a reason no setting names (its experts' run is not even in the store): no hint
+    storage.log_run("tiny", "merge-round-5", "merge", {"round": 5, "scale": 2.0, "power": now.power}, {"n": 0},
+                    {"mixopt.experts": "00"}, [])
+    assert main(["run", str(cfg), "--resume", "--trials", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "screened with expert set 00 at merge.scale 2, merge.power 0.5;" in err and "(or set" not in err, err
 
 
 def test_branch_study_trains_the_seed_once_and_continues_it_per_trial(tmp_path, tiny_domains, capsys):

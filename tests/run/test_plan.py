@@ -63,7 +63,7 @@ def test_resuming_a_study_stored_before_seed_fraction_auto(tmp_path, tiny_domain
                                       tmp_path / "out", **kw))
 
     def resume(cfg, stored_cfg=None):
-        stored = (stored_cfg or cfg).to_dict()
+        stored = stored_cfg if isinstance(stored_cfg, dict) else (stored_cfg or cfg).to_dict()
         stored["merge"]["seed_fraction"] = 0.5
         plan = StudyPlan.build(cfg, storage=InMemoryStorage())
         meta = StudyMeta.from_dict({**plan.bounds.to_dict(), "name": "tiny", "objective": {"weights": {"code": 1.0}},
@@ -80,6 +80,12 @@ def test_resuming_a_study_stored_before_seed_fraction_auto(tmp_path, tiny_domain
     resume(config(merge={"branch": True, "seed_fraction": 0.5}, proxy=long))
     with pytest.raises(UserError, match="other merge settings"):  # merging added on resume: refused
         resume(config(merge={"candidates": 8}), config())
-    # screened with the old default scale and power: told both
+    # screened with the old defaults, stored before merge.power existed (no key: merged with w itself): told
+    # both settings, and resumes with them; a study that only branches never used them and resumes as it is
+    old = config(merge={"candidates": 8, "scale": 1.25}).to_dict()
+    old["merge"].pop("power")
     with pytest.raises(UserError, match=r"set merge.scale: 1.25, merge.power: 1.0 to continue it$"):
-        resume(config(merge={"candidates": 8}), config(merge={"candidates": 8, "scale": 1.25, "power": 1.0}))
+        resume(config(merge={"candidates": 8}), old)
+    resume(config(merge={"candidates": 8, "scale": 1.25, "power": 1.0}), old)
+    old["merge"] |= {"candidates": 0, "branch": True}
+    resume(config(merge={"branch": True}), old)
