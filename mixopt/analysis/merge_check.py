@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from mixopt.core.errors import AlreadyExistsError, UserError
-from mixopt.core.experts import check_power, check_scale, resolve_seed_fraction
+from mixopt.core.experts import check_power, check_scale, check_seed_fraction, resolve_seed_fraction
 from mixopt.core.mixture import Mixture
 from mixopt.core.names import check_study_name
 from mixopt.core.objective import Objective
@@ -89,8 +89,7 @@ def run_merge_check(cfg: StudyConfig, *, mixtures: int = 32, seed_fractions: tup
     if mixtures < 4:
         raise UserError(f"merge-check --mixtures: {mixtures} must be >= 4")
     for s in seed_fractions:
-        if s != "auto" and (isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1):
-            raise UserError(f"merge-check --seed-fraction: {s!r}; allowed: auto or a number in (0, 1)")
+        check_seed_fraction(s, "merge-check --seed-fraction")  # a ConfigError: a UserError, exit 2
     for lam in scales:
         check_scale(lam, "merge-check --scale")  # a ConfigError: a UserError, exit 2
     for g in powers:

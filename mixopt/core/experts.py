@@ -172,13 +172,19 @@ class ExpertsSpec:
 MAX_SCALE = 10.0
 
 
+def _positive_up_to(value: Any, where: str, top: float, meaning: str) -> float:
+    """``value`` as a float; ConfigError (naming ``where`` and what the values mean) unless it is a number in
+    (0, top]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= top):
+        raise ConfigError(f"{where}: {value!r} must be a number in (0, {top:g}] ({meaning})")
+    return float(value)
+
+
 def check_scale(scale: Any, where: str = "merge.scale") -> float:
     """The task-vector scale of a merge (``theta_seed + scale * sum_i w_i (theta_i - theta_seed)``) as a
     float; ConfigError unless it is a number in (0, MAX_SCALE]."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale <= MAX_SCALE):
-        raise ConfigError(f"{where}: {scale!r} must be a number in (0, {MAX_SCALE:g}] (1: the plain weight average "
-                          "of the experts; above 1: each expert's change from the seed scaled up)")
-    return float(scale)
+    return _positive_up_to(scale, where, MAX_SCALE, "1: the plain weight average of the experts; above 1: each "
+                           "expert's change from the seed scaled up")
 
 
 #: the largest ``merge.power``
@@ -188,10 +194,18 @@ MAX_POWER = 2.0
 def check_power(power: Any, where: str = "merge.power") -> float:
     """The exponent of a merge's coefficients (mixture w merged with weights ``w ** power``, renormalized)
     as a float; ConfigError unless it is a number in (0, MAX_POWER]."""
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not (0 < power <= MAX_POWER):
-        raise ConfigError(f"{where}: {power!r} must be a number in (0, {MAX_POWER:g}] (1: the mixture's own weights; "
-                          "below 1: small weights count for more)")
-    return float(power)
+    return _positive_up_to(power, where, MAX_POWER, "1: the mixture's own weights; below 1: small weights count "
+                           "for more")
+
+
+def check_seed_fraction(value: Any, where: str = "merge.seed_fraction") -> float | str:
+    """``merge.seed_fraction`` as given: ``auto`` (see :func:`resolve_seed_fraction`) or a number in (0, 1);
+    ConfigError otherwise."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{where}: {value!r}; allowed: auto or a number in (0, 1)")
+    return value
 
 
 def check_weights(W: Sequence[Sequence[float]], k: int, where: str = "merge") -> None:

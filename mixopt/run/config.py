@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mixopt.core.errors import ConfigError
-from mixopt.core.experts import check_power, check_scale
+from mixopt.core.experts import check_power, check_scale, check_seed_fraction
 from mixopt.core.loader import from_dict, merge, parse_overrides, set_dotted
 from mixopt.core.spec import ProxySpec, merge_overrides
 from mixopt.run.target import HparamsConfig, TargetConfig, take_auto, validate_hparams, validate_target
@@ -323,9 +323,7 @@ def _validate_merge(m: MergeConfig) -> None:
     for key, lo in (("candidates", 0), ("rounds", 1), ("batch", 1)):
         if getattr(m, key) < lo:
             raise ConfigError(f"merge.{key}: {getattr(m, key)} must be >= {lo}")
-    sf = m.seed_fraction
-    if sf != "auto" and (isinstance(sf, bool) or not isinstance(sf, (int, float)) or not 0 < sf < 1):
-        raise ConfigError(f"merge.seed_fraction: {sf!r}; allowed: auto or a number in (0, 1)")
+    check_seed_fraction(m.seed_fraction)
     if m.eval_batches is not None and m.eval_batches < 1:
         raise ConfigError(f"merge.eval_batches: {m.eval_batches} must be >= 1")
     check_scale(m.scale)
