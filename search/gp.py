@@ -62,7 +62,7 @@ from torch import Tensor
 
 from mixopt.search.refit import FitCache, digest, last_refit_point, refit_points, warm_start_from  # noqa: F401
 
-WARPS = ("none", "sqrt", "clr")
+WARPS = ("none", "sqrt", "clr", "sqrt_median")
 DEFAULT_WARP = "sqrt"
 EPS = 1e-3          # added to weights before sqrt/log: a zero weight stays finite, gradients bounded
 DTYPE = torch.float64
@@ -87,7 +87,7 @@ class SimplexWarp(InputTransform):
         if self.warp == "none":
             return X
         P = X[..., self.indices].clamp_min(0.0) + self.eps          # (..., n, k)
-        if self.warp == "sqrt":
+        if self.warp in ("sqrt", "sqrt_median"):
             W = P.sqrt()
         else:
             L = P.log()
@@ -106,7 +106,7 @@ def simplex_bounds(warp: str, k: int, eps: float = EPS) -> Tensor:
     """
     if warp == "none":
         lo, hi = 0.0, 1.0
-    elif warp == "sqrt":
+    elif warp in ("sqrt", "sqrt_median"):
         lo, hi = math.sqrt(eps), math.sqrt(1.0 + eps)
     else:   # clr: highest at p_j = 1; lowest at p_j = 0 with the rest spread evenly
         hi = (k - 1) / k * math.log((1.0 + eps) / eps)
@@ -114,9 +114,25 @@ def simplex_bounds(warp: str, k: int, eps: float = EPS) -> Tensor:
     return torch.tensor([[lo] * k, [hi] * k], dtype=DTYPE)
 
 
-def _input_transform(d: int, k: int, warp: str) -> ChainedInputTransform:
-    return ChainedInputTransform(warp=SimplexWarp(warp, range(k)),
-                                 normalize=Normalize(d, indices=list(range(k)), bounds=simplex_bounds(warp, k)))
+def warp_eps(warp: str, X: np.ndarray) -> float:
+    """The shift a warp adds to the weights before sqrt/log: ``EPS``, or for ``"sqrt_median"`` the
+    median weight of the mixtures X (n, k) rounded to one significant digit, at least ``EPS``.
+
+    sqrt(p + m) is linear in p for weights well below m and a square root above it: differences
+    between weights far smaller than the typical one count little. On sparse mixtures (RegMix's
+    Dirichlet draws, Olmix's swarm: median weight 0-0.002) it is the plain Hellinger warp; on dense
+    ones (ADMIRE's pools: median 0.04) it keeps small weights from looking far apart.
+    """
+    if warp != "sqrt_median":
+        return EPS
+    X = np.asarray(X, dtype=float)
+    m = float(np.median(X)) if X.size else 0.0
+    return max(EPS, float(f"{m:.1g}"))
+
+
+def _input_transform(d: int, k: int, warp: str, eps: float = EPS) -> ChainedInputTransform:
+    return ChainedInputTransform(warp=SimplexWarp(warp, range(k), eps),
+                                 normalize=Normalize(d, indices=list(range(k)), bounds=simplex_bounds(warp, k, eps)))
 
 
 def _tensors(X: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -292,12 +308,12 @@ def _fit(spec: _Spec, Z: Tensor, Y: Tensor, seed: int, timeout_s: float | None, 
     return model
 
 
-def _gp_spec(k: int, warp: str, max_fit_rows: int | None) -> _Spec:
+def _gp_spec(k: int, warp: str, max_fit_rows: int | None, eps: float = EPS) -> _Spec:
     def build(Xs: Tensor, Ys: Tensor) -> SingleTaskGP:
         return SingleTaskGP(Xs, Ys, covar_module=get_covar_module_with_dim_scaled_prior(k, use_rbf_kernel=False),
-                            input_transform=_input_transform(k, k, warp), outcome_transform=Standardize(1))
+                            input_transform=_input_transform(k, k, warp, eps), outcome_transform=Standardize(1))
 
-    return _Spec(("gp", k, warp, max_fit_rows), build, max_fit_rows, True)
+    return _Spec(("gp", k, warp, max_fit_rows, eps), build, max_fit_rows, True)
 
 
 def fit_gp(X: np.ndarray, y: np.ndarray, warp: str = DEFAULT_WARP, max_fit_rows: int | None = 256,
@@ -315,7 +331,7 @@ def fit_gp(X: np.ndarray, y: np.ndarray, warp: str = DEFAULT_WARP, max_fit_rows:
     if refit not in REFITS:
         raise ValueError(f"gp refit {refit!r}; allowed: {', '.join(REFITS)}")
     Xt, Yt = _tensors(X, y)
-    return _fit(_gp_spec(Xt.shape[-1], warp, max_fit_rows), Xt, Yt, seed, timeout_s, refit)
+    return _fit(_gp_spec(Xt.shape[-1], warp, max_fit_rows, warp_eps(warp, X)), Xt, Yt, seed, timeout_s, refit)
 
 
 def fit_mf_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, warp: str = DEFAULT_WARP, seed: int = 0,
@@ -334,11 +350,15 @@ def fit_mf_gp(X: np.ndarray, s: np.ndarray, y: np.ndarray, warp: str = DEFAULT_W
     st = torch.as_tensor(np.asarray(s, dtype=float).reshape(-1, 1), dtype=DTYPE)
     Z = torch.cat([Xt, st], dim=-1)                                     # (n, k + 1)
 
+    eps = warp_eps(warp, X)
+
     def build(Zs: Tensor, Ys: Tensor) -> SingleTaskMultiFidelityGP:
-        return SingleTaskMultiFidelityGP(Zs, Ys, data_fidelities=[k], input_transform=_input_transform(k + 1, k, warp),
+        return SingleTaskMultiFidelityGP(Zs, Ys, data_fidelities=[k],
+                                         input_transform=_input_transform(k + 1, k, warp, eps),
                                          outcome_transform=Standardize(1))
 
-    return _fit(_Spec(("mf_gp", k, warp, max_fit_rows), build, max_fit_rows, False), Z, Yt, seed, timeout_s, refit)
+    return _fit(_Spec(("mf_gp", k, warp, max_fit_rows, eps), build, max_fit_rows, False), Z, Yt, seed, timeout_s,
+                refit)
 
 
 def posterior_mean_std(model, X: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,8 @@ ADMIRE-BayesOpt style: the fidelity is the proxy scale. Each rung i of ``ctx.run
     s_i = log(c_i / c_0) / log(c_T / c_0)  in [0, 1]   (c = measured cost per trial; s_T = 1)
 
 (equal costs: s_i = i / T). One ``SingleTaskMultiFidelityGP`` (:func:`mixopt.search.gp.fit_mf_gp`;
-mixture columns warped like ``bo``, a downsampling kernel on s) is fitted on every finite trial
+mixture columns warped (``warp``: default the Hellinger ``sqrt``; ``bo``'s ``sqrt_median`` was measured
+on single-fidelity pools only), a downsampling kernel on s) is fitted on every finite trial
 of every rung. Acquisition: multi-fidelity max-value entropy search
 (``qMultiFidelityMaxValueEntropy``, Takeno et al. 2020) about the optimum *at the target
 fidelity* (``project`` sets s = 1), divided by the cost through ``InverseCostWeightedUtility``

@@ -173,7 +173,7 @@ def _gp_surrogate(seed: int = 0, **opts: object):
 
 _SURROGATES["gp"] = _gp_surrogate
 _SURROGATES["bo"] = _gp_surrogate
-GP_WARPS = ("none", "sqrt", "clr")      # mixopt.search.gp.WARPS, without importing torch
+GP_WARPS = ("none", "sqrt", "clr", "sqrt_median")      # mixopt.search.gp.WARPS, without importing torch
 
 
 class AutoSurrogate:

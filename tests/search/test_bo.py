@@ -146,14 +146,14 @@ def test_gp_surrogate_ranks_smooth_function():
         make_surrogate("gp", bogus=1)
 
 
-@pytest.mark.parametrize("warp", ["none", "sqrt", "clr"])
+@pytest.mark.parametrize("warp", ["none", "sqrt", "clr", "sqrt_median"])
 def test_gp_scales_by_the_simplex_not_the_trials(warp):
     """The GP's input scaling is the range a warped weight can take on the simplex: trials of dense
     mixtures (every weight near 1/k) are not stretched to [0, 1] (that made the GP chase noise on
     ADMIRE's dense tables); every point of the simplex, vertices included, lands in [0, 1]."""
     import torch
 
-    from mixopt.search.gp import SimplexWarp, fit_gp, simplex_bounds
+    from mixopt.search.gp import SimplexWarp, fit_gp, simplex_bounds, warp_eps
 
     k = 5
     rng = np.random.default_rng(0)
@@ -161,10 +161,35 @@ def test_gp_scales_by_the_simplex_not_the_trials(warp):
     y = X @ np.arange(k) + 0.01 * rng.standard_normal(24)
     gp = fit_gp(X, y, warp=warp)
     norm = gp.input_transform.normalize
-    assert torch.allclose(norm.bounds, simplex_bounds(warp, k)) and not norm.learn_coefficients
+    eps = warp_eps(warp, X)
+    assert torch.allclose(norm.bounds, simplex_bounds(warp, k, eps)) and not norm.learn_coefficients
     corners = np.vstack([np.eye(k), np.full((1, k), 1.0 / k), [[0.0] + [1.0 / (k - 1)] * (k - 1)], X])
     Z = gp.input_transform(torch.as_tensor(corners, dtype=torch.float64))
     assert float(Z.min()) >= -1e-9 and float(Z.max()) <= 1 + 1e-9
     dense = gp.input_transform(torch.as_tensor(X, dtype=torch.float64))
     assert float(dense.max() - dense.min()) < 0.9                 # not stretched to the unit cube
     assert SimplexWarp(warp, range(k))(torch.eye(k, dtype=torch.float64)).shape == (k, k)
+
+
+def test_sqrt_median_warp_shifts_by_the_trials_median_weight():
+    """bo's default warp is sqrt(p + m), m the trials' median weight to one significant digit, at
+    least EPS: the plain Hellinger warp on sparse mixtures, close to linear on dense ones."""
+    import torch
+
+    from mixopt.search.gp import EPS, fit_gp, simplex_bounds, warp_eps
+
+    assert get_searcher("bo", {}).warp == "sqrt_median"
+    rng = np.random.default_rng(1)
+    sparse = rng.dirichlet(np.full(8, 0.05), 20)                # most weights ~0
+    dense = rng.dirichlet(np.full(8, 200.0), 20)                # every weight near 1/8
+    assert warp_eps("sqrt_median", sparse) == EPS and warp_eps("sqrt", dense) == EPS
+    assert warp_eps("sqrt_median", dense) == pytest.approx(0.1)   # median 0.125, one digit
+    assert warp_eps("sqrt_median", np.full((3, 4), 0.0451)) == pytest.approx(0.05)
+    y = dense @ np.arange(8.0)
+    gp = fit_gp(dense, y, warp="sqrt_median")
+    assert gp.input_transform.warp.eps == pytest.approx(0.1)
+    assert torch.allclose(gp.input_transform.normalize.bounds, simplex_bounds("sqrt", 8, 0.1))
+    # near-linear for weights below m: the warp of the dense trials spans less than the plain sqrt's
+    Xt = torch.as_tensor(dense, dtype=torch.float64)
+    span = lambda g: float(g.input_transform(Xt).max() - g.input_transform(Xt).min())  # noqa: E731
+    assert span(gp) < span(fit_gp(dense, y, warp="sqrt"))
