@@ -198,7 +198,10 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
             raise UserError(f"{e} (at {most:,} tokens the repetition cap is tighter; lower --factor/--tokens)") \
                 from None
     if plan.resume:  # --seeds raised (or rungs added) on resume: only arms the study reports, as they were
-        arms = _resumed_arms(store.load_meta(tname).extra.get("transfer_arms") or {}, arms, space, tname)
+        asked = {lab: flag for lab, flag in zip(users, [f"--mixture {f}" if lab is None else f"--arm {lab}:{f}"
+                                                        for lab, f in files])}
+        asked.update({lab: f"--from {a['from']}" for lab, a in arms.items() if a["from"] in sources})
+        arms = _resumed_arms(store.load_meta(tname).extra.get("transfer_arms") or {}, arms, space, tname, asked)
     queue = [(label, arm["mixture"], replace(spec, seed=s)) for s in range(seeds) for label, arm in arms.items()]
     queue += [(label, arm["mixture"], replace(rs, seed=0)) for rs in rung_specs for label, arm in arms.items()]
     study = plan.open_study(space, queue=queue,  # the long runs first: they set the wall time
@@ -216,10 +219,17 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
 
 
-def _resumed_arms(stored: dict[str, Any], arms: dict[str, dict[str, Any]], space, tname: str) -> dict[str, dict[str, Any]]:
-    """The arms a resumed transfer trains more of: those the study reports (``stored``; arms added on resume
-    are not), each refused if it is now another mixture than the one trained (a source study resumed since
-    may recommend another one: its new seeds would not pair with the old ones)."""
+def _resumed_arms(stored: dict[str, Any], arms: dict[str, dict[str, Any]], space, tname: str,
+                  asked: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The arms a resumed transfer trains more of: those the study reports (``stored``), each refused if it
+    is now another mixture than the one trained (a source study resumed since may recommend another one:
+    its new seeds would not pair with the old ones). An arm the command names (``asked``: label -> the
+    flag that named it) that the study does not have is refused: a resumed transfer cannot take new arms."""
+    new = [flag for label, flag in (asked or {}).items() if stored and label not in stored]
+    if new:
+        raise UserError(f"transfer --resume: {', '.join(new)}: study {tname!r} has no such arm (its arms: "
+                        f"{', '.join(stored)}); --resume trains more seeds or rungs of the arms it has. "
+                        "To compare a new arm, start a new transfer with --name")
     for label, arm in arms.items():
         before = stored.get(label, {}).get("mixture")
         if before is not None and not np.allclose(arm["mixture"].as_array(space.domains),

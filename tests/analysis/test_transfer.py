@@ -29,6 +29,24 @@ def test_paired_matches_scipy_and_handles_degenerate_cases():
     assert same["diff"] == 0 and math.isnan(same["t"])
 
 
+def test_resumed_transfer_refuses_new_arms_it_was_asked_for():
+    """--resume trains more seeds of the stored arms; an --arm / --mixture / --from arm the study does not
+    have is refused by name (it used to be dropped without a word), and a changed mixture too."""
+    from mixopt.analysis.transfer import _arms_doc, _resumed_arms
+    from mixopt.core.mixture import Mixture, MixtureSpace
+
+    space = MixtureSpace(("a", "b"), (0.0, 0.0), (1.0, 1.0))
+    arm = lambda p: {"mixture": Mixture({"a": p, "b": 1 - p}), "proxy": None, "from": "x"}  # noqa: E731
+    stored = _arms_doc({"recommended": arm(0.3), "uniform": arm(0.5)})
+    arms = {"recommended": arm(0.3), "uniform": arm(0.5), "mine": arm(0.9)}
+    assert set(_resumed_arms(stored, arms, space, "t")) == {"recommended", "uniform"}   # derived: kept out
+    with pytest.raises(UserError, match=r"--arm mine:m.yaml: study 't' has no such arm .*--name"):
+        _resumed_arms(stored, arms, space, "t", {"mine": "--arm mine:m.yaml"})
+    assert set(_resumed_arms(stored, arms, space, "t", {"uniform": "--arm uniform:u.yaml"})) == {"recommended", "uniform"}
+    with pytest.raises(UserError, match="arm 'recommended' is now another mixture"):
+        _resumed_arms(stored, {"recommended": arm(0.4)}, space, "t")
+
+
 def test_parse_rung():
     base = ProxySpec(preset="dense-0.1m", tokens=100_000, lr=0.01)
     r = parse_rung("dense-3k:320_000", base)
@@ -110,3 +128,9 @@ def test_transfer_arms_paired_and_predicted(tmp_path, capsys):
     assert all(st["n"] == 3 for st in doc["stats"].values())
     t = mixopt.load_study("tiny-transfer", uri)
     assert len(t.trials) == len(arms) * (3 + len(rungs)) and {x.phase for x in t.trials} == {"enqueued"}
+    # a new arm on --resume: refused by name, nothing trained
+    (tmp_path / "mine.yaml").write_text(json.dumps({"mixture": doc["stats"]["uniform"]["mixture"]}))
+    assert main([*argv, "--seeds", "3", "--resume", f"--arm=mine:{tmp_path / 'mine.yaml'}",
+                 *[f"--rung={r}" for r in rungs]]) == 2
+    assert "has no such arm" in capsys.readouterr().err
+    assert len(mixopt.load_study("tiny-transfer", uri).trials) == len(t.trials)
