@@ -24,7 +24,7 @@ the next run (delete a file after changing that searcher's code).
 
     nice -n 10 .venv/bin/python bench/bench_defaults_all.py --seeds 10 --workers 2
     nice -n 10 .venv/bin/python bench/bench_defaults_all.py --seeds 10 --workers 2 --cv \\
-        --candidates "bo,bo:min_fit=8,bo:refit=always,bo:warp=none,regmix,regmix:acquisition=ei"
+        --candidates "bo,bo:warp=sqrt,bo:min_fit=8,bo:refit=always,bo:warp=none,regmix,regmix:acquisition=ei"
 """
 
 from __future__ import annotations

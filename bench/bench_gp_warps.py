@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
                                 surrogate_options={"warp": warp, "max_fit_rows": a.max_fit_rows})
                     res[key].append(r["spearman"])
             dt = (time.perf_counter() - t0) / (2 * len(seeds))
-            print(f"{warp:<6} {n:>4} {np.mean(res['1m']):>12.4f} {np.mean(res['60m']):>13.4f} {dt:>6.2f}", flush=True)
+            print(f"{warp:<11} {n:>4} {np.mean(res['1m']):>12.4f} {np.mean(res['60m']):>13.4f} {dt:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ def searched_surrogate(study, n_fit: int) -> SurrogateChoice:
     kind = type(s).__name__
     if kind == "RegMixSearcher":
         name, opts = ("gp" if s.surrogate == "bo" else s.surrogate), dict(s.surrogate_options)
+        if s.surrogate == "bo":   # the bo searcher's GP: its default warp unless the options give one
+            opts.setdefault("warp", "sqrt_median")
         opts.pop("refit", None)
         if name == "auto":
             switch = int(opts.pop("switch_at", 128))

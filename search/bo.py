@@ -50,7 +50,7 @@ from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
 from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
-from mixopt.search.gp import DTYPE, REFITS, WARPS, fit_gp, posterior_mean_std
+from mixopt.search.gp import DTYPE, REFITS, WARPS, fit_gp, posterior_mean_std, warp_eps
 from mixopt.search.pool import project_rows, untried_rows
 from mixopt.search.trust import guard
 
@@ -331,6 +331,7 @@ class BOSearcher:
             mean, std = posterior_mean_std(model, x[None, :])
         rec = Recommendation(Mixture.from_array(x, ctx.space.domains), float(-mean[0]), float(std[0]),
                              info={"searcher": self.name, "n_fit": int(len(y)), "warp": self.warp,
+                                   "warp_eps": warp_eps(self.warp, X),
                                    "source": "gp_posterior_mean"})
         return guard(ctx, rec, self.fallback_to_best, lambda z: float(posterior_mean_std(model, z[None, :])[1][0]))
 

@@ -8,6 +8,9 @@ Warps (``warp=``):
 * ``"none"``: raw weights.
 * ``"sqrt"``: sqrt(p + eps), the Hellinger embedding (Euclidean distance = Hellinger distance).
 * ``"clr"``: centred log-ratio log(p + eps) - mean_j log(p_j + eps) (Aitchison geometry).
+* ``"sqrt_median"``: sqrt(p + m), m the fitted trials' median weight (:func:`warp_eps`; ``bo``'s default):
+  about ``"sqrt"`` on sparse mixtures, closer to linear on dense ones. :func:`fit_gp` and
+  :func:`fit_mf_gp` compute m; ``SimplexWarp`` and :func:`simplex_bounds` take it as ``eps``.
 
 Kernel: Matern-5/2 with ARD lengthscales and BoTorch's dimension-scaled lognormal priors
 (Hvarfner et al. 2024), a ``Standardize`` outcome transform, float64, ``fit_gpytorch_mll``.

@@ -12,7 +12,8 @@ X of shape (n, k) (mixture weights), y of shape (n,). Names:
   (``target="auto"``; better in CV on the RegMix runs), with optional ridge ``alpha``.
 * ``gp``: the posterior mean of a Gaussian process on warped weights (:mod:`mixopt.search.gp`;
   options ``warp``, ``max_fit_rows``, ``refit``, ``time_limit_s``); BoTorch is imported only when built.
-  ``bo`` is the same model under the ``bo`` searcher's name (its GP, fitted on the objective).
+  ``bo`` is the same model under the ``bo`` searcher's name (its GP, fitted on the objective, with
+  its default warp ``sqrt_median`` unless ``warp`` is given).
 * ``auto`` (RegMix's default): the GP below ``switch_at`` rows (default 128), LightGBM from
   there. Held-out Spearman (``mixopt predict``, fit on n runs of ``regmix_1m_train.csv``, test
   ``regmix_1m_test.csv``, ``loss.pile_cc``, mean of 3 seeded subsets; mixing law for reference):
@@ -171,8 +172,14 @@ def _gp_surrogate(seed: int = 0, **opts: object):
     return GPSurrogate(seed=seed, **opts)  # type: ignore[arg-type]
 
 
+def _bo_surrogate(seed: int = 0, **opts: object):
+    """``bo``: the ``bo`` searcher's GP, its default warp (``sqrt_median``) included."""
+    opts.setdefault("warp", "sqrt_median")
+    return _gp_surrogate(seed, **opts)
+
+
 _SURROGATES["gp"] = _gp_surrogate
-_SURROGATES["bo"] = _gp_surrogate
+_SURROGATES["bo"] = _bo_surrogate
 GP_WARPS = ("none", "sqrt", "clr", "sqrt_median")      # mixopt.search.gp.WARPS, without importing torch
 
 

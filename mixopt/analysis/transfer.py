@@ -175,6 +175,11 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
             raise UserError(f"transfer {flag}: the label {label!r} is taken; choose another (taken: {', '.join(taken)})")
         m = Mixture.from_file(f, src.space.domains, f"transfer {flag}", held_out=src.objective.targets)
         users[label] = {"mixture": m, "proxy": None, "from": f}
+    old = store.load_meta(tname) if resume else None
+    stored = (old.extra.get("transfer_arms") or {}) if old is not None else {}
+    asked = {lab: f"--mixture {f}" if given is None else f"--arm {given}:{f}" for lab, (given, f) in zip(users, files)}
+    asked.update({lab: f"--from {a['from']}" for lab, a in arms.items() if a["from"] in sources})
+    _refuse_new_arms(stored, asked, tname)   # before anything is opened or trained
     n_trials = (len(arms) + len(BASELINES) + len(users)) * (seeds + len(rung_specs))
     tcfg = replace(cfg, study=tname, proxy=spec, ladder=[], sweep=SweepConfig(), search=SearchConfig("random", {}, 0),
                    budget=BudgetConfig(trials=n_trials),
@@ -197,11 +202,8 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
         except MixtureError as e:
             raise UserError(f"{e} (at {most:,} tokens the repetition cap is tighter; lower --factor/--tokens)") \
                 from None
-    if plan.resume:  # --seeds raised (or rungs added) on resume: only arms the study reports, as they were
-        asked = {lab: flag for lab, flag in zip(users, [f"--mixture {f}" if lab is None else f"--arm {lab}:{f}"
-                                                        for lab, f in files])}
-        asked.update({lab: f"--from {a['from']}" for lab, a in arms.items() if a["from"] in sources})
-        arms = _resumed_arms(store.load_meta(tname).extra.get("transfer_arms") or {}, arms, space, tname, asked)
+    if plan.resume:  # --seeds raised (or rungs added) on resume: the arms the study reports, as they were
+        arms = _resumed_arms(stored, arms, space, tname)
     queue = [(label, arm["mixture"], replace(spec, seed=s)) for s in range(seeds) for label, arm in arms.items()]
     queue += [(label, arm["mixture"], replace(rs, seed=0)) for rs in rung_specs for label, arm in arms.items()]
     study = plan.open_study(space, queue=queue,  # the long runs first: they set the wall time
@@ -219,24 +221,36 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
     return transfer_table(study, storage, Path(cfg.output_dir) / tname, arms_doc, base, progress)
 
 
-def _resumed_arms(stored: dict[str, Any], arms: dict[str, dict[str, Any]], space, tname: str,
-                  asked: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """The arms a resumed transfer trains more of: those the study reports (``stored``), each refused if it
-    is now another mixture than the one trained (a source study resumed since may recommend another one:
-    its new seeds would not pair with the old ones). An arm the command names (``asked``: label -> the
-    flag that named it) that the study does not have is refused: a resumed transfer cannot take new arms."""
-    new = [flag for label, flag in (asked or {}).items() if stored and label not in stored]
+def _refuse_new_arms(stored: dict[str, Any], asked: dict[str, str], tname: str) -> None:
+    """On resume: an arm the command names (``asked``: label -> the flag that named it) that the transfer
+    study does not have (``stored``) is refused by name; a resumed transfer cannot take new arms."""
+    new = [flag for label, flag in asked.items() if stored and label not in stored]
     if new:
         raise UserError(f"transfer --resume: {', '.join(new)}: study {tname!r} has no such arm (its arms: "
                         f"{', '.join(stored)}); --resume trains more seeds or rungs of the arms it has. "
                         "To compare a new arm, start a new transfer with --name")
+
+
+def _resumed_arms(stored: dict[str, Any], arms: dict[str, dict[str, Any]], space, tname: str) -> dict[str, dict[str, Any]]:
+    """The arms a resumed transfer trains more of: every arm the study reports (``stored``), those this
+    command did not name again (an ``--arm`` left off, a source arm renamed by another ``--from``) rebuilt
+    from the stored mixture, so every arm gets the new seeds; each refused if it is now another mixture
+    than the one trained (a source study resumed since may recommend another one: its new seeds would not
+    pair with the old ones)."""
+    if not stored:   # stored before transfers kept their arms: as asked
+        return arms
     for label, arm in arms.items():
         before = stored.get(label, {}).get("mixture")
         if before is not None and not np.allclose(arm["mixture"].as_array(space.domains),
                                                   Mixture(before, space.domains).as_array(space.domains), atol=1e-9):
             raise UserError(f"transfer --resume: arm {label!r} is now another mixture than the one study "
                             f"{tname!r} trained (its source changed since); start a new transfer (--name)")
-    return {k: a for k, a in arms.items() if k in stored} if stored else arms
+    out = {}
+    for label, doc in stored.items():
+        keep = {"same_as": doc["same_as"]} if "same_as" in doc else {}
+        out[label] = arms.get(label) or {"mixture": Mixture(doc["mixture"], space.domains), "proxy": doc.get("proxy"),
+                                         "from": doc.get("from"), **keep}
+    return out
 
 
 def _arms_doc(arms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -29,20 +29,24 @@ def test_paired_matches_scipy_and_handles_degenerate_cases():
     assert same["diff"] == 0 and math.isnan(same["t"])
 
 
-def test_resumed_transfer_refuses_new_arms_it_was_asked_for():
-    """--resume trains more seeds of the stored arms; an --arm / --mixture / --from arm the study does not
-    have is refused by name (it used to be dropped without a word), and a changed mixture too."""
-    from mixopt.analysis.transfer import _arms_doc, _resumed_arms
+def test_resumed_transfer_refuses_new_arms_and_keeps_every_stored_one():
+    """--resume trains more seeds of the stored arms: an --arm / --mixture / --from arm the study does not
+    have is refused by name (it used to be dropped without a word), a stored arm the command does not name
+    again is rebuilt from the stored mixture (it used to get no new seeds), a changed mixture is refused."""
+    from mixopt.analysis.transfer import _arms_doc, _refuse_new_arms, _resumed_arms
     from mixopt.core.mixture import Mixture, MixtureSpace
 
     space = MixtureSpace(("a", "b"), (0.0, 0.0), (1.0, 1.0))
     arm = lambda p: {"mixture": Mixture({"a": p, "b": 1 - p}), "proxy": None, "from": "x"}  # noqa: E731
-    stored = _arms_doc({"recommended": arm(0.3), "uniform": arm(0.5)})
-    arms = {"recommended": arm(0.3), "uniform": arm(0.5), "mine": arm(0.9)}
-    assert set(_resumed_arms(stored, arms, space, "t")) == {"recommended", "uniform"}   # derived: kept out
-    with pytest.raises(UserError, match=r"--arm mine:m.yaml: study 't' has no such arm .*--name"):
-        _resumed_arms(stored, arms, space, "t", {"mine": "--arm mine:m.yaml"})
-    assert set(_resumed_arms(stored, arms, space, "t", {"uniform": "--arm uniform:u.yaml"})) == {"recommended", "uniform"}
+    stored = _arms_doc({"recommended": arm(0.3), "uniform": arm(0.5), "mine": arm(0.9)})
+    with pytest.raises(UserError, match=r"--arm new:m.yaml: study 't' has no such arm \(its arms: recommended, "
+                                        r"uniform, mine\).*--name"):
+        _refuse_new_arms(stored, {"mine": "--arm mine:m.yaml", "new": "--arm new:m.yaml"}, "t")
+    _refuse_new_arms(stored, {"mine": "--arm mine:m.yaml"}, "t")        # named again: fine
+    _refuse_new_arms({}, {"new": "--arm new:m.yaml"}, "t")              # stored before arms were kept
+    out = _resumed_arms(stored, {"recommended": arm(0.3), "uniform": arm(0.5), "best-trial": arm(0.7)}, space, "t")
+    assert list(out) == ["recommended", "uniform", "mine"]                # best-trial: not the study's
+    assert out["mine"]["mixture"].as_array(("a", "b")).tolist() == pytest.approx([0.9, 0.1])
     with pytest.raises(UserError, match="arm 'recommended' is now another mixture"):
         _resumed_arms(stored, {"recommended": arm(0.4)}, space, "t")
 

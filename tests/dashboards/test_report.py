@@ -127,6 +127,8 @@ def test_surrogate_plot_cross_validates_the_study_surrogate(tmp_path, surrogate,
      "LightGBM (auto, 40 trials >= 32)"),
     ("regmix", {"surrogate": "lightgbm"}, 40, "lightgbm", "LightGBM"),
     ("bo", {"warp": "clr"}, 40, "gp", "GP"),
+    ("bo", None, 40, "gp", "GP"),                                          # bo's default warp
+    ("regmix", {"surrogate": "bo"}, 40, "gp", "GP"),                       # the bo surrogate: bo's GP
     ("mixing_law", None, 40, "mixing_law", "mixing law"),
     ("hybrid", {"main": "regmix", "main_options": {"surrogate": "linear"}}, 40, "linear", "linear"),
     ("random", None, 40, "linear", "linear (random fits no surrogate)"),
@@ -137,8 +139,8 @@ def test_searched_surrogate_is_the_searchers_model(searcher, options, n, name, l
     s = mixopt.create_study("which", domains=DOMAINS, searcher=searcher, searcher_options=options)
     choice = searched_surrogate(s, n)
     assert (choice.name, choice.label) == (name, label)
-    if searcher == "bo":
-        assert choice.options["warp"] == "clr"
+    if searcher == "bo" or (options or {}).get("surrogate") == "bo":
+        assert choice.options["warp"] == (options or {}).get("warp", "sqrt_median")
     if name == "lightgbm" and options.get("surrogate_options"):
         assert choice.options == {"num_leaves": 7}  # the GP's options and switch_at are auto's, not LightGBM's
     if searcher == "mixing_law":

@@ -177,8 +177,11 @@ def test_sqrt_median_warp_shifts_by_the_trials_median_weight():
     import torch
 
     from mixopt.search.gp import EPS, fit_gp, simplex_bounds, warp_eps
+    from mixopt.search.surrogates import make_surrogate
 
     assert get_searcher("bo", {}).warp == "sqrt_median"
+    assert make_surrogate("bo").warp == "sqrt_median" and make_surrogate("gp").warp == "sqrt"
+    assert make_surrogate("bo", warp="clr").warp == "clr"
     rng = np.random.default_rng(1)
     sparse = rng.dirichlet(np.full(8, 0.05), 20)                # most weights ~0
     dense = rng.dirichlet(np.full(8, 200.0), 20)                # every weight near 1/8
