@@ -142,7 +142,9 @@ def searched_surrogate(study, n_fit: int) -> SurrogateChoice:
     if kind == "RegMixSearcher":
         name, opts = ("gp" if s.surrogate == "bo" else s.surrogate), dict(s.surrogate_options)
         if s.surrogate == "bo":   # the bo searcher's GP: its default warp unless the options give one
-            opts.setdefault("warp", "sqrt_median")
+            from mixopt.search.surrogates import BO_WARP
+
+            opts.setdefault("warp", BO_WARP)
         opts.pop("refit", None)
         if name == "auto":
             switch = int(opts.pop("switch_at", 128))

@@ -50,16 +50,13 @@ from mixopt.core.errors import ConfigError
 from mixopt.core.mixture import Mixture, MixtureSpace
 from mixopt.search.base import Proposal, Recommendation, SearchContext, best_completed
 from mixopt.search.dirichlet import REGMIX_STRENGTHS, sample, validate_sampling_options
-from mixopt.search.gp import DTYPE, REFITS, WARPS, fit_gp, posterior_mean_std, warp_eps
+from mixopt.search.gp import DTYPE, REFITS, WARPS, fit_gp, posterior_mean_std
 from mixopt.search.pool import project_rows, untried_rows
+from mixopt.search.surrogates import BO_WARP
 from mixopt.search.trust import guard
 
 log = logging.getLogger(__name__)
 DUP_L1 = 1e-4        # two mixtures closer than this (L1) count as the same point
-# bo's warp: sqrt(p + the trials' median weight). On the six released tables (bench_defaults_all.py,
-# evaluations to the top 1 %) it ties "sqrt" on the sparse RegMix and Olmix tables, where the median
-# weight is 0-0.002, and needs fewer on ADMIRE's dense pools (100 seeds: 12.5 vs 13.5 and 18 vs 22).
-BO_WARP = "sqrt_median"
 
 
 # ---- shared helpers (also used by mixopt.search.mfbo) ----------------------------------------------
@@ -331,7 +328,7 @@ class BOSearcher:
             mean, std = posterior_mean_std(model, x[None, :])
         rec = Recommendation(Mixture.from_array(x, ctx.space.domains), float(-mean[0]), float(std[0]),
                              info={"searcher": self.name, "n_fit": int(len(y)), "warp": self.warp,
-                                   "warp_eps": warp_eps(self.warp, X),
+                                   "warp_eps": float(model.input_transform.warp.eps),
                                    "source": "gp_posterior_mean"})
         return guard(ctx, rec, self.fallback_to_best, lambda z: float(posterior_mean_std(model, z[None, :])[1][0]))
 

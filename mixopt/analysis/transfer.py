@@ -185,7 +185,7 @@ def run_transfer(cfg: StudyConfig, *, seeds: int = 3, factor: float = 4.0, prese
                    budget=BudgetConfig(trials=n_trials),
                    hparams=replace(cfg.hparams, resolved={**cfg.hparams.resolved, **auto_target, **auto_rungs}))
     try:  # --resume continues the transfer study if there is one, else starts it
-        plan = StudyPlan.build(tcfg, resume=resume and store.load_meta(tname) is not None, storage=store)
+        plan = StudyPlan.build(tcfg, resume=old is not None, storage=store)
     except AlreadyExistsError:
         raise AlreadyExistsError(f"transfer study {tname!r} exists in {uri}; pass --resume to continue it") from None
     if dict(plan.objective.weights) != dict(src.objective.weights):

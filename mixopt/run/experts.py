@@ -291,9 +291,8 @@ def prepare(cfg, es: ExpertsSpec, study: Study, corpus, executor, *, resume: boo
         was = {str(r["params"].get("key")): r["params"] for r in study.storage.runs(study.name, "experts")}
         sf = was.get(key, {}).get("seed_fraction")
         handoff = sf is not None and float(sf) != es.seed_fraction  # what explains another key, if anything
-        fix = ([f"merge.seed_fraction: {float(sf):g}"] if handoff else []) \
-            + ([f"merge.scale: {scale:g}"] if scale != now[1] else []) + ([f"merge.power: {power:g}"] if power != now[2]
-                                                                          else [])
+        fix = [f"merge.seed_fraction: {float(sf):g}"] if handoff else []
+        fix += [f"merge.{k}: {v:g}" for k, v, cur in (("scale", scale, now[1]), ("power", power, now[2])) if v != cur]
         fix = fix if key == now[0] or handoff else []  # another set for another reason: no setting brings it back
         raise UserError(f"merge: study {study.name!r} was screened with expert set {key} at merge.scale {scale:g}, "
                         f"merge.power {power:g}; this config scores with set {now[0]} at scale {now[1]:g}, power "
